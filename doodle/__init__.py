@@ -1,0 +1,9 @@
+"""doodle: library code behind the Quick, Draw! DVC pipeline.
+
+Grouped by domain: ``params`` (typed params.yaml sections), ``strokes`` (drawing text ->
+flat stroke arrays), ``sources`` (Kaggle CSV / ndjson / embedded sample readers),
+``sample_data`` (the procedural default data set), ``shards`` (shuffle + shard into parquet),
+``raster`` (the one rasterizer), ``datasets`` (batch streams and tf.data), ``models``
+(one module per architecture), ``metrics`` (MAP@3), ``submission`` (top-3 CSV, balancing,
+scoring) and ``plots``.
+"""

@@ -1,0 +1,182 @@
+"""The render cache: one memory-mappable ``.npy`` of images per shard, plus labels and key_ids.
+
+Training reads these directly; the full Kaggle set at 64x64x1 is ~204 GB, far larger than RAM,
+so nothing here ever loads a whole array: shards are rendered row group by row group into an
+``np.lib.format.open_memmap`` and read back with ``mmap_mode="r"``.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from .params import require
+from .raster import RenderParams, render
+from .shards import iter_shard_batches, read_classes, read_manifest
+
+
+@dataclass
+class CacheParams:
+    """params.yaml section ``render``: how to draw (see RenderParams) and how much to cache."""
+
+    size: int = 64
+    line_width: float = 6.0
+    channels: int = 1
+    antialias: bool = False
+    max_per_shard: int | None = None   # rows rendered per shard; null = all
+    train_shards: int | None = None    # how many training shards to render; null = all
+    workers: int = 2
+
+    def validate(self, where: str = "render") -> None:
+        self.raster().validate(where)
+        require(self.max_per_shard is None or self.max_per_shard > 0, f"{where}.max_per_shard",
+                "must be a positive number or null")
+        require(self.train_shards is None or self.train_shards > 0, f"{where}.train_shards",
+                "must be a positive number or null")
+        require(self.workers >= 1, f"{where}.workers", "must be >= 1")
+
+    def raster(self) -> RenderParams:
+        return RenderParams(self.size, float(self.line_width), self.channels, self.antialias)
+
+
+def _files(prefix: Path) -> dict[str, Path]:
+    return {k: prefix.with_name(f"{prefix.name}.{k}.npy") for k in ("images", "labels", "keys")}
+
+
+def _render_one(args) -> dict:
+    shard_path, prefix, rows, raster, queue = args
+    files = _files(Path(prefix))
+    images = np.lib.format.open_memmap(files["images"], mode="w+", dtype=np.uint8, shape=(rows, *raster.shape()))
+    labels = np.empty(rows, np.int16)
+    keys = np.empty(rows, np.int64)
+    done = blank = dots_only = 0
+    for lab, key, strokes in iter_shard_batches(shard_path, limit=rows):
+        n = len(lab)
+        render(strokes, raster, out=images[done:done + n])
+        labels[done:done + n] = lab
+        keys[done:done + n] = key
+        blank += int((images[done:done + n].reshape(n, -1).max(axis=1) == 0).sum())
+        pts, strk = strokes.point_counts(), strokes.stroke_counts()
+        dots_only += int((pts == strk).sum())
+        done += n
+        if queue is not None:
+            queue.put(n)
+    images.flush()
+    del images
+    np.save(files["labels"], labels)
+    np.save(files["keys"], keys)
+    return {"rows": done, "blank": blank, "dots_only": dots_only}
+
+
+def plan(shard_dir: str | Path, cfg: CacheParams) -> list[dict]:
+    """Which shards to render and how many rows each, from the shard manifest."""
+    man = read_manifest(shard_dir)
+    train = man["train_shards"][: cfg.train_shards] if cfg.train_shards else man["train_shards"]
+    jobs = []
+    for i, name in enumerate(man["files"]):
+        split = "val" if i in man["val_shards"] else "train" if i in train else None
+        if split is None:
+            continue
+        rows = man["rows_per_shard"][i]
+        if cfg.max_per_shard is not None:
+            rows = min(rows, cfg.max_per_shard)
+        jobs.append({"shard": name, "split": split, "rows": rows, "prefix": Path(name).stem})
+    return jobs
+
+
+def cache_bytes(jobs: list[dict], raster: RenderParams) -> int:
+    return sum(j["rows"] for j in jobs) * int(np.prod(raster.shape()))
+
+
+def build_cache(shard_dir: str | Path, out_dir: str | Path, cfg: CacheParams, progress: bool = True,
+                log=print) -> dict:
+    """Render the planned shards into ``out_dir`` in parallel processes; write manifest.json."""
+    t0 = time.perf_counter()
+    shard_dir, out = Path(shard_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    raster = cfg.raster()
+    jobs = plan(shard_dir, cfg)
+    total = sum(j["rows"] for j in jobs)
+    log(f"render: {len(jobs)} shards, {total:,} drawings at {raster.shape()} -> "
+        f"{cache_bytes(jobs, raster) / 1e9:.3f} GB of cache in {out}")
+    workers = max(1, min(cfg.workers, len(jobs), os.cpu_count() or 1))
+    results = []
+    with tqdm(total=total, unit="img", desc="render", disable=not progress) as bar:
+        if workers == 1:
+            for j in jobs:
+                results.append(_render_one((shard_dir / j["shard"], out / j["prefix"], j["rows"], raster, None)))
+                bar.update(j["rows"])
+        else:
+            ctx = mp.get_context("fork")
+            with ctx.Manager() as manager:
+                queue = manager.Queue()
+                with ctx.Pool(workers) as pool:
+                    pending = pool.map_async(_render_one, [
+                        (shard_dir / j["shard"], out / j["prefix"], j["rows"], raster, queue) for j in jobs])
+                    while not pending.ready() or not queue.empty():
+                        try:
+                            bar.update(queue.get(timeout=0.2))
+                        except Exception:
+                            pass
+                    results = pending.get()
+    seconds = time.perf_counter() - t0
+    files = [{"prefix": j["prefix"], "split": j["split"], "rows": r["rows"]} for j, r in zip(jobs, results)]
+    manifest = {
+        "render": raster.to_dict(),
+        "classes": read_classes(shard_dir / "classes.csv"),
+        "files": files,
+        "rows": total,
+        "blank_images": sum(r["blank"] for r in results),
+        "dots_only_drawings": sum(r["dots_only"] for r in results),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(total / seconds, 1) if seconds else 0.0,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+@dataclass
+class CacheSplit:
+    """Memory-mapped arrays of one split (``train`` or ``val``) of a cache."""
+
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    keys: list[np.ndarray]
+
+    @property
+    def rows(self) -> int:
+        return sum(len(lab) for lab in self.labels)
+
+    def all_labels(self) -> np.ndarray:
+        return np.concatenate(self.labels).astype(np.int64) if self.labels else np.zeros(0, np.int64)
+
+
+def read_cache_manifest(cache_dir: str | Path) -> dict:
+    path = Path(cache_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the render stage first (dvc repro render)")
+    return json.loads(path.read_text())
+
+
+def open_split(cache_dir: str | Path, split: str) -> CacheSplit:
+    cache_dir = Path(cache_dir)
+    man = read_cache_manifest(cache_dir)
+    parts = [f for f in man["files"] if f["split"] == split and f["rows"] > 0]
+    out = CacheSplit([], [], [])
+    for f in parts:
+        files = _files(cache_dir / f["prefix"])
+        out.images.append(np.load(files["images"], mmap_mode="r"))
+        out.labels.append(np.load(files["labels"]))
+        out.keys.append(np.load(files["keys"]))
+    return out
+
+
+def shard_rows(path: str | Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows

@@ -1,0 +1,105 @@
+"""Batches from the render cache, for any Keras backend, and a tf.data wrapper for TensorFlow.
+
+The full cache (~204 GB at 64x64) is far larger than RAM and lives on disk, where random access
+per image is slow. :class:`BatchStream` therefore shuffles at two levels, seeded per epoch:
+the order of blocks (``block_rows`` consecutive rows of one shard, read sequentially) across
+all shards, then rows within a buffer of ``buffer_blocks`` blocks. Shards are already
+uniformly shuffled by the shard stage, so this is close to a full shuffle at sequential-read
+cost, in memory fixed by ``block_rows * buffer_blocks`` images. Everything is whole-batch numpy:
+nothing per image runs in Python.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from .cache import CacheSplit
+
+
+class BatchStream:
+    def __init__(self, split: CacheSplit, batch_size: int, shuffle: bool, seed: int = 0,
+                 steps: int | None = None, block_rows: int = 512, buffer_blocks: int = 64):
+        if split.rows == 0:
+            raise ValueError("the cache split is empty: nothing to read (check render/shard params)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.split = split
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.block_rows = block_rows
+        self.buffer_blocks = buffer_blocks
+        self.blocks = [(s, a, min(a + block_rows, len(lab)))
+                       for s, lab in enumerate(split.labels) for a in range(0, len(lab), block_rows)]
+        full = -(-split.rows // batch_size)
+        self.steps = steps or full
+
+    def __len__(self) -> int:
+        return self.steps
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.split.images[0].shape[1:])
+
+    def _rows(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One pass over the data as (images, labels) chunks, shuffled if asked."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.blocks)) if self.shuffle else np.arange(len(self.blocks))
+        for g in range(0, len(order), self.buffer_blocks):
+            group = [self.blocks[i] for i in order[g:g + self.buffer_blocks]]
+            images = np.concatenate([self.split.images[s][a:b] for s, a, b in group])
+            labels = np.concatenate([self.split.labels[s][a:b] for s, a, b in group]).astype(np.int32)
+            if self.shuffle:
+                perm = rng.permutation(len(labels))
+                images, labels = images[perm], labels[perm]
+            yield images, labels
+
+    def _batches(self, chunks, limit: int | None, keep_last: bool):
+        carry_x = carry_y = None
+        steps = 0
+        for images, labels in chunks:
+            if carry_x is not None:
+                images, labels = np.concatenate([carry_x, images]), np.concatenate([carry_y, labels])
+                carry_x = carry_y = None
+            n_full = len(labels) // self.batch_size * self.batch_size
+            for a in range(0, n_full, self.batch_size):
+                yield images[a:a + self.batch_size], labels[a:a + self.batch_size]
+                steps += 1
+                if limit is not None and steps >= limit:
+                    return
+            if n_full < len(labels):
+                carry_x, carry_y = images[n_full:], labels[n_full:]
+        if keep_last and carry_x is not None:
+            yield carry_x, carry_y
+
+    def epoch(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Training (shuffle): exactly ``len(self)`` full batches, passes repeat as needed.
+        Validation (no shuffle): one ordered pass, its last batch possibly short."""
+        if not self.shuffle:
+            yield from self._batches(self._rows(0), self.steps, keep_last=True)
+            return
+
+        def passes():
+            p = 0
+            while True:
+                yield from self._rows(epoch * 1_000_003 + p)
+                p += 1
+        yield from self._batches(passes(), self.steps, keep_last=False)
+
+    def forever(self, start_epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        e = start_epoch
+        while True:
+            yield from self.epoch(e)
+            e += 1
+
+
+def tf_dataset(stream: BatchStream, repeat: bool, start_epoch: int = 0):
+    """Wrap a stream as a prefetched ``tf.data.Dataset`` of uint8 batches (the model rescales)."""
+    import tensorflow as tf
+
+    shape = (None, *stream.image_shape)
+    gen = (lambda: stream.forever(start_epoch)) if repeat else (lambda: stream.epoch(0))
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(
+        tf.TensorSpec(shape, tf.uint8), tf.TensorSpec((None,), tf.int32)))
+    return ds.prefetch(tf.data.AUTOTUNE)

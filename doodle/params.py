@@ -1,0 +1,86 @@
+"""Typed access to ``params.yaml``.
+
+Every stage reads its section through :func:`load_section`, which checks names and types so a
+typo or a wrong value fails at once with the offending key in the message, instead of deep
+inside a stage hours later.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ParamError(ValueError):
+    """A missing, unknown or mistyped entry of params.yaml (the key is named)."""
+
+
+def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamError(f"params file not found: {path.resolve()}")
+    with path.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ParamError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def _accepts(tp: Any, value: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_accepts(item, v) for v in value)
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def from_mapping(cls: type, raw: dict[str, Any] | None, where: str):
+    """Build dataclass ``cls`` from ``raw``; unknown keys and wrong types name ``where.key``."""
+    raw = dict(raw or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ParamError(f"unknown param(s) {', '.join(f'{where}.{k}' for k in unknown)}; "
+                         f"known: {', '.join(sorted(names))}")
+    for key, value in raw.items():
+        if not _accepts(hints[key], value):
+            raise ParamError(f"param {where}.{key} = {value!r} is not of type {hints[key]}")
+    try:
+        obj = cls(**raw)
+    except TypeError as exc:  # a required key is missing
+        raise ParamError(f"section {where}: {exc}") from None
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check(where)
+    return obj
+
+
+def load_section(cls: type, section: str, params: dict[str, Any] | None = None,
+                 path: str | Path = DEFAULT_PARAMS):
+    params = read_params(path) if params is None else params
+    return from_mapping(cls, params.get(section), section)
+
+
+def require(cond: bool, key: str, message: str) -> None:
+    """Raise a ParamError naming ``key`` unless ``cond``."""
+    if not cond:
+        raise ParamError(f"param {key}: {message}")

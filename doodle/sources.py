@@ -1,0 +1,242 @@
+"""Input data sources: Kaggle's CSV folder, Google's ndjson folder, and the embedded sample.
+
+Every reader streams: a class file is read in blocks of about ``block_bytes`` so memory never
+depends on the size of the input (Kaggle's train set is 340 files, 49.7M rows, ~24 GB).
+Each block is then cleaned by :func:`clean_block`, which types the columns, parses the drawings
+once, and returns every rejected row with its reason, never dropping one silently.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from .strokes import DRAWING_REASONS, OK, StrokeBatch, parse_drawings
+
+log = logging.getLogger(__name__)
+
+SAMPLE_DIR = Path("data/sample")
+TRAIN_COLUMNS = ["countrycode", "drawing", "key_id", "recognized", "timestamp", "word"]
+TEST_COLUMNS = ["key_id", "countrycode", "drawing"]
+ROW_REASONS = ("bad_key_id", "word_mismatch", "bad_recognized", "duplicate_key_id")
+
+
+class SourceError(ValueError):
+    """The input cannot be used at all (wrong path, wrong layout, missing columns)."""
+
+
+@dataclass
+class Source:
+    """A resolved input folder: its layout and its class files, sorted by class name."""
+
+    root: Path
+    kind: str                                   # "kaggle" or "ndjson"
+    class_files: dict[str, Path]                # word -> file
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(self.class_files)
+
+    @property
+    def test_file(self) -> Path | None:
+        p = self.root / "test_simplified.csv"
+        return p if p.is_file() else None
+
+    @property
+    def test_labels_file(self) -> Path | None:
+        p = self.root / "test_labels.csv"
+        return p if p.is_file() else None
+
+
+def resolve_source(source: str | Path) -> Source:
+    """Find which layout ``source`` holds; fail naming the path and what was expected."""
+    root = SAMPLE_DIR if str(source) == "sample" else Path(source)
+    expected = ("a Kaggle folder (train_simplified/<word>.csv and test_simplified.csv) "
+                "or a folder of Google simplified <word>.ndjson files")
+    if not root.exists():
+        raise SourceError(f"data.source: {root} does not exist; expected {expected}"
+                          + (" (run `dvc repro sample` to generate the embedded sample)"
+                             if root == SAMPLE_DIR else ""))
+    if not root.is_dir():
+        raise SourceError(f"data.source: {root} is not a folder; expected {expected}")
+    train_dir = root / "train_simplified"
+    if train_dir.is_dir():
+        kind, folder, suffix = "kaggle", train_dir, ".csv"
+    elif any(root.glob("*.ndjson")):
+        kind, folder, suffix = "ndjson", root, ".ndjson"
+    else:
+        raise SourceError(f"data.source: {root} holds neither layout; expected {expected}")
+    files, skipped = {}, []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix == suffix and not path.name.startswith("."):
+            files[path.stem] = path
+        elif kind == "kaggle" or path.suffix not in (".csv", ".md", ".txt"):
+            skipped.append(path.name)
+    for name in skipped:
+        log.warning("skipping %s: not a %s class file", folder / name, suffix)
+    if not files:
+        raise SourceError(f"data.source: no class files (*{suffix}) in {folder}")
+    return Source(root, kind, files, skipped)
+
+
+# --------------------------------------------------------------------------- raw blocks
+def _csv_blocks(path: Path, columns: list[str], block_bytes: int) -> Iterator[pa.Table]:
+    read = pacsv.ReadOptions(block_size=block_bytes, use_threads=True)
+    convert = pacsv.ConvertOptions(
+        # Everything as text: typing happens in clean_block, so a bad value is a counted
+        # reject instead of an exception that kills the whole file. "NA" is Namibia, not null.
+        column_types={c: pa.string() for c in columns},
+        strings_can_be_null=False, null_values=[], include_columns=columns)
+    try:
+        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            return
+        header = path.open(errors="replace").readline().strip()
+        missing = [c for c in columns if c not in header.split(",")]
+        if missing:
+            raise SourceError(f"{path}: missing required column(s) {missing}; header is {header!r}") from None
+        raise SourceError(f"{path}: unreadable CSV: {exc}") from None
+    for batch in reader:
+        if batch.num_rows:
+            yield pa.Table.from_batches([batch])
+
+
+def _ndjson_blocks(path: Path, word: str, block_bytes: int) -> Iterator[pa.Table]:
+    """Google's records ``{"word", "countrycode", "timestamp", "recognized", "key_id", "drawing"}``.
+
+    The drawing is re-serialised to JSON text so it goes through the same parser as Kaggle's CSV;
+    a line that is not JSON keeps its raw text and is rejected as malformed downstream.
+    """
+    cols = {c: [] for c in TRAIN_COLUMNS}
+
+    def flush():
+        table = pa.table({c: pa.array(v, pa.string()) for c, v in cols.items()})
+        for v in cols.values():
+            v.clear()
+        return table
+
+    size = 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError
+            except ValueError:
+                rec = {"word": word, "drawing": line.decode("utf-8", "replace")[:100000], "key_id": ""}
+            else:
+                d = rec.get("drawing")
+                rec["drawing"] = "" if d is None else json.dumps(d, separators=(",", ":"))
+            for c in TRAIN_COLUMNS:
+                v = rec.get(c, "")
+                cols[c].append(v if isinstance(v, str) else json.dumps(v) if not isinstance(v, bool) else str(v))
+            size += len(raw)
+            if size >= block_bytes:
+                size = 0
+                yield flush()
+    if cols["drawing"]:
+        yield flush()
+
+
+def iter_class_blocks(source: Source, word: str, block_bytes: int = 8 << 20) -> Iterator[pa.Table]:
+    """Raw text blocks of one class file, columns TRAIN_COLUMNS."""
+    path = source.class_files[word]
+    if source.kind == "kaggle":
+        return _csv_blocks(path, TRAIN_COLUMNS, block_bytes)
+    return _ndjson_blocks(path, word, block_bytes)
+
+
+def iter_test_blocks(path: str | Path, block_bytes: int = 8 << 20) -> Iterator[pa.Table]:
+    """Raw text blocks of a Kaggle ``test_simplified.csv`` (key_id, countrycode, drawing)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"test file not found: {path}")
+    return _csv_blocks(path, TEST_COLUMNS, block_bytes)
+
+
+# --------------------------------------------------------------------------- cleaning
+def parse_key_ids(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """key_id text -> (int64 values, ok mask). Non-digit, empty or over-int64 ids are not ok."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    stripped = pc.utf8_trim_whitespace(col)
+    ok = pc.match_substring_regex(stripped, r"^[0-9]{1,19}$").to_numpy(zero_copy_only=False)
+    values = np.zeros(len(col), np.int64)
+    if ok.any():
+        good = stripped.filter(pa.array(ok))
+        try:
+            values[ok] = pc.cast(good, pa.int64()).to_numpy()
+        except pa.ArrowInvalid:  # a 19-digit id over int64: check one by one
+            for i in np.flatnonzero(ok):
+                v = int(stripped[int(i)].as_py())
+                if v < 2**63:
+                    values[i] = v
+                else:
+                    ok[i] = False
+    return values, ok
+
+
+@dataclass
+class CleanBlock:
+    """Typed valid rows of one block plus the rejected rows with their reasons."""
+
+    key_id: np.ndarray          # int64
+    countrycode: pa.Array
+    recognized: np.ndarray      # bool
+    timestamp: pa.Array
+    strokes: StrokeBatch
+    rejected: list[tuple[str, str, str, str]]  # (word, key_id text, reason, drawing text)
+
+    def __len__(self) -> int:
+        return len(self.key_id)
+
+
+def clean_block(table: pa.Table, word: str) -> CleanBlock:
+    """Type and validate one block of a class file whose rows should all be ``word``."""
+    n = table.num_rows
+    reason = np.full(n, "", dtype=object)
+    key_id, key_ok = parse_key_ids(table["key_id"])
+    reason[~key_ok] = "bad_key_id"
+    words = table["word"].combine_chunks()
+    reason[(pc.not_equal(words, word).to_numpy(zero_copy_only=False)) & (reason == "")] = "word_mismatch"
+    rec_text = pc.utf8_lower(pc.utf8_trim_whitespace(table["recognized"].combine_chunks()))
+    recognized = pc.equal(rec_text, "true").to_numpy(zero_copy_only=False)
+    rec_ok = pc.is_in(rec_text, pa.array(["true", "false"])).to_numpy(zero_copy_only=False)
+    reason[~rec_ok & (reason == "")] = "bad_recognized"
+
+    parsed = parse_drawings(table["drawing"])
+    for code, name in DRAWING_REASONS.items():
+        reason[(parsed.status == code) & (reason == "")] = name
+    keep = reason == ""
+    strokes = parsed.strokes
+    if not keep.all():
+        # Drawings that parsed fine but whose row is bad for another reason are dropped here.
+        valid_rows = np.flatnonzero(parsed.status == OK)
+        strokes = strokes.take(np.flatnonzero(keep[valid_rows]))
+    rejected = []
+    if not keep.all():
+        drawings = table["drawing"]
+        keys = table["key_id"]
+        for i in np.flatnonzero(~keep):
+            i = int(i)
+            rejected.append((word, keys[i].as_py(), reason[i], drawings[i].as_py()))
+    mask = pa.array(keep)
+    return CleanBlock(
+        key_id=key_id[keep],
+        countrycode=table["countrycode"].combine_chunks().filter(mask),
+        recognized=recognized[keep],
+        timestamp=table["timestamp"].combine_chunks().filter(mask),
+        strokes=strokes,
+        rejected=rejected,
+    )
