@@ -109,6 +109,15 @@ class StrokeBatch:
         y = pa.ListArray.from_arrays(so_n, pa.ListArray.from_arrays(po_n, pa.array(self.y[p0:p1], pa.uint8())))
         return x, y
 
+    def expand(self, valid: np.ndarray) -> "StrokeBatch":
+        """Spread the drawings over ``valid`` rows, with empty drawings (no strokes) elsewhere:
+        a rejected test row still gets an image (blank) and so a prediction row."""
+        counts = np.zeros(len(valid), np.int64)
+        counts[valid] = self.stroke_counts()
+        so = np.zeros(len(valid) + 1, np.int64)
+        np.cumsum(counts, out=so[1:])
+        return StrokeBatch(self.x, self.y, self.point_offsets, so + int(self.stroke_offsets[0]))
+
     def take(self, idx: np.ndarray) -> "StrokeBatch":
         """The drawings at ``idx``, compacted."""
         idx = np.asarray(idx, np.int64)

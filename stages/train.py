@@ -83,11 +83,12 @@ def main(argv=None) -> None:
                                                               factor=0.5, patience=2, min_lr=1e-5))
     t0 = time.perf_counter()
     history = model.fit(tf_dataset(train, repeat=True), steps_per_epoch=len(train), epochs=cfg.epochs,
-                        validation_data=tf_dataset(val, repeat=False), callbacks=callbacks, verbose=0)
+                        validation_data=tf_dataset(val, repeat=False), validation_steps=len(val),
+                        callbacks=callbacks, shuffle=False, verbose=0)
     seconds = time.perf_counter() - t0
 
     best = keras.saving.load_model(MODEL)
-    scores = best.evaluate(tf_dataset(val, repeat=False), verbose=0, return_dict=True)
+    scores = best.evaluate(tf_dataset(val, repeat=False), steps=len(val), verbose=0, return_dict=True)
     h = history.history
     epochs_run = len(h.get("loss", []))
     metrics = {"val_map_at_3": scores["map_at_3"], "val_accuracy": scores["accuracy"],
