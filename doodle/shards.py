@@ -52,7 +52,7 @@ class ShardParams:
     max_per_class: int | None = None
     recognized_only: bool = False
     row_group_rows: int = 50_000
-    memory_mb: int = 256
+    memory_mb: float = 32
     block_mb: int = 8
 
     def validate(self, where: str = "shard") -> None:
@@ -180,10 +180,12 @@ def write_shards(source: Source, out_dir: str | Path, cfg: ShardParams, progress
     dictionary = pa.array(classes, pa.string())
     for i in tqdm(range(cfg.count), desc="shard: shuffle+write", disable=not progress):
         spill = spill_dir / f"{i:03d}.arrow"
-        writer = pq.ParquetWriter(out / shard_name(i), SHARD_SCHEMA, compression="snappy")
+        writer = pq.ParquetWriter(out / shard_name(i), SHARD_SCHEMA, compression="snappy",
+                                  use_dictionary=["word", "countrycode"],
+                                  write_statistics=["key_id", "label"])
         n_out = 0
         if spill.exists():
-            for table in _ordered_buckets(spill, cfg):
+            for table in _ordered_buckets(spill, cfg.seed, int(cfg.memory_mb * 2**20)):
                 table, dups = _drop_duplicates(table)
                 quarantine.add((classes[table_l], str(k), "duplicate_key_id", d) for table_l, k, d in dups)
                 final = pa.table({
@@ -240,25 +242,26 @@ def _route(block, keep, label, seq0, cfg, writers, spill_dir) -> None:
     shard = shard_of(key_id, cfg.count)
     order = np.argsort(shard, kind="stable")
     bounds = np.searchsorted(shard[order], np.arange(cfg.count + 1))
+    batch = batch.take(pa.array(order))  # one gather, then zero-copy slices per shard
     for s in np.unique(shard):
-        part = batch.take(pa.array(order[bounds[s]:bounds[s + 1]]))
+        part = batch.slice(bounds[s], bounds[s + 1] - bounds[s])
         w = writers.get(int(s))
         if w is None:
             w = writers[int(s)] = pa.ipc.new_stream(spill_dir / f"{int(s):03d}.arrow", SPILL_SCHEMA)
         w.write_batch(part)
 
 
-def _ordered_buckets(spill: Path, cfg: ShardParams):
+def _ordered_buckets(spill: Path, seed: int, budget_bytes: int):
     """Yield the shard's rows as tables sorted by (order key, key_id, seq), bucket by bucket."""
-    k = max(1, -(-spill.stat().st_size // (cfg.memory_mb << 20)))
+    k = max(1, -(-spill.stat().st_size // max(budget_bytes, 1)))
     if k == 1:
         paths = [spill]
     else:  # split by key range into buckets that each fit the memory budget
         paths = [spill.with_suffix(f".b{b:04d}.arrow") for b in range(k)]
         writers = [pa.ipc.new_stream(p, SPILL_SCHEMA) for p in paths]
-        with pa.ipc.open_stream(pa.memory_map(str(spill))) as reader:
+        with pa.ipc.open_stream(pa.OSFile(str(spill))) as reader:  # read, not mapped: RSS stays bounded
             for batch in reader:
-                key = order_key(batch.column("key_id").to_numpy(), cfg.seed)
+                key = order_key(batch.column("key_id").to_numpy(), seed)
                 bucket = (((key >> np.uint64(32)) * np.uint64(k)) >> np.uint64(32)).astype(np.int64)
                 for b in np.unique(bucket):
                     writers[b].write_batch(batch.filter(pa.array(bucket == b)))
@@ -266,12 +269,12 @@ def _ordered_buckets(spill: Path, cfg: ShardParams):
             w.close()
         spill.unlink()
     for p in paths:
-        with pa.ipc.open_stream(pa.memory_map(str(p))) as reader:
+        with pa.ipc.open_stream(pa.OSFile(str(p))) as reader:
             table = reader.read_all()
         if table.num_rows == 0:
             continue
         key_id = table["key_id"].to_numpy()
-        order = np.lexsort((table["seq"].to_numpy(), key_id, order_key(key_id, cfg.seed)))
+        order = np.lexsort((table["seq"].to_numpy(), key_id, order_key(key_id, seed)))
         yield table.take(pa.array(order))
         del table
         if p != spill:

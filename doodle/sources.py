@@ -97,7 +97,7 @@ def _csv_blocks(path: Path, columns: list[str], block_bytes: int) -> Iterator[pa
         strings_can_be_null=False, null_values=[], include_columns=columns)
     try:
         reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
-    except pa.ArrowInvalid as exc:
+    except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
         if "Empty CSV file" in str(exc):
             return
         header = path.open(errors="replace").readline().strip()
@@ -206,18 +206,18 @@ def clean_block(table: pa.Table, word: str) -> CleanBlock:
     """Type and validate one block of a class file whose rows should all be ``word``."""
     n = table.num_rows
     reason = np.full(n, "", dtype=object)
+    # Drawing problems first: a line that is not even JSON is "malformed", whatever else it lacks.
+    parsed = parse_drawings(table["drawing"])
+    for code, name in DRAWING_REASONS.items():
+        reason[parsed.status == code] = name
     key_id, key_ok = parse_key_ids(table["key_id"])
-    reason[~key_ok] = "bad_key_id"
+    reason[~key_ok & (reason == "")] = "bad_key_id"
     words = table["word"].combine_chunks()
     reason[(pc.not_equal(words, word).to_numpy(zero_copy_only=False)) & (reason == "")] = "word_mismatch"
     rec_text = pc.utf8_lower(pc.utf8_trim_whitespace(table["recognized"].combine_chunks()))
     recognized = pc.equal(rec_text, "true").to_numpy(zero_copy_only=False)
     rec_ok = pc.is_in(rec_text, pa.array(["true", "false"])).to_numpy(zero_copy_only=False)
     reason[~rec_ok & (reason == "")] = "bad_recognized"
-
-    parsed = parse_drawings(table["drawing"])
-    for code, name in DRAWING_REASONS.items():
-        reason[(parsed.status == code) & (reason == "")] = name
     keep = reason == ""
     strokes = parsed.strokes
     if not keep.all():

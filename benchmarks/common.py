@@ -1,0 +1,83 @@
+"""Helpers for the benchmarks: real drawings (or the sample's), replicated to any size."""
+from __future__ import annotations
+
+import csv
+import json
+import resource
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KAGGLE = REPO.parent / "shared" / "data" / "quickdraw-kaggle"
+SAMPLE = REPO / "data" / "sample"
+
+csv.field_size_limit(sys.maxsize)
+
+
+def source_folder() -> Path:
+    """The real Kaggle sample when present, else the embedded sample (generated if needed)."""
+    if KAGGLE.is_dir():
+        return KAGGLE
+    if not (SAMPLE / "train_simplified").is_dir():
+        from doodle.sample_data import SampleParams, generate
+        generate(SAMPLE, SampleParams())
+    return SAMPLE
+
+
+def real_rows(folder: Path | None = None) -> dict[str, list[list[str]]]:
+    """{word: [row, ...]} of a Kaggle-layout folder's train CSVs."""
+    folder = folder or source_folder()
+    out = {}
+    for f in sorted((folder / "train_simplified").glob("*.csv")):
+        with f.open(newline="") as fh:
+            r = csv.reader(fh)
+            next(r)
+            out[f.stem] = list(r)
+    return out
+
+
+def replicate_kaggle(out: Path, rows: int, classes: int | None = None) -> Path:
+    """Write a Kaggle-layout train_simplified/ of ``rows`` rows by repeating real rows with new key_ids."""
+    src = real_rows()
+    words = sorted(src)[: classes or len(src)]
+    per = -(-rows // len(words))
+    (out / "train_simplified").mkdir(parents=True, exist_ok=True)
+    key = 7_000_000_000_000_000
+    written = 0
+    for w in words:
+        base = src[w]
+        n = min(per, rows - written)
+        with (out / "train_simplified" / f"{w}.csv").open("w", newline="") as fh:
+            wr = csv.writer(fh)
+            wr.writerow(["countrycode", "drawing", "key_id", "recognized", "timestamp", "word"])
+            for i in range(n):
+                r = base[i % len(base)]
+                wr.writerow([r[0], r[1], key, r[3], r[4], r[5]])
+                key += 1
+        written += n
+    return out
+
+
+def replicate_test(out: Path, rows: int) -> Path:
+    """A test_simplified.csv of ``rows`` rows from real test (or train) drawings."""
+    folder = source_folder()
+    with (folder / "test_simplified.csv").open(newline="") as fh:
+        r = csv.reader(fh)
+        next(r)
+        base = [(row[1], row[2]) for row in r]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["key_id", "countrycode", "drawing"])
+        for i in range(rows):
+            cc, d = base[i % len(base)]
+            wr.writerow([8_000_000_000_000_000 + i, cc, d])
+    return out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def last_line(obj: dict) -> None:
+    print(json.dumps(obj))

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from doodle.cache import CacheSplit
+from doodle.datasets import BatchStream
+
+
+def split(sizes=(1000, 700, 300)):
+    images, labels, keys, start = [], [], [], 0
+    for n in sizes:
+        ids = np.arange(start, start + n)
+        images.append((ids % 251).astype(np.uint8).reshape(-1, 1, 1, 1).repeat(4, 1).repeat(4, 2))
+        labels.append(ids.astype(np.int16) % 300 + 0)
+        keys.append(ids)
+        start += n
+    # label = row id for checking coverage (fits int16 here)
+    labels = [k.astype(np.int16) for k in keys]
+    return CacheSplit(images, labels, keys)
+
+
+def test_validation_pass_reads_every_row_once_in_order():
+    s = BatchStream(split(), 128, shuffle=False, block_rows=100, buffer_blocks=3)
+    ys = np.concatenate([y for _, y in s.epoch()])
+    assert ys.tolist() == list(range(2000))
+    assert len(s) == 16
+
+
+def test_training_shuffle_is_seeded_full_and_differs_by_epoch():
+    s = BatchStream(split(), 100, shuffle=True, seed=3, block_rows=64, buffer_blocks=4)
+    e0 = np.concatenate([y for _, y in s.epoch(0)])
+    assert sorted(e0.tolist()) == list(range(2000))           # one full pass, nothing lost
+    assert np.array_equal(e0, np.concatenate([y for _, y in BatchStream(
+        split(), 100, shuffle=True, seed=3, block_rows=64, buffer_blocks=4).epoch(0)]))
+    assert not np.array_equal(e0, np.concatenate([y for _, y in s.epoch(1)]))
+    # rows from different shards mix within a batch
+    first = next(s.epoch(0))[1]
+    assert len(np.unique(np.searchsorted([1000, 1700], first, side="right"))) > 1
+
+
+def test_images_follow_their_labels_and_steps_param():
+    s = BatchStream(split(), 50, shuffle=True, steps=7)
+    batches = list(s.epoch(0))
+    assert len(batches) == 7 and all(len(y) == 50 for _, y in batches)
+    for x, y in batches:
+        assert np.array_equal(x[:, 0, 0, 0], (y.astype(np.int64) % 251).astype(np.uint8))
+
+
+def test_empty_split_is_an_error():
+    with pytest.raises(ValueError, match="empty"):
+        BatchStream(CacheSplit([], [], []), 10, shuffle=True)

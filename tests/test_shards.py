@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from doodle.params import ParamError, from_mapping
+from doodle.sample_data import SampleParams, generate
+from doodle.shards import ShardParams, iter_shard_batches, read_classes, shard_of, write_shards
+from doodle.sources import resolve_source
+from tests.test_sources import row, write_csv
+
+
+def test_shard_of_depends_only_on_key_and_count():
+    keys = np.arange(5_000_000_000_000_000, 5_000_000_000_010_000, 7, dtype=np.int64)
+    full = shard_of(keys, 8)
+    assert np.array_equal(shard_of(keys[::3], 8), full[::3])
+    counts = np.bincount(full, minlength=8)
+    assert counts.min() > 0.8 * counts.mean()  # well spread
+
+
+def shard_contents(out):
+    man = json.loads((out / "manifest.json").read_text())
+    return {f: pq.read_table(out / f).to_pylist() for f in man["files"]}
+
+
+@pytest.fixture(scope="module")
+def sample_src(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sample")
+    generate(d, SampleParams(train_per_class=200, test_per_class=2, classes=["circle", "line", "star"],
+                             corrupt_fraction=0.05))
+    return resolve_source(d)
+
+
+def test_same_input_and_seed_give_identical_shards(sample_src, tmp_path):
+    write_shards(sample_src, tmp_path / "a", ShardParams(count=3), progress=False)
+    write_shards(sample_src, tmp_path / "b", ShardParams(count=3), progress=False)
+    assert shard_contents(tmp_path / "a") == shard_contents(tmp_path / "b")
+
+
+def test_memory_budget_split_gives_the_same_shards(sample_src, tmp_path):
+    """A shard bigger than memory_mb is shuffled in key-range buckets: same result as in one go."""
+    write_shards(sample_src, tmp_path / "a", ShardParams(count=2), progress=False)
+    # this sample's spills are ~30 KB a shard: a 5 KB budget makes ~6 buckets a shard
+    write_shards(sample_src, tmp_path / "b", ShardParams(count=2, memory_mb=5000 / 2**20), progress=False)
+    assert shard_contents(tmp_path / "a") == shard_contents(tmp_path / "b")
+
+
+def test_shard_is_shuffled_and_a_drawings_shard_is_stable(sample_src, tmp_path):
+    write_shards(sample_src, tmp_path / "a", ShardParams(count=3, seed=1), progress=False)
+    write_shards(sample_src, tmp_path / "b", ShardParams(count=3, seed=2), progress=False)
+    a = pq.read_table(tmp_path / "a" / "shard-000.parquet")
+    b = pq.read_table(tmp_path / "b" / "shard-000.parquet")
+    assert sorted(a["key_id"].to_pylist()) == sorted(b["key_id"].to_pylist())  # same members
+    assert a["key_id"].to_pylist() != b["key_id"].to_pylist()                  # other order
+    labels = a["label"].to_numpy()
+    assert (labels[1:] != labels[:-1]).mean() > 0.4  # classes are interleaved, not in file order
+
+
+def test_bad_rows_counted_quarantined_never_lost(sample_src, tmp_path):
+    stats = write_shards(sample_src, tmp_path / "s", ShardParams(count=3), progress=False)
+    q = (tmp_path / "s" / "quarantine.csv").read_text().splitlines()
+    assert stats["rejected_total"] == len(q) - 1 > 0
+    assert stats["rows_in"] == stats["rows_out"] + stats["rejected_total"]
+    assert stats["rejected"]["duplicate_key_id"] > 0 and stats["rejected"]["malformed_json"] > 0
+    assert sum(stats["rows_per_shard"]) == stats["rows_out"] == sum(stats["rows_per_class"].values())
+    assert read_classes(tmp_path / "s" / "classes.csv") == ["circle", "line", "star"]
+    keys = np.concatenate([k for f in range(3) for _, k, _ in
+                           iter_shard_batches(tmp_path / "s" / f"shard-{f:03d}.parquet")])
+    assert len(keys) == len(set(keys.tolist()))
+
+
+def test_options_max_per_class_and_recognized_only(tmp_path):
+    rows = [row(i, rec="True" if i % 2 else "False") for i in range(1, 41)]
+    write_csv(tmp_path / "in" / "train_simplified" / "cat.csv", rows)
+    write_csv(tmp_path / "in" / "train_simplified" / "dog.csv", [])
+    src = resolve_source(tmp_path / "in")
+    stats = write_shards(src, tmp_path / "o", ShardParams(count=2, max_per_class=7, recognized_only=True), False)
+    assert stats["rows_out"] == 7 and stats["filtered_unrecognized"] >= 6
+    assert stats["empty_class_files"] == ["dog.csv"]
+
+
+def test_bad_params_are_named():
+    with pytest.raises(ParamError, match="shard.count"):
+        from_mapping(ShardParams, {"count": 0}, "shard")
+    with pytest.raises(ParamError, match="shard.val_shards"):
+        from_mapping(ShardParams, {"count": 4, "val_shards": [7]}, "shard")
+    with pytest.raises(ParamError, match="shard.cuont"):
+        from_mapping(ShardParams, {"cuont": 4}, "shard")
+    with pytest.raises(ParamError, match="shard.count"):
+        from_mapping(ShardParams, {"count": "8"}, "shard")

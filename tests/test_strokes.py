@@ -1,0 +1,75 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from doodle import strokes as S
+from doodle.strokes import StrokeBatch, classify_drawing, parse_drawings
+
+CASES = [
+    ('[[[1,2,3],[4,5,6]],[[7],[8]]]', S.OK),
+    ("[[[10, 20], [30, 40]]]", S.OK),
+    (' [ [ [ 1 , 2 ] , [ 3 , 4 ] ] ] ', S.OK),
+    ('[[[0],[255]]]', S.OK),                       # a one-point stroke is a valid dot
+    ("", S.EMPTY_STRING),
+    ("   ", S.EMPTY_STRING),
+    ("[[[1,2],[3,4]]", S.MALFORMED_JSON),
+    ("not json", S.MALFORMED_JSON),
+    ("[]", S.EMPTY_DRAWING),
+    ("[[[1,2],[3]]]", S.XY_LENGTH_MISMATCH),
+    ("[[[1,2],[3,4]],[[],[]]]", S.EMPTY_STROKE),
+    ("[[[1,256],[3,4]]]", S.OUT_OF_RANGE),
+    ("[[[1,-2],[3,4]]]", S.OUT_OF_RANGE),
+    ("[[[1.5,2],[3,4]]]", S.WRONG_TYPE),
+    ('[[[1,2],["3",4]]]', S.WRONG_TYPE),
+    ("[[[1,2],[3,4],[0,1]]]", S.WRONG_TYPE),      # raw data's time list is not accepted
+    ('{"a": 1}', S.WRONG_TYPE),
+    ("null", S.WRONG_TYPE),
+    ("[[[true,2],[3,4]]]", S.WRONG_TYPE),
+]
+
+
+@pytest.mark.parametrize("text,code", CASES)
+def test_each_row_kind_gets_its_status(text, code):
+    assert parse_drawings([text]).status.tolist() == [code]
+
+
+def test_valid_rows_keep_order_and_values_among_bad_ones():
+    texts = [c[0] for c in CASES]
+    parsed = parse_drawings(texts)
+    assert parsed.status.tolist() == [c[1] for c in CASES]
+    assert len(parsed.strokes) == sum(c[1] == S.OK for c in CASES)
+    assert parsed.strokes.drawing(0) == [([1, 2, 3], [4, 5, 6]), ([7], [8])]
+    assert parsed.strokes.drawing(3) == [([0], [255])]
+
+
+def test_null_values_are_empty_strings():
+    parsed = parse_drawings(pa.array(["[[[1],[2]]]", None], pa.string()))
+    assert parsed.status.tolist() == [S.OK, S.EMPTY_STRING]
+
+
+def test_fast_path_agrees_with_json_reference_on_random_drawings():
+    import json
+    rng = np.random.default_rng(1)
+    texts, expected = [], []
+    for _ in range(300):
+        d = [[rng.integers(-3, 260, n).tolist(), rng.integers(0, 256, n + int(rng.random() < 0.1)).tolist()]
+             for n in rng.integers(0, 6, rng.integers(0, 4))]
+        texts.append(json.dumps(d))
+        expected.append(classify_drawing(d))
+    assert parse_drawings(texts).status.tolist() == expected
+
+
+def test_arrow_roundtrip_take_and_expand():
+    drawings = [[[[1, 2], [3, 4]], [[5], [6]]], [[[7, 8, 9], [1, 1, 1]]], [[[0], [0]]]]
+    b = StrokeBatch.from_lists(drawings)
+    x, y = b.to_arrow()
+    assert x.type == S.STROKE_TYPE
+    back = StrokeBatch.from_arrow(x, y)
+    assert [back.drawing(i) for i in range(3)] == [b.drawing(i) for i in range(3)]
+    sub = StrokeBatch.from_arrow(x.slice(1, 2), y.slice(1, 2))
+    assert sub.drawing(0) == [([7, 8, 9], [1, 1, 1])]
+    t = b.take(np.array([2, 0]))
+    assert t.drawing(0) == [([0], [0])] and t.drawing(1) == b.drawing(0)
+    e = b.expand(np.array([False, True, True, False, True]))
+    assert len(e) == 5 and e.drawing(0) == [] and e.drawing(1) == b.drawing(0) and e.drawing(4) == b.drawing(2)
+    assert b.point_counts().tolist() == [3, 3, 1] and b.stroke_counts().tolist() == [2, 1, 1]

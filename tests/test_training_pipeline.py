@@ -1,0 +1,114 @@
+"""Training, prediction and evaluation on generated data; resumption; the DVC pipeline itself."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, subprocess_env, write_params
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """A tiny project with sample, shard and render done (shared by the tests below)."""
+    import os
+    d = tmp_path_factory.mktemp("proj")
+    write_params(d / "params.yaml")
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        from stages import render, sample, shard
+        sample.main(["--quiet"])
+        shard.main(["--quiet"])
+        render.main(["--quiet"])
+    finally:
+        os.chdir(cwd)
+    return d
+
+
+def test_render_stage_outputs(rendered):
+    man = json.loads((rendered / "data/cache/manifest.json").read_text())
+    assert man["render"]["size"] == 32 and {f["split"] for f in man["files"]} == {"train", "val"}
+    assert (rendered / "reports/render_samples.png").stat().st_size > 1000
+
+
+def test_train_predict_evaluate_tiny(rendered, tmp_path, monkeypatch, capsys):
+    proj = tmp_path / "p"
+    shutil.copytree(rendered, proj)
+    monkeypatch.chdir(proj)
+    from stages import evaluate, predict, train
+    train.main(["--quiet"])
+    meta = json.loads(Path("models/model.json").read_text())
+    assert meta["render"]["size"] == 32 and len(meta["classes"]) == 4
+    assert len(meta["history"]["loss"]) == 2
+    assert json.loads(Path("dvclive/metrics.json").read_text())["step"] == 1
+    predict.main(["--quiet"])
+    rows = Path("submissions/submission.csv").read_text().splitlines()
+    assert rows[0] == "key_id,word" and len(rows) == 4 * 6 + 1
+    test = json.loads(Path("metrics/test.json").read_text())
+    assert 0 <= test["test_map_at_3"] <= 1 and test["test_rows"] == 24
+    evaluate.main(["--quiet"])
+    ev = json.loads(Path("metrics/eval.json").read_text())
+    assert set(ev) >= {"val_map_at_3", "val_top1", "val_top3", "worst_classes"}
+    for f in ["confusion.csv", "per_class_accuracy.csv", "confidence.png", "misclassified.png"]:
+        assert (Path("reports") / f).exists()
+
+
+def test_killed_training_resumes_from_next_epoch(rendered, tmp_path):
+    proj = tmp_path / "p"
+    shutil.copytree(rendered, proj)
+    write_params(proj / "params.yaml", {"train": {"epochs": 3, "steps_per_epoch": 2}})
+    cmd = [sys.executable, "-u", "-m", "stages.train", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=proj, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("epoch 1/3 done"):
+            proc.kill()  # SIGKILL: no clean-up code runs
+            break
+    proc.wait()
+    assert any(s.startswith("epoch 1/3 done") for s in seen), "".join(seen)
+    assert not (proj / "models/model.json").exists()
+    rerun = subprocess.run(cmd, cwd=proj, env=subprocess_env(), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    epochs = [ln.split()[1] for ln in rerun.stdout.splitlines() if ln.startswith("epoch ")]
+    assert "resuming" in rerun.stdout and epochs == ["2/3", "3/3"], rerun.stdout
+    meta = json.loads((proj / "models/model.json").read_text())
+    assert meta["metrics"]["epochs_run"] == 2
+    assert not (proj / "models/backup").exists()
+
+
+def _dvc(args, cwd):
+    r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=subprocess_env(),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def _ran(out):
+    return [ln.split("'")[1] for ln in out.splitlines() if ln.startswith("Running stage")]
+
+
+def test_dvc_repro_reruns_only_what_changed(tmp_path):
+    """The pipeline as users run it: repro, no-op rerun, a render param change reruns render onwards."""
+    proj = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(proj)], check=True)
+    for path in ["dvc.yaml", "stages", "doodle", "benchmarks", ".dvc/config"]:  # the working tree, committed or not
+        src = REPO / path
+        if src.is_dir():
+            shutil.rmtree(proj / path, ignore_errors=True)
+            shutil.copytree(src, proj / path, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, proj / path)
+    write_params(proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3}})
+    first = _ran(_dvc(["repro"], proj))
+    assert first == ["sample", "shard", "render", "train", "predict", "evaluate"]
+    assert _ran(_dvc(["repro"], proj)) == []
+    write_params(proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3},
+                                        "render": {"line_width": 8}})
+    assert _ran(_dvc(["repro"], proj)) == ["render", "train", "predict", "evaluate"]
+    metrics = _dvc(["metrics", "show"], proj)
+    assert "val_map_at_3" in metrics and "test_map_at_3" in metrics
