@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .params import require
@@ -177,6 +176,3 @@ def open_split(cache_dir: str | Path, split: str) -> CacheSplit:
         out.keys.append(np.load(files["keys"]))
     return out
 
-
-def shard_rows(path: str | Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows

@@ -78,9 +78,9 @@ def _line(rng):
 
 def _moon(rng):
     outer = _arc(rng, np.pi / 2, 3 * np.pi / 2)
-    inner = _arc(rng, 3 * np.pi / 2, np.pi / 2, r=0.75, cx=-0.35)[::-1][::-1]
+    rng.integers(10, 20)  # an unused draw, kept so the seeded sample (and its published scores) stay the same
     inner = _arc(rng, -np.pi / 2 - 0.2, -3 * np.pi / 2 + 0.2, r=0.8, cx=-0.3)
-    return [np.r_[outer, inner[::-1][::-1]]]
+    return [np.r_[outer, inner]]
 
 
 def _house(rng):
@@ -277,7 +277,7 @@ def generate(out_dir: str | Path, cfg: SampleParams) -> dict:
                 f"{int(rng.integers(0, 60)):02d}:{int(rng.integers(0, 60)):02d}.{int(rng.integers(0, 99999)):05d} UTC")
 
     header = ["countrycode", "drawing", "key_id", "recognized", "timestamp", "word"]
-    n_bad = 0
+    n_bad = n_train = 0
     for w in words:
         rows = [[COUNTRIES[int(rng.integers(len(COUNTRIES)))], json.dumps(draw(w, rng)), new_key(),
                  bool(rng.random() < 0.93), timestamp(), w] for _ in range(cfg.train_per_class)]
@@ -289,6 +289,7 @@ def generate(out_dir: str | Path, cfg: SampleParams) -> dict:
             else:
                 rows[int(i)] = _corrupt(rows[int(i)], rng, kind, words[(words.index(w) + 1) % len(words)])
             n_bad += 1
+        n_train += len(rows)
         with (out / "train_simplified" / f"{w}.csv").open("w", newline="") as fh:
             wr = csv.writer(fh)
             wr.writerow(header)
@@ -310,5 +311,4 @@ def generate(out_dir: str | Path, cfg: SampleParams) -> dict:
         wr = csv.writer(fh)
         wr.writerow(["key_id", "word"])
         wr.writerows((r[0], guess) for r in test)
-    return {"classes": len(words), "train_rows": len(words) * cfg.train_per_class + sum(
-        1 for _ in ()), "corrupted_rows": n_bad, "test_rows": len(test)}
+    return {"classes": len(words), "train_rows": n_train, "corrupted_rows": n_bad, "test_rows": len(test)}

@@ -43,14 +43,19 @@ def test_score_helper(tmp_path):
         score_submission(tmp_path / "s.csv", tmp_path / "l.csv")
 
 
-def test_balancing_evens_out_a_skewed_model_and_helps():
-    rng = np.random.default_rng(0)
-    c, per = 10, 200
+def synthetic_model(seed, c, per, signal, skew=0.0):
+    """Labels (per rows a class) and softmax scores with ``signal`` on the truth and ``skew`` on class 0."""
+    rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(c), per)
     logits = rng.normal(0, 1, (len(labels), c))
-    logits[np.arange(len(labels)), labels] += 1.5
-    logits[:, 0] += 1.2                                  # the model over-predicts class 0
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    logits[np.arange(len(labels)), labels] += signal
+    logits[:, 0] += skew
+    return labels, np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+
+def test_balancing_evens_out_a_skewed_model_and_helps():
+    c, per = 10, 200
+    labels, probs = synthetic_model(0, c, per, 1.5, skew=1.2)  # the model over-predicts class 0
     before = np.bincount(probs.argmax(1), minlength=c)
     after = np.bincount(balance(probs).argmax(1), minlength=c)
     assert before.max() > 2 * per and np.abs(after - per).max() < np.abs(before - per).max() / 4
@@ -58,12 +63,7 @@ def test_balancing_evens_out_a_skewed_model_and_helps():
 
 
 def test_balancing_does_not_hurt_a_balanced_model():
-    rng = np.random.default_rng(1)
-    c, per = 8, 150
-    labels = np.repeat(np.arange(c), per)
-    logits = rng.normal(0, 1, (len(labels), c))
-    logits[np.arange(len(labels)), labels] += 1.0
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels, probs = synthetic_model(1, 8, 150, 1.0)
     assert map_at_3(labels, balance(probs)) >= map_at_3(labels, probs) - 0.005
 
 
