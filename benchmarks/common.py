@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import resource
 import sys
 from pathlib import Path
 
@@ -75,9 +74,56 @@ def replicate_test(out: Path, rows: int) -> Path:
     return out
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def last_line(obj: dict) -> None:
     print(json.dumps(obj))
+
+
+class TreeMemory:
+    """Peak memory of a process and all its descendants, sampled together every ``interval`` s.
+
+    ``ru_maxrss`` sees one process at a time; a stage with worker processes needs the sum at
+    each moment. RSS counts pages shared after fork once per process, so PSS (each shared page
+    split between its sharers) is the honest sum; both are kept."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        import threading
+        self.pid, self.interval = pid, interval
+        self.peak_rss_mb = self.peak_pss_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _tree(self) -> list[int]:
+        pids, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            for children in Path(f"/proc/{pid}/task").glob("*/children"):
+                try:
+                    todo += [int(c) for c in children.read_text().split()]
+                except OSError:
+                    pass
+        return pids
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = pss = 0
+            for pid in self._tree():
+                try:
+                    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                        if line.startswith("Rss:"):
+                            rss += int(line.split()[1])
+                        elif line.startswith("Pss:"):
+                            pss += int(line.split()[1])
+                except OSError:
+                    pass
+            self.peak_rss_mb = max(self.peak_rss_mb, rss / 1024)
+            self.peak_pss_mb = max(self.peak_pss_mb, pss / 1024)
+            self._stop.wait(self.interval)

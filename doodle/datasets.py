@@ -42,36 +42,61 @@ class BatchStream:
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.split.images[0].shape[1:])
 
-    def _rows(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One pass over the data as (images, labels) chunks, shuffled if asked."""
+    def _rows(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """One pass over the data as (images, labels, order) buffers: ``order`` is the row
+        order to read the buffer in (a seeded permutation, or 0..n-1 without shuffle)."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.blocks)) if self.shuffle else np.arange(len(self.blocks))
         for g in range(0, len(order), self.buffer_blocks):
             group = [self.blocks[i] for i in order[g:g + self.buffer_blocks]]
             images = np.concatenate([self.split.images[s][a:b] for s, a, b in group])
-            labels = np.concatenate([self.split.labels[s][a:b] for s, a, b in group]).astype(np.int32)
-            if self.shuffle:
-                perm = rng.permutation(len(labels))
-                images, labels = images[perm], labels[perm]
-            yield images, labels
+            labels = np.concatenate([self.split.labels[s][a:b] for s, a, b in group])
+            rows = rng.permutation(len(labels)) if self.shuffle else np.arange(len(labels))
+            yield images, labels, rows
+
+    def _gather(self, pieces) -> tuple[np.ndarray, np.ndarray]:
+        """One batch from (images, labels, rows) pieces, gathered straight into a fresh
+        64-byte-aligned array: the only copy after the buffer, and one TensorFlow can take
+        without copying again."""
+        n = sum(len(rows) for _, _, rows in pieces)
+        shape = (n, *self.image_shape)
+        nbytes = int(np.prod(shape))
+        raw = np.empty(nbytes + 64, np.uint8)
+        offset = -raw.ctypes.data % 64
+        x = raw[offset:offset + nbytes].reshape(shape)
+        y = np.empty(n, np.int32)
+        at = 0
+        for images, labels, rows in pieces:
+            np.take(images, rows, axis=0, out=x[at:at + len(rows)], mode="clip")  # rows are in range
+            y[at:at + len(rows)] = labels[rows]
+            at += len(rows)
+        return x, y
 
     def _batches(self, chunks, limit: int | None, keep_last: bool):
-        carry_x = carry_y = None
-        steps = 0
-        for images, labels in chunks:
-            if carry_x is not None:
-                images, labels = np.concatenate([carry_x, images]), np.concatenate([carry_y, labels])
-                carry_x = carry_y = None
-            n_full = len(labels) // self.batch_size * self.batch_size
-            for a in range(0, n_full, self.batch_size):
-                yield images[a:a + self.batch_size], labels[a:a + self.batch_size]
-                steps += 1
+        """Batches of ``batch_size`` rows across buffer boundaries, ``limit`` in all."""
+        size = self.batch_size
+        carry, carried, steps = [], 0, 0
+        for images, labels, rows in chunks:
+            at = 0
+            if carried:
+                at = min(size - carried, len(rows))
+                carry.append((images, labels, rows[:at]))
+                carried += at
+                if carried < size:
+                    continue
+                yield self._gather(carry)
+                carry, carried, steps = [], 0, steps + 1
                 if limit is not None and steps >= limit:
                     return
-            if n_full < len(labels):
-                carry_x, carry_y = images[n_full:], labels[n_full:]
-        if keep_last and carry_x is not None:
-            yield carry_x, carry_y
+            while at + size <= len(rows):
+                yield self._gather([(images, labels, rows[at:at + size])])
+                at, steps = at + size, steps + 1
+                if limit is not None and steps >= limit:
+                    return
+            if at < len(rows):
+                carry, carried = [(images, labels, rows[at:])], len(rows) - at
+        if keep_last and carried:
+            yield self._gather(carry)
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Training (shuffle): exactly ``len(self)`` full batches, passes repeat as needed.

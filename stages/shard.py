@@ -29,7 +29,7 @@ def main(argv=None) -> None:
     cfg = load_section(ShardParams, "shard", params)
     source = resolve_source(data.source)
     print(f"shard: {source.kind} source {source.root} with {len(source.classes)} classes -> "
-          f"{cfg.count} shards in {OUT}")
+          f"{cfg.count} shards in {OUT}, {min(cfg.resolved_workers(), len(source.classes))} worker process(es)")
     stats = write_shards(source, OUT, cfg, progress=not args.quiet)
     METRICS.parent.mkdir(exist_ok=True)
     METRICS.write_text(json.dumps({k: stats[k] for k in ("rows_in", "rows_out", "rejected_total", "rows_per_s")},

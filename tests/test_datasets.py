@@ -46,3 +46,38 @@ def test_images_follow_their_labels_and_steps_param():
 def test_empty_split_is_an_error():
     with pytest.raises(ValueError, match="empty"):
         BatchStream(CacheSplit([], [], []), 10, shuffle=True)
+
+
+@pytest.mark.parametrize("batch,block_rows,buffer_blocks,steps", [(128, 100, 3, None), (300, 64, 2, 9), (7, 500, 1, 40)])
+def test_batches_span_buffer_boundaries_whatever_the_sizes(batch, block_rows, buffer_blocks, steps):
+    val = BatchStream(split(), batch, shuffle=False, steps=steps, block_rows=block_rows, buffer_blocks=buffer_blocks)
+    got = list(val.epoch(0))
+    n = min(len(val), -(-2000 // batch))  # validation: one pass at most
+    assert len(got) == n and all(len(y) == batch for _, y in got[:-1])
+    assert np.concatenate([y for _, y in got]).tolist() == list(range(2000))[:n * batch]
+    train = BatchStream(split(), batch, shuffle=True, seed=1, steps=steps, block_rows=block_rows,
+                        buffer_blocks=buffer_blocks)
+    got = list(train.epoch(0))
+    assert len(got) == len(train) and all(len(y) == batch for _, y in got)
+    ys = np.concatenate([y for _, y in got])[:2000]
+    assert len(np.unique(ys)) == len(ys)  # within one pass, no row twice
+    for x, y in got:
+        assert x.ctypes.data % 64 == 0 and x.flags.c_contiguous
+        assert np.array_equal(x[:, 0, 0, 0], (y.astype(np.int64) % 251).astype(np.uint8))
+
+
+def test_tf_dataset_yields_the_streams_batches():
+    tf = pytest.importorskip("tensorflow")
+    from doodle.datasets import tf_dataset
+    s = BatchStream(split(), 96, shuffle=True, seed=5, steps=30, block_rows=100, buffer_blocks=3)
+    want = list(s.epoch(0)) + list(s.epoch(1))
+    got = list(tf_dataset(s, repeat=True).take(len(want)).as_numpy_iterator())
+    assert [len(y) for _, y in got] == [96] * 60
+    for (gx, gy), (wx, wy) in zip(got, want):
+        assert gx.dtype == np.uint8 and gy.dtype == np.int32
+        assert np.array_equal(gx, wx) and np.array_equal(gy, wy)
+    val = BatchStream(split(), 128, shuffle=False)
+    got_val = list(tf_dataset(val, repeat=False).as_numpy_iterator())
+    assert [len(y) for _, y in got_val] == [128] * 15 + [80]
+    assert np.concatenate([y for _, y in got_val]).tolist() == list(range(2000))
+    del tf

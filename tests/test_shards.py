@@ -89,3 +89,40 @@ def test_bad_params_are_named():
         from_mapping(ShardParams, {"cuont": 4}, "shard")
     with pytest.raises(ParamError, match="shard.count"):
         from_mapping(ShardParams, {"count": "8"}, "shard")
+
+
+def _without_timing(stats):
+    return {k: v for k, v in stats.items() if k not in ("seconds", "rows_per_s", "workers", "read_seconds", "shuffle_write_seconds")}
+
+
+def test_output_does_not_depend_on_the_number_of_workers(sample_src, tmp_path):
+    runs = {}
+    for workers in (1, 2, 3):
+        out = tmp_path / f"w{workers}"
+        stats = write_shards(sample_src, out, ShardParams(count=3, workers=workers, memory_mb=20000 / 2**20),
+                             progress=False)
+        assert stats["workers"] == workers
+        runs[workers] = (shard_contents(out), (out / "quarantine.csv").read_text(), _without_timing(stats))
+    assert runs[1] == runs[2] == runs[3]
+    assert not list((tmp_path / "w2").glob("_*"))  # spills and quarantine parts are cleaned up
+
+
+def test_duplicate_key_across_files_keeps_the_first_file_whatever_the_workers(tmp_path):
+    write_csv(tmp_path / "in" / "train_simplified" / "cat.csv", [row(i, word="cat") for i in range(1, 30)])
+    write_csv(tmp_path / "in" / "train_simplified" / "dog.csv", [row(i, word="dog") for i in range(20, 50)])
+    src = resolve_source(tmp_path / "in")
+    for workers in (1, 2):
+        out = tmp_path / f"o{workers}"
+        stats = write_shards(src, out, ShardParams(count=2, workers=workers), progress=False)
+        assert stats["rejected"]["duplicate_key_id"] == 10
+        kept = {r["key_id"]: r["word"] for f in ("shard-000.parquet", "shard-001.parquet")
+                for r in pq.read_table(out / f, columns=["key_id", "word"]).to_pylist()}
+        assert all(kept[k] == "cat" for k in range(20, 30)) and len(kept) == 49
+
+
+def test_a_bad_file_in_a_worker_stops_the_stage_with_its_name(tmp_path):
+    write_csv(tmp_path / "in" / "train_simplified" / "cat.csv", [row(i, word="cat") for i in range(1, 30)])
+    (tmp_path / "in" / "train_simplified" / "dog.csv").write_text("countrycode,key_id,word\nUS,1,dog\n")
+    from doodle.sources import SourceError
+    with pytest.raises(SourceError, match=r"dog\.csv.*drawing"):
+        write_shards(resolve_source(tmp_path / "in"), tmp_path / "o", ShardParams(count=2, workers=2), False)
