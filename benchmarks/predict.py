@@ -1,15 +1,20 @@
-"""Benchmark prediction of a Kaggle-sized test set (112,199 drawings) on this machine's CPU.
+"""Benchmark the predict stage on a Kaggle-sized test set (112,199 drawings) on this machine's CPU.
 
     python benchmarks/predict.py [--model models/model.keras] [--rows 112199]
+    python benchmarks/predict.py --arch mobilenet --size 64     # the public baseline's model, untrained
 
-Replicates real test drawings (../shared/data/quickdraw-kaggle, else the sample) to --rows,
-then parses, renders and predicts them as the predict stage does, and reports the time and
-rendering's share. Without a trained model it times an untrained model of --arch/--size.
-Last line: one JSON object.
+Replicates real test drawings (../shared/data/quickdraw-kaggle, else the sample) to --rows and
+runs the predict stage itself, end to end, in a scratch folder: streaming, parsing, rendering,
+the model, class balancing, writing and validating the submission, the top-k parquet. Reports
+the total time and the shares of rendering and the model (from the stage's metrics/test.json).
+With --arch it times an untrained model of that architecture over 340 classes, which costs
+the same as a trained one. Last line: one JSON object.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -18,7 +23,24 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import yaml  # noqa: E402
+
 from benchmarks.common import last_line, replicate_test  # noqa: E402
+
+
+def untrained_model(work: Path, arch: str, size: int, classes: int) -> Path:
+    """Save an untrained ``arch`` model with the metadata the predict stage reads."""
+    from doodle.models import build_model
+    from doodle.raster import RenderParams
+    render = RenderParams(size)
+    model = build_model(arch, render.shape(), classes)
+    path = work / "model.keras"
+    model.save(path)
+    path.with_suffix(".json").write_text(json.dumps({
+        "model": arch, "classes": [f"class {i:03d}" for i in range(classes)],
+        "render": dataclasses.asdict(render),
+    }))
+    return path
 
 
 def main() -> None:
@@ -26,37 +48,34 @@ def main() -> None:
     p.add_argument("--model", default="models/model.keras")
     p.add_argument("--arch", default=None, help="time an untrained model of this architecture instead")
     p.add_argument("--size", type=int, default=64)
+    p.add_argument("--classes", type=int, default=340)
     p.add_argument("--rows", type=int, default=112_199)
-    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--tta", action="store_true", help="predict.tta_flip: also the mirrored images")
+    p.add_argument("--workdir", default="/tmp/doodle-bench-predict")
     a = p.parse_args()
-    from doodle.inference import Timing, TrainedModel, predict_probs
-    from doodle.raster import RenderParams
-    from doodle.sources import iter_test_blocks
-    from doodle.strokes import parse_drawings
-    if a.arch:
-        from doodle.models import build_model
-        r = RenderParams(a.size)
-        model = TrainedModel(Path(a.arch), build_model(a.arch, r.shape(), 340), [str(i) for i in range(340)], r)
-    else:
-        model = TrainedModel.load(a.model)
-    test = replicate_test(Path("/tmp/doodle-bench-predict/test_simplified.csv"), a.rows)
-    timing = Timing()
+    work = Path(a.workdir).resolve()
+    src = work / "src"
+    replicate_test(src / "test_simplified.csv", a.rows)
+    (src / "train_simplified").mkdir(exist_ok=True)  # the Kaggle layout; predict reads only the test file
+    (src / "train_simplified" / "placeholder.csv").write_text("countrycode,drawing,key_id,recognized,timestamp,word\n")
+    model = untrained_model(work, a.arch, a.size, a.classes) if a.arch else Path(a.model).resolve()
+    (work / "params.yaml").write_text(yaml.safe_dump({
+        "data": {"source": str(src)},
+        "predict": {"models": [str(model)], "tta_flip": a.tta, "balance": "auto"},
+    }))
+    from stages import predict
+    os.chdir(work)  # the stage writes submissions/ and metrics/ here, not into the repository
     t0 = time.perf_counter()
-    n = 0
-    parse_s = 0.0
-    for table in iter_test_blocks(test, 4 << 20):
-        t1 = time.perf_counter()
-        parsed = parse_drawings(table["drawing"])
-        parse_s += time.perf_counter() - t1
-        n += len(predict_probs([model], parsed.strokes.expand(parsed.valid), a.batch, False, timing))
-    seconds = time.perf_counter() - t0
+    predict.main(["--params", "params.yaml", "--quiet"])
+    wall = time.perf_counter() - t0
+    m = json.loads((work / "metrics" / "test.json").read_text())
     name = a.arch or a.model
-    print(f"{n:,} drawings with {name} at {model.render.shape()}: {seconds:.1f}s ({n / seconds:,.0f}/s); "
-          f"parse {parse_s:.1f}s, render {timing.render_s:.1f}s ({timing.render_s / seconds:.1%}), "
-          f"model {timing.model_s:.1f}s")
-    last_line({"rows": n, "model": str(name), "seconds": round(seconds, 1), "parse_s": round(parse_s, 2),
-               "render_s": round(timing.render_s, 2), "model_s": round(timing.model_s, 1),
-               "render_share": round(timing.render_s / seconds, 4)})
+    print(f"{m['test_rows']:,} drawings with {name}: {m['seconds']:.1f}s in the stage ({m['test_rows'] / m['seconds']:,.0f}/s; "
+          f"{wall:.1f}s with model loading); render {m['render_seconds']:.1f}s ({m['render_share']:.1%}), "
+          f"model {m['model_seconds']:.1f}s, balanced={m['balanced']}, tta={m['tta_flip']}")
+    last_line({"rows": m["test_rows"], "model": str(name), "seconds": m["seconds"], "wall_seconds": round(wall, 1),
+               "render_s": m["render_seconds"], "model_s": m["model_seconds"], "render_share": m["render_share"],
+               "balanced": m["balanced"], "tta_flip": m["tta_flip"]})
 
 
 if __name__ == "__main__":

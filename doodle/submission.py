@@ -78,18 +78,66 @@ def balance(probs: np.ndarray, iterations: int = 50, rate: float = 0.5, tol: flo
     gained them about 0.7% MAP@3. ``rate`` damps each step; stops once the largest relative
     deviation from the even count is under ``tol``.
     """
-    probs = np.asarray(probs, np.float64)
+    probs = np.asarray(probs)
     n, c = probs.shape
     target = n / c
     weights = np.ones(c)
+    top1 = _WeightedTop1(probs)
+    best, best_weights = np.inf, weights
     for _ in range(iterations):
-        counts = np.bincount((probs * weights).argmax(axis=1), minlength=c)
-        if np.abs(counts - target).max() <= max(tol * target, 1.0):
+        counts = np.bincount(top1(weights), minlength=c)
+        deviation = np.abs(counts - target).max()
+        if deviation < best:  # near-uniform scores can oscillate: keep the most even weights seen
+            best, best_weights = deviation, weights.copy()
+        if deviation <= max(tol * target, 1.0):
             break
         weights *= (target / np.maximum(counts, 0.5)) ** rate
         weights /= weights.mean()
-    out = probs * weights
+    out = probs * best_weights
     return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class _WeightedTop1:
+    """``argmax(probs * weights, axis=1)`` (float32) for many weight vectors, exactly, mostly
+    without touching every class: a row's winner is among its ``k`` most likely classes unless
+    their best weighted score is at most its k-th probability times the largest weight. Only
+    such rows are recomputed over all classes, in row chunks. On 112,199 x 340 confident scores,
+    balancing took 1.4-1.8 s instead of 10.4 s; near-uniform (untrained) scores are mostly
+    recomputed, at about the cost of the plain argmax (~5 s)."""
+
+    def __init__(self, probs: np.ndarray, k: int = 16, chunk_rows: int = 8192):
+        self.probs = np.asarray(probs, np.float32)
+        n, c = self.probs.shape
+        self.k, self.chunk_rows = min(k, c), chunk_rows
+        if self.k < c:
+            cand = np.argpartition(self.probs, c - self.k, axis=1)[:, c - self.k:]
+            self.cand = np.sort(cand, axis=1)  # column order, so ties break as a full argmax does
+            self.cand_p = np.take_along_axis(self.probs, self.cand, axis=1)
+            self.kth = self.cand_p.min(axis=1)
+
+    def _full(self, rows: np.ndarray | None, weights: np.ndarray) -> np.ndarray:
+        n = len(self.probs) if rows is None else len(rows)
+        out = np.empty(n, np.int64)
+        for a in range(0, n, self.chunk_rows):
+            part = self.probs[a:a + self.chunk_rows] if rows is None else self.probs[rows[a:a + self.chunk_rows]]
+            out[a:a + self.chunk_rows] = (part * weights).argmax(axis=1)
+        return out
+
+    def __call__(self, weights: np.ndarray) -> np.ndarray:
+        weights = np.asarray(weights, np.float32)
+        if self.k == self.probs.shape[1]:
+            return self._full(None, weights)
+        rows = np.arange(len(self.cand))
+        scores = self.cand_p * weights[self.cand]
+        pick = scores.argmax(axis=1)
+        # rounding is monotonic, so p * w <= kth * w_max holds in float32 too
+        unsure = np.flatnonzero(scores[rows, pick] <= self.kth * weights.max())
+        if unsure.size > len(rows) // 4:
+            return self._full(None, weights)
+        winner = self.cand[rows, pick]
+        if unsure.size:
+            winner[unsure] = self._full(unsure, weights)
+        return winner
 
 
 def read_labels(path: str | Path) -> dict[str, str]:

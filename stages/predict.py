@@ -23,6 +23,7 @@ from doodle.inference import Timing, TrainedModel, predict_probs  # noqa: E402
 from doodle.params import load_section, read_params, require  # noqa: E402
 from doodle.sources import iter_test_blocks, resolve_source  # noqa: E402
 from doodle.strokes import DRAWING_REASONS, parse_drawings  # noqa: E402
+from doodle.metrics import top_k  # noqa: E402
 from doodle.submission import (balance, kaggle_label, score_submission, top3,  # noqa: E402
                                validate_submission, write_submission)
 from stages import _cli  # noqa: E402
@@ -92,7 +93,7 @@ def main(argv=None) -> None:
     validate_submission(SUBMISSION, keys, classes)
 
     k = min(cfg.top_k_saved, n_classes)
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    order = top_k(probs, k)
     names = np.array([kaggle_label(c) for c in classes], dtype=object)
     cols = {"key_id": pa.array(keys)}
     for j in range(k):
@@ -103,6 +104,7 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - t0
     metrics = {"test_rows": len(keys), "malformed_rows": sum(rejected.values()), "balanced": do_balance,
                "tta_flip": cfg.tta_flip, "models": len(models), "seconds": round(seconds, 2),
+               "render_seconds": round(timing.render_s, 2), "model_seconds": round(timing.model_s, 2),
                "render_share": round(timing.render_s / seconds, 3) if seconds else 0.0}
     if source.test_labels_file is not None:
         metrics["test_map_at_3"], _ = score_submission(SUBMISSION, source.test_labels_file)

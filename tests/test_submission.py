@@ -93,3 +93,23 @@ def test_tta_flip_and_ensemble_average():
     both = predict_probs([m1, m2], b, 8, tta_flip=False)
     single2 = predict_probs([m2], b, 8, tta_flip=False)
     np.testing.assert_allclose(both, (plain + single2) / 2, rtol=1e-6)
+
+
+def test_fast_weighted_top1_equals_the_full_argmax():
+    from doodle.submission import _WeightedTop1
+    rng = np.random.default_rng(4)
+    probs = rng.dirichlet(np.full(60, 0.3), size=3000).astype(np.float32)
+    probs[:50] = probs[50:100]           # duplicate rows
+    probs[100, :] = 1 / 60               # a row of ties: the lowest class index must win
+    top1 = _WeightedTop1(probs, k=5, chunk_rows=700)
+    for spread in (0.0, 0.5, 2.0, 5.0):  # the wider the weights, the more rows need a full recompute
+        w = np.exp(rng.normal(size=60) * spread)
+        assert np.array_equal(top1(w), (probs * w.astype(np.float32)).argmax(axis=1))
+
+
+def test_balancing_never_leaves_counts_less_even_than_it_found_them():
+    rng = np.random.default_rng(8)
+    logits = rng.normal(size=(6000, 30)) * 0.02  # near-uniform: an untrained model; steps overshoot
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    spread = lambda p: np.ptp(np.bincount(p.argmax(axis=1), minlength=30))  # noqa: E731
+    assert spread(balance(probs)) <= spread(probs)
