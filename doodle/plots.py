@@ -24,12 +24,7 @@ def image_grid(images: np.ndarray, titles: list[str], path: str | Path, cols: in
         ax.set_title(t, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def histogram(groups: dict[str, np.ndarray], path: str | Path, xlabel: str, title: str) -> Path:
@@ -41,6 +36,10 @@ def histogram(groups: dict[str, np.ndarray], path: str | Path, xlabel: str, titl
     ax.set_ylabel("count")
     ax.set_title(title)
     ax.legend()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,8 +32,8 @@ def main(argv=None) -> None:
           f"{cfg.count} shards in {OUT}, {min(cfg.resolved_workers(), len(source.classes))} worker process(es)")
     stats = write_shards(source, OUT, cfg, progress=not args.quiet)
     METRICS.parent.mkdir(exist_ok=True)
-    METRICS.write_text(json.dumps({k: stats[k] for k in ("rows_in", "rows_out", "rejected_total", "rows_per_s")},
-                                  indent=2) + "\n")
+    METRICS.write_text(json.dumps({k: stats[k] for k in ("rows_in", "rows_out", "rejected_total", "seconds",
+                                                         "rows_per_s", "workers")}, indent=2) + "\n")
     bad = ", ".join(f"{k} {v}" for k, v in stats["rejected"].items() if v) or "none"
     print(f"shard: {stats['rows_in']:,} rows in, {stats['rows_out']:,} out, {stats['rejected_total']:,} "
           f"rejected ({bad}; see {OUT / 'quarantine.csv'}), {stats['seconds']:.1f}s, "

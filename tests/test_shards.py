@@ -102,7 +102,8 @@ def test_output_does_not_depend_on_the_number_of_workers(sample_src, tmp_path):
         stats = write_shards(sample_src, out, ShardParams(count=3, workers=workers, memory_mb=20000 / 2**20),
                              progress=False)
         assert stats["workers"] == workers
-        runs[workers] = (shard_contents(out), (out / "quarantine.csv").read_text(), _without_timing(stats))
+        runs[workers] = (shard_contents(out), _without_timing(stats),
+                         *((out / f).read_text() for f in ("quarantine.csv", "stats.json", "manifest.json")))
     assert runs[1] == runs[2] == runs[3]
     assert not list((tmp_path / "w2").glob("_*"))  # spills and quarantine parts are cleaned up
 

@@ -32,6 +32,8 @@ def test_render_stage_outputs(rendered):
     man = json.loads((rendered / "data/cache/manifest.json").read_text())
     assert man["render"]["size"] == 32 and {f["split"] for f in man["files"]} == {"train", "val"}
     assert (rendered / "reports/render_samples.png").stat().st_size > 1000
+    # timings go to metrics/, so the cache's bytes depend only on the shards and params
+    assert "seconds" not in man and json.loads((rendered / "metrics/render.json").read_text())["rows"] == man["rows"]
 
 
 def test_train_predict_evaluate_tiny(rendered, tmp_path, monkeypatch, capsys):
