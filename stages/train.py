@@ -99,7 +99,8 @@ def main(argv=None) -> None:
     METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
     META.write_text(json.dumps({
         "model": cfg.model, "width": cfg.width, "input_shape": list(shape), "classes": classes,
-        "render": cache["render"], "device": device, "metrics": metrics,
+        "render": cache["render"], "device": device,
+        "metrics": {k: v for k, v in metrics.items() if k not in ("seconds", "images_per_s")},
         "history": {k: [float(v) for v in vals] for k, vals in h.items()},
     }, indent=2) + "\n")
     live.end()
