@@ -7,6 +7,11 @@ seeded hash of key_id. Sorting by a uniform random key *is* a uniform shuffle; i
 independent of file order, and puts duplicate key_ids next to each other, so they are found in
 shard-sized memory. A shard larger than ``memory_mb`` is first split into key-range buckets
 that are each sorted alone; concatenated in order, they equal the full sort.
+
+Both passes run in ``workers`` forked processes (class files in pass 1, shards in pass 2), and
+the result is byte-identical for any number of them. Memory is bounded by workers x
+(``block_mb``, ``memory_mb``); see :func:`_system_memory_pool` and :func:`_limit_heap_retention`
+for the two allocator settings that keep it from creeping up as files go by.
 """
 from __future__ import annotations
 
