@@ -284,16 +284,24 @@ def _shard_file(job: _Job, index: int, writers: dict, spill_prefix: str, on_byte
     return out
 
 
+def _read_files(job: _Job, indices, worker: int, on_bytes):
+    """Shard the class files ``indices`` (any iterable) into this reader's own spill files,
+    closed at the end; yield each file's counts."""
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    try:
+        for index in indices:
+            yield _shard_file(job, index, writers, f"w{worker:03d}", on_bytes)
+    finally:
+        for w in writers.values():
+            w.close()
+
+
 def _pass1_worker(job: _Job, worker: int, tasks, results) -> None:
     """A pass-1 process: class files from ``tasks`` until None; messages to ``results``."""
     _limit_heap_retention()
-    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     try:
-        while (index := tasks.get()) is not None:
-            results.put(("file", _shard_file(job, index, writers, f"w{worker:03d}",
-                                             lambda n: results.put(("bytes", n)))))
-        for w in writers.values():
-            w.close()
+        for file_stats in _read_files(job, iter(tasks.get, None), worker, lambda n: results.put(("bytes", n))):
+            results.put(("file", file_stats))
         results.put(("done", worker))
     except BaseException as exc:  # report, then let the parent raise it
         results.put(("error", _picklable(exc), traceback.format_exc()))
@@ -327,13 +335,7 @@ def _run_pass1(job: _Job, workers: int, on_bytes):
     """Yield each class file's counts as it finishes (in any order)."""
     order = sorted(range(len(job.classes)), key=lambda i: -job.source.class_files[job.classes[i]].stat().st_size)
     if workers == 1:
-        writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-        try:
-            for index in order:
-                yield _shard_file(job, index, writers, "w000", on_bytes)
-        finally:
-            for w in writers.values():
-                w.close()
+        yield from _read_files(job, order, 0, on_bytes)
         return
     _warm_up()
     ctx = mp.get_context("fork")
@@ -389,16 +391,21 @@ def _route(block, keep, index, seq0, cfg, writers, spill_dir, prefix) -> None:
         block.countrycode.take(pa.array(idx)), pa.array(block.recognized[idx]),
         block.timestamp.take(pa.array(idx)), *strokes.to_arrow(), pa.array(seq0 + idx),
     ], schema=SPILL_SCHEMA)
-    shard = shard_of(key_id, cfg.count)
-    order = np.argsort(shard, kind="stable")
-    bounds = np.searchsorted(shard[order], np.arange(cfg.count + 1))
-    batch = batch.take(pa.array(order))  # one gather, then zero-copy slices per shard
-    for s in np.unique(shard):
-        part = batch.slice(bounds[s], bounds[s + 1] - bounds[s])
-        w = writers.get(int(s))
+    for s, part in _grouped(batch, shard_of(key_id, cfg.count), cfg.count):
+        w = writers.get(s)
         if w is None:
-            w = writers[int(s)] = pa.ipc.new_stream(spill_dir / f"{int(s):03d}-{prefix}.arrow", SPILL_SCHEMA)
+            w = writers[s] = pa.ipc.new_stream(spill_dir / f"{s:03d}-{prefix}.arrow", SPILL_SCHEMA)
         w.write_batch(part)
+
+
+def _grouped(data, group: np.ndarray, groups: int):
+    """(group, rows of ``data`` in that group) for each non-empty group, input order kept within
+    a group: one gather of the whole table or batch, then zero-copy slices."""
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(groups + 1))
+    data = data.take(pa.array(order))
+    for g in np.flatnonzero(np.diff(bounds)):
+        yield int(g), data.slice(bounds[g], bounds[g + 1] - bounds[g])
 
 
 # --------------------------------------------------------------------------- pass 2
@@ -479,12 +486,9 @@ def _ordered_buckets(spills: list[Path], seed: int, budget_bytes: int):
             for table in _coalesced(spill, budget_bytes // 4):
                 key = order_key(table["key_id"].to_numpy(), seed)
                 bucket = (((key >> np.uint64(32)) * np.uint64(k)) >> np.uint64(32)).astype(np.int64)
-                order = np.argsort(bucket, kind="stable")
-                bounds = np.searchsorted(bucket[order], np.arange(k + 1))
-                table = table.take(pa.array(order))  # one gather, then a slice per bucket
-                for b in np.flatnonzero(np.diff(bounds)):
-                    writers[b].write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
-                del table
+                for b, part in _grouped(table, bucket, k):
+                    writers[b].write_table(part)
+                del table, part  # a table always has rows, so at least one bucket was written
             spill.unlink()
         for w in writers:
             w.close()
