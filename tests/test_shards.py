@@ -89,6 +89,8 @@ def test_bad_params_are_named():
         from_mapping(ShardParams, {"cuont": 4}, "shard")
     with pytest.raises(ParamError, match="shard.count"):
         from_mapping(ShardParams, {"count": "8"}, "shard")
+    with pytest.raises(ParamError, match="shard.workers"):
+        from_mapping(ShardParams, {"workers": 0}, "shard")
 
 
 def _without_timing(stats):
