@@ -1,6 +1,8 @@
 """Helpers for the benchmarks: real drawings (or the sample's), replicated to any size."""
+
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -19,6 +21,7 @@ def source_folder() -> Path:
         return KAGGLE
     if not (SAMPLE / "train_simplified").is_dir():
         from doodle.sample_data import SampleParams, generate
+
         generate(SAMPLE, SampleParams())
     return SAMPLE
 
@@ -87,6 +90,7 @@ class TreeMemory:
 
     def __init__(self, pid: int, interval: float = 0.05):
         import threading
+
         self.pid, self.interval = pid, interval
         self.peak_rss_mb = self.peak_pss_mb = 0.0
         self._stop = threading.Event()
@@ -106,10 +110,8 @@ class TreeMemory:
             pid = todo.pop()
             pids.append(pid)
             for children in Path(f"/proc/{pid}/task").glob("*/children"):
-                try:
+                with contextlib.suppress(OSError):
                     todo += [int(c) for c in children.read_text().split()]
-                except OSError:
-                    pass
         return pids
 
     def _run(self) -> None:

@@ -1,6 +1,6 @@
 """Benchmark the training input pipeline alone (no model), against the public baseline's generator.
 
-    python benchmarks/input_pipeline.py [--images 230000] [--workdir /tmp/doodle-bench-input-N]
+    python -m benchmarks.input_pipeline [--images 230000] [--workdir /tmp/doodle-bench-input-N]
 
 Builds a render cache of real drawings (replicated to --images, 64x64x1; 230k leaves ~201k in
 the 7 training shards) with the project's own
@@ -9,26 +9,23 @@ stages' code, then measures images/s of (a) BatchStream (numpy, full block+buffe
 (c) a reference generator in the public-kernel style: pandas CSV chunks, ast.literal_eval,
 cv2 drawing per image. Last line: one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
 import ast
-import os
-import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmarks.common import last_line, replicate_kaggle  # noqa: E402
-from benchmarks.reference import draw_cv2  # noqa: E402
+from benchmarks.common import last_line, replicate_kaggle
+from benchmarks.reference import draw_cv2
 
 
 def reference_generator(csv_files, batch):
     import pandas as pd
+
     while True:
         for f in csv_files:
             for df in pd.read_csv(f, chunksize=batch):
@@ -60,6 +57,7 @@ def main() -> None:
     from doodle.cache import CacheParams, build_cache, open_split
     from doodle.shards import ShardParams, write_shards
     from doodle.sources import resolve_source
+
     if not (work / "cache" / "manifest.json").exists():
         t0 = time.perf_counter()
         replicate_kaggle(work / "in", a.images)
@@ -68,6 +66,7 @@ def main() -> None:
         print(f"built a {a.images:,}-image cache in {time.perf_counter() - t0:.0f}s")
     split = open_split(work / "cache", "train")
     from doodle.datasets import BatchStream, tf_dataset
+
     stream = BatchStream(split, a.batch, shuffle=True, seed=0)
     steps = min(len(stream) - 1, 200)
     ours_np = rate(stream.forever(), steps)
@@ -78,8 +77,16 @@ def main() -> None:
     files = sorted((work / "in" / "train_simplified").glob("*.csv"))
     ref = rate(reference_generator(files, a.batch), 5, warmup=1)
     print(f"reference generator:   {ref:>10,.0f} images/s (pandas + ast.literal_eval + cv2)")
-    last_line({"images": split.rows, "batch": a.batch, "ours_per_s": round(ours_tf), "ours_numpy_per_s": round(ours_np),
-               "reference_per_s": round(ref), "ratio": round(ours_tf / ref, 1)})
+    last_line(
+        {
+            "images": split.rows,
+            "batch": a.batch,
+            "ours_per_s": round(ours_tf),
+            "ours_numpy_per_s": round(ours_np),
+            "reference_per_s": round(ref),
+            "ratio": round(ours_tf / ref, 1),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark the predict stage on a Kaggle-sized test set (112,199 drawings) on this machine's CPU.
 
-    python benchmarks/predict.py [--model models/model.keras] [--rows 112199]
-    python benchmarks/predict.py --arch mobilenet --size 64     # the public baseline's model, untrained
+    python -m benchmarks.predict [--model models/model.keras] [--rows 112199]
+    python -m benchmarks.predict --arch mobilenet --size 64     # the public baseline's model, untrained
 
 Replicates real test drawings (../shared/data/quickdraw-kaggle, else the sample) to --rows and
 runs the predict stage itself, end to end, in a scratch folder: streaming, parsing, rendering,
@@ -10,36 +10,39 @@ the total time and the shares of rendering and the model (from the stage's metri
 With --arch it times an untrained model of that architecture over 340 classes, which costs
 the same as a trained one. Last line: one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import yaml
 
-import yaml  # noqa: E402
-
-from benchmarks.common import last_line, replicate_test  # noqa: E402
+from benchmarks.common import last_line, replicate_test
 
 
 def untrained_model(work: Path, arch: str, size: int, classes: int) -> Path:
     """Save an untrained ``arch`` model with the metadata the predict stage reads."""
     from doodle.models import build_model
     from doodle.raster import RenderParams
+
     render = RenderParams(size)
     model = build_model(arch, render.shape(), classes)
     path = work / "model.keras"
     model.save(path)
-    path.with_suffix(".json").write_text(json.dumps({
-        "model": arch, "classes": [f"class {i:03d}" for i in range(classes)],
-        "render": dataclasses.asdict(render),
-    }))
+    path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "model": arch,
+                "classes": [f"class {i:03d}" for i in range(classes)],
+                "render": dataclasses.asdict(render),
+            }
+        )
+    )
     return path
 
 
@@ -59,23 +62,41 @@ def main() -> None:
     (src / "train_simplified").mkdir(exist_ok=True)  # the Kaggle layout; predict reads only the test file
     (src / "train_simplified" / "placeholder.csv").write_text("countrycode,drawing,key_id,recognized,timestamp,word\n")
     model = untrained_model(work, a.arch, a.size, a.classes) if a.arch else Path(a.model).resolve()
-    (work / "params.yaml").write_text(yaml.safe_dump({
-        "data": {"source": str(src)},
-        "predict": {"models": [str(model)], "tta_flip": a.tta, "balance": "auto"},
-    }))
+    (work / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": {"source": str(src)},
+                "predict": {"models": [str(model)], "tta_flip": a.tta, "balance": "auto"},
+            }
+        )
+    )
     from stages import predict
+
     os.chdir(work)  # the stage writes submissions/ and metrics/ here, not into the repository
     t0 = time.perf_counter()
     predict.main(["--params", "params.yaml", "--quiet"])
     wall = time.perf_counter() - t0
     m = json.loads((work / "metrics" / "test.json").read_text())
     name = a.arch or a.model
-    print(f"{m['test_rows']:,} drawings with {name}: {m['seconds']:.1f}s in the stage ({m['test_rows'] / m['seconds']:,.0f}/s; "
-          f"{wall:.1f}s with model loading); render {m['render_seconds']:.1f}s ({m['render_share']:.1%}), "
-          f"model {m['model_seconds']:.1f}s, balanced={m['balanced']}, tta={m['tta_flip']}")
-    last_line({"rows": m["test_rows"], "model": str(name), "seconds": m["seconds"], "wall_seconds": round(wall, 1),
-               "render_s": m["render_seconds"], "model_s": m["model_seconds"], "render_share": m["render_share"],
-               "balanced": m["balanced"], "tta_flip": m["tta_flip"]})
+    print(
+        f"{m['test_rows']:,} drawings with {name}: {m['seconds']:.1f}s in the stage "
+        f"({m['test_rows'] / m['seconds']:,.0f}/s; "
+        f"{wall:.1f}s with model loading); render {m['render_seconds']:.1f}s ({m['render_share']:.1%}), "
+        f"model {m['model_seconds']:.1f}s, balanced={m['balanced']}, tta={m['tta_flip']}"
+    )
+    last_line(
+        {
+            "rows": m["test_rows"],
+            "model": str(name),
+            "seconds": m["seconds"],
+            "wall_seconds": round(wall, 1),
+            "render_s": m["render_seconds"],
+            "model_s": m["model_seconds"],
+            "render_share": m["render_share"],
+            "balanced": m["balanced"],
+            "tta_flip": m["tta_flip"],
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Reference implementations of the common public Quick Draw baseline, for benchmarks and the
 fidelity test only. The pipeline never calls these: it renders with :func:`doodle.raster.render`.
 """
+
 from __future__ import annotations
 
 import ast

@@ -1,11 +1,12 @@
 """Benchmark the shard stage: rows/s and peak memory at two input sizes.
 
-    python benchmarks/shard.py [--sizes 200000 2000000] [--workdir /tmp/doodle-bench-shard]
+    python -m benchmarks.shard [--sizes 200000 2000000] [--workdir /tmp/doodle-bench-shard]
 
 Each size runs in a fresh process. Its peak memory is sampled over that process and its worker
 processes together (sum of PSS; the sum of RSS, which counts pages shared after fork once per
 process, is printed too). Last line: one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,20 +18,27 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import TreeMemory, last_line, replicate_kaggle  # noqa: E402
+from benchmarks.common import TreeMemory, last_line, replicate_kaggle
 
 
 def child(folder: str, out: str, workers: str) -> None:
     from doodle.shards import ShardParams, write_shards
     from doodle.sources import resolve_source
+
     t0 = time.perf_counter()
     cfg = ShardParams(workers=int(workers) if workers != "all" else None)
     stats = write_shards(resolve_source(folder), out, cfg, progress=False)
     seconds = time.perf_counter() - t0
-    print(json.dumps({"rows": stats["rows_in"], "seconds": seconds, "rows_per_s": stats["rows_in"] / seconds,
-                      "workers": stats["workers"]}))
+    print(
+        json.dumps(
+            {
+                "rows": stats["rows_in"],
+                "seconds": seconds,
+                "rows_per_s": stats["rows_in"] / seconds,
+                "workers": stats["workers"],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -49,9 +57,13 @@ def main() -> None:
             print(f"built {n:,}-row Kaggle-layout input in {time.perf_counter() - t0:.0f}s", flush=True)
         out = work / f"out-{n}"
         shutil.rmtree(out, ignore_errors=True)
-        proc = subprocess.Popen([sys.executable, __file__, "--child", str(src), str(out), a.workers],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.shard", "--child", str(src), str(out), a.workers],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
         with TreeMemory(proc.pid) as mem:
             stdout, stderr = proc.communicate()
         if proc.returncode:
@@ -59,10 +71,12 @@ def main() -> None:
         res = json.loads(stdout.strip().splitlines()[-1])
         res["peak_rss_mb"] = mem.peak_pss_mb
         size_mb = sum(f.stat().st_size for f in (src / "train_simplified").iterdir()) / 1e6
-        print(f"{n:>10,} rows ({size_mb:,.0f} MB CSV): {res['seconds']:.1f}s, {res['rows_per_s']:,.0f} rows/s "
-              f"({res['rows_per_s'] / (os.cpu_count() or 1):,.0f} per core, {res['workers']} workers), "
-              f"peak memory {mem.peak_pss_mb:.0f} MB (PSS; RSS sum {mem.peak_rss_mb:.0f} MB)",
-              flush=True)
+        print(
+            f"{n:>10,} rows ({size_mb:,.0f} MB CSV): {res['seconds']:.1f}s, {res['rows_per_s']:,.0f} rows/s "
+            f"({res['rows_per_s'] / (os.cpu_count() or 1):,.0f} per core, {res['workers']} workers), "
+            f"peak memory {mem.peak_pss_mb:.0f} MB (PSS; RSS sum {mem.peak_rss_mb:.0f} MB)",
+            flush=True,
+        )
         results[str(n)] = {"rows_per_s": round(res["rows_per_s"]), "peak_rss_mb": round(res["peak_rss_mb"], 1)}
     sizes = [str(n) for n in a.sizes]
     if len(sizes) >= 2:

@@ -4,6 +4,7 @@ Training reads these directly; the full Kaggle set at 64x64x1 is ~204 GB, far la
 so nothing here ever loads a whole array: shards are rendered row group by row group into an
 ``np.lib.format.open_memmap`` and read back with ``mmap_mode="r"``.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,16 +30,22 @@ class CacheParams:
     line_width: float = 6.0
     channels: int = 1
     antialias: bool = False
-    max_per_shard: int | None = None   # rows rendered per shard; null = all
-    train_shards: int | None = None    # how many training shards to render; null = all
+    max_per_shard: int | None = None  # rows rendered per shard; null = all
+    train_shards: int | None = None  # how many training shards to render; null = all
     workers: int = 2
 
     def validate(self, where: str = "render") -> None:
         self.raster().validate(where)
-        require(self.max_per_shard is None or self.max_per_shard > 0, f"{where}.max_per_shard",
-                "must be a positive number or null")
-        require(self.train_shards is None or self.train_shards > 0, f"{where}.train_shards",
-                "must be a positive number or null")
+        require(
+            self.max_per_shard is None or self.max_per_shard > 0,
+            f"{where}.max_per_shard",
+            "must be a positive number or null",
+        )
+        require(
+            self.train_shards is None or self.train_shards > 0,
+            f"{where}.train_shards",
+            "must be a positive number or null",
+        )
         require(self.workers >= 1, f"{where}.workers", "must be >= 1")
 
     def raster(self) -> RenderParams:
@@ -58,10 +65,10 @@ def _render_one(args) -> dict:
     done = blank = dots_only = 0
     for lab, key, strokes in iter_shard_batches(shard_path, limit=rows):
         n = len(lab)
-        render(strokes, raster, out=images[done:done + n])
-        labels[done:done + n] = lab
-        keys[done:done + n] = key
-        blank += int((images[done:done + n].reshape(n, -1).max(axis=1) == 0).sum())
+        render(strokes, raster, out=images[done : done + n])
+        labels[done : done + n] = lab
+        keys[done : done + n] = key
+        blank += int((images[done : done + n].reshape(n, -1).max(axis=1) == 0).sum())
         pts, strk = strokes.point_counts(), strokes.stroke_counts()
         dots_only += int((pts == strk).sum())
         done += n
@@ -94,8 +101,7 @@ def cache_bytes(jobs: list[dict], raster: RenderParams) -> int:
     return sum(j["rows"] for j in jobs) * int(np.prod(raster.shape()))
 
 
-def build_cache(shard_dir: str | Path, out_dir: str | Path, cfg: CacheParams, progress: bool = True,
-                log=print) -> dict:
+def build_cache(shard_dir: str | Path, out_dir: str | Path, cfg: CacheParams, progress: bool = True, log=print) -> dict:
     """Render the planned shards into ``out_dir`` in parallel processes; write manifest.json.
     Returns the manifest plus ``seconds`` and ``images_per_s``."""
     t0 = time.perf_counter()
@@ -104,8 +110,10 @@ def build_cache(shard_dir: str | Path, out_dir: str | Path, cfg: CacheParams, pr
     raster = cfg.raster()
     jobs = plan(shard_dir, cfg)
     total = sum(j["rows"] for j in jobs)
-    log(f"render: {len(jobs)} shards, {total:,} drawings at {raster.shape()} -> "
-        f"{cache_bytes(jobs, raster) / 1e9:.3f} GB of cache in {out}")
+    log(
+        f"render: {len(jobs)} shards, {total:,} drawings at {raster.shape()} -> "
+        f"{cache_bytes(jobs, raster) / 1e9:.3f} GB of cache in {out}"
+    )
     workers = max(1, min(cfg.workers, len(jobs), os.cpu_count() or 1))
     results = []
     with tqdm(total=total, unit="img", desc="render", disable=not progress) as bar:
@@ -118,8 +126,10 @@ def build_cache(shard_dir: str | Path, out_dir: str | Path, cfg: CacheParams, pr
             with ctx.Manager() as manager:
                 queue = manager.Queue()
                 with ctx.Pool(workers) as pool:
-                    pending = pool.map_async(_render_one, [
-                        (shard_dir / j["shard"], out / j["prefix"], j["rows"], raster, queue) for j in jobs])
+                    pending = pool.map_async(
+                        _render_one,
+                        [(shard_dir / j["shard"], out / j["prefix"], j["rows"], raster, queue) for j in jobs],
+                    )
                     while not pending.ready() or not queue.empty():
                         try:
                             bar.update(queue.get(timeout=0.2))
@@ -176,4 +186,3 @@ def open_split(cache_dir: str | Path, split: str) -> CacheSplit:
         out.labels.append(np.load(files["labels"]))
         out.keys.append(np.load(files["keys"]))
     return out
-

@@ -8,9 +8,10 @@ uniformly shuffled by the shard stage, so this is close to a full shuffle at seq
 cost, in memory fixed by ``block_rows * buffer_blocks`` images. Everything is whole-batch numpy:
 nothing per image runs in Python.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -18,8 +19,16 @@ from .cache import CacheSplit
 
 
 class BatchStream:
-    def __init__(self, split: CacheSplit, batch_size: int, shuffle: bool, seed: int = 0,
-                 steps: int | None = None, block_rows: int = 512, buffer_blocks: int = 64):
+    def __init__(
+        self,
+        split: CacheSplit,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        steps: int | None = None,
+        block_rows: int = 512,
+        buffer_blocks: int = 64,
+    ):
         if split.rows == 0:
             raise ValueError("the cache split is empty: nothing to read (check render/shard params)")
         if batch_size < 1:
@@ -30,8 +39,11 @@ class BatchStream:
         self.seed = seed
         self.block_rows = block_rows
         self.buffer_blocks = buffer_blocks
-        self.blocks = [(s, a, min(a + block_rows, len(lab)))
-                       for s, lab in enumerate(split.labels) for a in range(0, len(lab), block_rows)]
+        self.blocks = [
+            (s, a, min(a + block_rows, len(lab)))
+            for s, lab in enumerate(split.labels)
+            for a in range(0, len(lab), block_rows)
+        ]
         full = -(-split.rows // batch_size)
         self.steps = steps or full
 
@@ -48,7 +60,7 @@ class BatchStream:
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.blocks)) if self.shuffle else np.arange(len(self.blocks))
         for g in range(0, len(order), self.buffer_blocks):
-            group = [self.blocks[i] for i in order[g:g + self.buffer_blocks]]
+            group = [self.blocks[i] for i in order[g : g + self.buffer_blocks]]
             images = np.concatenate([self.split.images[s][a:b] for s, a, b in group])
             labels = np.concatenate([self.split.labels[s][a:b] for s, a, b in group])
             rows = rng.permutation(len(labels)) if self.shuffle else np.arange(len(labels))
@@ -63,12 +75,12 @@ class BatchStream:
         nbytes = int(np.prod(shape))
         raw = np.empty(nbytes + 64, np.uint8)
         offset = -raw.ctypes.data % 64
-        x = raw[offset:offset + nbytes].reshape(shape)
+        x = raw[offset : offset + nbytes].reshape(shape)
         y = np.empty(n, np.int32)
         at = 0
         for images, labels, rows in pieces:
-            np.take(images, rows, axis=0, out=x[at:at + len(rows)], mode="clip")  # rows are in range
-            y[at:at + len(rows)] = labels[rows]
+            np.take(images, rows, axis=0, out=x[at : at + len(rows)], mode="clip")  # rows are in range
+            y[at : at + len(rows)] = labels[rows]
             at += len(rows)
         return x, y
 
@@ -89,7 +101,7 @@ class BatchStream:
                 if limit is not None and steps >= limit:
                     return
             while at + size <= len(rows):
-                yield self._gather([(images, labels, rows[at:at + size])])
+                yield self._gather([(images, labels, rows[at : at + size])])
                 at, steps = at + size, steps + 1
                 if limit is not None and steps >= limit:
                     return
@@ -110,6 +122,7 @@ class BatchStream:
             while True:
                 yield from self._rows(epoch * 1_000_003 + p)
                 p += 1
+
         yield from self._batches(passes(), self.steps, keep_last=False)
 
     def forever(self, start_epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -125,6 +138,7 @@ def tf_dataset(stream: BatchStream, repeat: bool, start_epoch: int = 0):
 
     shape = (None, *stream.image_shape)
     gen = (lambda: stream.forever(start_epoch)) if repeat else (lambda: stream.epoch(0))
-    ds = tf.data.Dataset.from_generator(gen, output_signature=(
-        tf.TensorSpec(shape, tf.uint8), tf.TensorSpec((None,), tf.int32)))
+    ds = tf.data.Dataset.from_generator(
+        gen, output_signature=(tf.TensorSpec(shape, tf.uint8), tf.TensorSpec((None,), tf.int32))
+    )
     return ds.prefetch(tf.data.AUTOTUNE)

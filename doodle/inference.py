@@ -4,6 +4,7 @@ trained with, and average over models and test-time augmentation.
 The render params come from the model's own metadata (written by the train stage from the
 cache it trained on), so a test drawing is drawn exactly as its training drawings were.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,11 @@ class TrainedModel:
     render: RenderParams
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainedModel":
+    def load(cls, path: str | Path) -> TrainedModel:
         import keras
 
         from . import metrics  # noqa: F401  (registers the custom loss/metric for loading)
+
         path = Path(path)
         meta_path = path.with_suffix(".json")
         if not path.is_file():
@@ -36,8 +38,7 @@ class TrainedModel:
         if not meta_path.is_file():
             raise FileNotFoundError(f"model metadata not found: {meta_path} (written by the train stage)")
         meta = json.loads(meta_path.read_text())
-        return cls(path, keras.saving.load_model(path, compile=False), meta["classes"],
-                   RenderParams(**meta["render"]))
+        return cls(path, keras.saving.load_model(path, compile=False), meta["classes"], RenderParams(**meta["render"]))
 
 
 @dataclass
@@ -47,8 +48,9 @@ class Timing:
     extra: dict = field(default_factory=dict)
 
 
-def predict_probs(models: list[TrainedModel], strokes: StrokeBatch, batch_size: int, tta_flip: bool,
-                  timing: Timing | None = None) -> np.ndarray:
+def predict_probs(
+    models: list[TrainedModel], strokes: StrokeBatch, batch_size: int, tta_flip: bool, timing: Timing | None = None
+) -> np.ndarray:
     """Mean class probabilities over ``models`` (and horizontal flips if ``tta_flip``)."""
     timing = timing or Timing()
     total = None
@@ -71,5 +73,5 @@ def predict_probs(models: list[TrainedModel], strokes: StrokeBatch, batch_size: 
 def _predict(model, images: np.ndarray, batch_size: int) -> np.ndarray:
     out = []
     for a in range(0, len(images), batch_size):
-        out.append(np.asarray(model(images[a:a + batch_size], training=False), np.float32))
+        out.append(np.asarray(model(images[a : a + batch_size], training=False), np.float32))
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)

@@ -4,6 +4,7 @@ Python reference and a numpy version for offline scoring.
 Ties in the scores are broken towards the lower class index, which is what ``top_k`` does and
 what a stable descending sort does, so all three agree.
 """
+
 from __future__ import annotations
 
 import keras

@@ -4,6 +4,7 @@ Every stage reads its section through :func:`load_section`, which checks names a
 typo or a wrong value fails at once with the offending key in the message, instead of deep
 inside a stage hours later.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,8 +60,9 @@ def from_mapping(cls: type, raw: dict[str, Any] | None, where: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ParamError(f"unknown param(s) {', '.join(f'{where}.{k}' for k in unknown)}; "
-                         f"known: {', '.join(sorted(names))}")
+        raise ParamError(
+            f"unknown param(s) {', '.join(f'{where}.{k}' for k in unknown)}; known: {', '.join(sorted(names))}"
+        )
     for key, value in raw.items():
         if not _accepts(hints[key], value):
             raise ParamError(f"param {where}.{key} = {value!r} is not of type {hints[key]}")
@@ -74,8 +76,7 @@ def from_mapping(cls: type, raw: dict[str, Any] | None, where: str):
     return obj
 
 
-def load_section(cls: type, section: str, params: dict[str, Any] | None = None,
-                 path: str | Path = DEFAULT_PARAMS):
+def load_section(cls: type, section: str, params: dict[str, Any] | None = None, path: str | Path = DEFAULT_PARAMS):
     params = read_params(path) if params is None else params
     return from_mapping(cls, params.get(section), section)
 

@@ -1,4 +1,5 @@
 """Pictures for people: sample grids, galleries, curves and histograms as PNG files."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,12 +7,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
-def image_grid(images: np.ndarray, titles: list[str], path: str | Path, cols: int = 8,
-               title: str | None = None) -> Path:
+def image_grid(
+    images: np.ndarray, titles: list[str], path: str | Path, cols: int = 8, title: str | None = None
+) -> Path:
     """Save ``images`` (n, S, S, C) uint8 as a labelled grid (white ink on black, as the model sees it)."""
     n = len(images)
     rows = max(1, -(-n // cols))
@@ -19,8 +21,7 @@ def image_grid(images: np.ndarray, titles: list[str], path: str | Path, cols: in
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, t in zip(axes.flat, images, titles):
-        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255,
-                  interpolation="nearest")
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(t, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -22,6 +22,7 @@ Channels:
     many short segments on curves and details and few long ones on straight runs, so this
     is a proxy for curvature and pen speed.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,12 @@ class RenderParams:
         return (self.size, self.size, self.channels)
 
     def to_dict(self) -> dict:
-        return {"size": self.size, "line_width": self.line_width, "channels": self.channels,
-                "antialias": self.antialias}
+        return {
+            "size": self.size,
+            "line_width": self.line_width,
+            "channels": self.channels,
+            "antialias": self.antialias,
+        }
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -158,7 +163,14 @@ def render(strokes: StrokeBatch, params: RenderParams, out: np.ndarray | None = 
         return out
     scale = params.size / 256.0
     radius = max(params.line_width * scale / 2.0, 0.5)
-    _render_kernel(np.ascontiguousarray(strokes.x), np.ascontiguousarray(strokes.y),
-                   np.asarray(strokes.point_offsets, np.int64), np.asarray(strokes.stroke_offsets, np.int64),
-                   out, scale, radius, bool(params.antialias))
+    _render_kernel(
+        np.ascontiguousarray(strokes.x),
+        np.ascontiguousarray(strokes.y),
+        np.asarray(strokes.point_offsets, np.int64),
+        np.asarray(strokes.stroke_offsets, np.int64),
+        out,
+        scale,
+        radius,
+        bool(params.antialias),
+    )
     return out

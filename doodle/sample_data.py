@@ -8,14 +8,16 @@ stroke now and then) and written as ``train_simplified/<word>.csv``, ``test_simp
 those secret; here they let the default run score its own submission). Everything follows from
 the seed. A small share of deliberately broken rows exercises the quarantine downstream.
 """
+
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -137,7 +139,7 @@ def _cloud(rng):
 def _stairs(rng):
     k = int(rng.integers(3, 6))
     pts = [[-1.0, 1.0]]
-    for i in range(k):
+    for _i in range(k):
         x0, y0 = pts[-1]
         pts += [[x0, y0 - 2 / k], [x0 + 2 / k, y0 - 2 / k]]
     return [np.array(pts)]
@@ -145,15 +147,27 @@ def _stairs(rng):
 
 def _maybe_split_closed(p: Poly, rng):
     if rng.random() < 0.3:  # drawn side by side, pen lifted between sides
-        return [p[i:i + 2] for i in range(len(p) - 1)]
+        return [p[i : i + 2] for i in range(len(p) - 1)]
     return [p]
 
 
 SHAPES: dict[str, Callable] = {
-    "circle": _circle, "cloud": _cloud, "diamond": _diamond, "envelope": _envelope,
-    "hexagon": _hexagon, "house": _house, "lightning": _lightning, "line": _line, "moon": _moon,
-    "smiley face": _smiley, "square": _square, "stairs": _stairs, "star": _star, "sun": _sun,
-    "triangle": _triangle, "zigzag": _zigzag,
+    "circle": _circle,
+    "cloud": _cloud,
+    "diamond": _diamond,
+    "envelope": _envelope,
+    "hexagon": _hexagon,
+    "house": _house,
+    "lightning": _lightning,
+    "line": _line,
+    "moon": _moon,
+    "smiley face": _smiley,
+    "square": _square,
+    "stairs": _stairs,
+    "star": _star,
+    "sun": _sun,
+    "triangle": _triangle,
+    "zigzag": _zigzag,
 }
 COUNTRIES = ["US", "GB", "DE", "BR", "RU", "CA", "FR", "IN", "AU", "JP", "KR", "NA", "PL", "SE"]
 
@@ -161,7 +175,7 @@ COUNTRIES = ["US", "GB", "DE", "BR", "RU", "CA", "FR", "IN", "AU", "JP", "KR", "
 def _wobble(p: Poly, rng, amount: float) -> Poly:
     """Subdivide long edges and add smooth noise, like a hand-held pen."""
     out = [p[0]]
-    for a, b in zip(p[:-1], p[1:]):
+    for a, b in itertools.pairwise(p):
         k = max(1, int(np.linalg.norm(b - a) / 0.5))
         for t in np.arange(1, k + 1) / k:
             out.append(a + (b - a) * t)
@@ -173,8 +187,7 @@ def draw(word: str, rng: np.random.Generator) -> list[list[list[int]]]:
     """One hand-drawn-looking doodle of ``word`` as a simplified drawing (ints in 0..255)."""
     strokes = [np.asarray(s, float) for s in SHAPES[word](rng)]
     wobble = rng.uniform(0.015, 0.05)
-    strokes = [_wobble(s, rng, wobble) if len(s) > 1 else s + rng.normal(0, 0.01, s.shape)
-               for s in strokes]
+    strokes = [_wobble(s, rng, wobble) if len(s) > 1 else s + rng.normal(0, 0.01, s.shape) for s in strokes]
     if len(strokes) > 1 and rng.random() < 0.3:
         strokes = [strokes[i] for i in rng.permutation(len(strokes))]
     strokes = [s[::-1] if rng.random() < 0.3 else s for s in strokes]
@@ -183,14 +196,15 @@ def draw(word: str, rng: np.random.Generator) -> list[list[list[int]]]:
         s = strokes[i]
         if len(s) >= 4:
             cut = int(rng.integers(2, len(s) - 1))
-            strokes[i:i + 1] = [s[:cut], s[cut - 1:]]
+            strokes[i : i + 1] = [s[:cut], s[cut - 1 :]]
     if rng.random() < 0.06:  # a stroke out of place
         c = rng.uniform(-1, 1, 2)
         strokes.append(c + np.cumsum(rng.normal(0, 0.15, (int(rng.integers(2, 5)), 2)), axis=0))
     angle = rng.normal(0, np.deg2rad(10)) if word != "line" else rng.uniform(0, np.pi)
     c, s_ = np.cos(angle), np.sin(angle)
-    m = np.array([[c, -s_], [s_, c]]) @ np.array([[rng.uniform(0.8, 1.2), rng.normal(0, 0.08)],
-                                                   [0, rng.uniform(0.8, 1.2)]])
+    m = np.array([[c, -s_], [s_, c]]) @ np.array(
+        [[rng.uniform(0.8, 1.2), rng.normal(0, 0.08)], [0, rng.uniform(0.8, 1.2)]]
+    )
     strokes = [st @ m.T for st in strokes]
     allp = np.concatenate(strokes)
     lo, hi = allp.min(0), allp.max(0)
@@ -221,8 +235,11 @@ class SampleParams:
     def validate(self, where: str = "sample") -> None:
         unknown = sorted(set(self.classes or []) - set(SHAPES))
         require(not unknown, f"{where}.classes", f"unknown class(es) {unknown}; available: {sorted(SHAPES)}")
-        require(self.train_per_class >= 1 and self.test_per_class >= 0, where,
-                "train_per_class must be >= 1 and test_per_class >= 0")
+        require(
+            self.train_per_class >= 1 and self.test_per_class >= 0,
+            where,
+            "train_per_class must be >= 1 and test_per_class >= 0",
+        )
         require(0 <= self.corrupt_fraction < 0.5, f"{where}.corrupt_fraction", "must be in [0, 0.5)")
 
     def class_names(self) -> list[str]:
@@ -251,8 +268,15 @@ def _corrupt(row: list, rng, kind: str, other_word: str) -> list:
     return row
 
 
-CORRUPTIONS = ["malformed_json", "empty_drawing", "xy_length_mismatch", "coordinate_out_of_range",
-               "word_mismatch", "empty_string", "duplicate_key_id"]
+CORRUPTIONS = [
+    "malformed_json",
+    "empty_drawing",
+    "xy_length_mismatch",
+    "coordinate_out_of_range",
+    "word_mismatch",
+    "empty_string",
+    "duplicate_key_id",
+]
 
 
 def generate(out_dir: str | Path, cfg: SampleParams) -> dict:
@@ -273,15 +297,26 @@ def generate(out_dir: str | Path, cfg: SampleParams) -> dict:
                 return k
 
     def timestamp() -> str:
-        return (f"2017-03-{int(rng.integers(1, 29)):02d} {int(rng.integers(0, 24)):02d}:"
-                f"{int(rng.integers(0, 60)):02d}:{int(rng.integers(0, 60)):02d}.{int(rng.integers(0, 99999)):05d} UTC")
+        return (
+            f"2017-03-{int(rng.integers(1, 29)):02d} {int(rng.integers(0, 24)):02d}:"
+            f"{int(rng.integers(0, 60)):02d}:{int(rng.integers(0, 60)):02d}.{int(rng.integers(0, 99999)):05d} UTC"
+        )
 
     header = ["countrycode", "drawing", "key_id", "recognized", "timestamp", "word"]
     n_bad = n_train = 0
     for w in words:
-        rows = [[COUNTRIES[int(rng.integers(len(COUNTRIES)))], json.dumps(draw(w, rng)), new_key(),
-                 bool(rng.random() < 0.93), timestamp(), w] for _ in range(cfg.train_per_class)]
-        k = int(round(cfg.corrupt_fraction * len(rows)))
+        rows = [
+            [
+                COUNTRIES[int(rng.integers(len(COUNTRIES)))],
+                json.dumps(draw(w, rng)),
+                new_key(),
+                bool(rng.random() < 0.93),
+                timestamp(),
+                w,
+            ]
+            for _ in range(cfg.train_per_class)
+        ]
+        k = round(cfg.corrupt_fraction * len(rows))
         for j, i in enumerate(rng.choice(len(rows), size=k, replace=False)):
             kind = CORRUPTIONS[(j + words.index(w)) % len(CORRUPTIONS)]
             if kind == "duplicate_key_id":
@@ -295,8 +330,11 @@ def generate(out_dir: str | Path, cfg: SampleParams) -> dict:
             wr.writerow(header)
             wr.writerows(rows)
 
-    test = [(new_key(), COUNTRIES[int(rng.integers(len(COUNTRIES)))], json.dumps(draw(w, rng)), w)
-            for w in words for _ in range(cfg.test_per_class)]
+    test = [
+        (new_key(), COUNTRIES[int(rng.integers(len(COUNTRIES)))], json.dumps(draw(w, rng)), w)
+        for w in words
+        for _ in range(cfg.test_per_class)
+    ]
     test = [test[i] for i in rng.permutation(len(test))]
     with (out / "test_simplified.csv").open("w", newline="") as fh:
         wr = csv.writer(fh)

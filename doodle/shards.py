@@ -13,6 +13,7 @@ the result is byte-identical for any number of them. Memory is bounded by worker
 (``block_mb``, ``memory_mb``); see :func:`_system_memory_pool` and :func:`_limit_heap_retention`
 for the two allocator settings that keep it from creeping up as files go by.
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,14 +43,28 @@ from .strokes import DRAWING_REASONS, STROKE_COLUMNS, STROKE_FIELDS, StrokeBatch
 
 log = logging.getLogger(__name__)
 
-SPILL_SCHEMA = pa.schema([
-    ("key_id", pa.int64()), ("label", pa.int16()), ("countrycode", pa.string()),
-    ("recognized", pa.bool_()), ("timestamp", pa.string()), *STROKE_FIELDS, ("seq", pa.int64()),
-])
-SHARD_SCHEMA = pa.schema([
-    ("key_id", pa.int64()), ("word", pa.dictionary(pa.int16(), pa.string())), ("label", pa.int16()),
-    ("countrycode", pa.string()), ("recognized", pa.bool_()), ("timestamp", pa.string()), *STROKE_FIELDS,
-])
+SPILL_SCHEMA = pa.schema(
+    [
+        ("key_id", pa.int64()),
+        ("label", pa.int16()),
+        ("countrycode", pa.string()),
+        ("recognized", pa.bool_()),
+        ("timestamp", pa.string()),
+        *STROKE_FIELDS,
+        ("seq", pa.int64()),
+    ]
+)
+SHARD_SCHEMA = pa.schema(
+    [
+        ("key_id", pa.int64()),
+        ("word", pa.dictionary(pa.int16(), pa.string())),
+        ("label", pa.int16()),
+        ("countrycode", pa.string()),
+        ("recognized", pa.bool_()),
+        ("timestamp", pa.string()),
+        *STROKE_FIELDS,
+    ]
+)
 QUARANTINE_COLUMNS = ["word", "key_id", "reason", "drawing"]
 TIMING_KEYS = ("workers", "seconds", "read_seconds", "shuffle_write_seconds", "rows_per_s")
 
@@ -72,16 +87,31 @@ class ShardParams:
         require(self.count >= 1, f"{where}.count", f"must be >= 1, got {self.count}")
         require(bool(self.val_shards), f"{where}.val_shards", "name at least one validation shard")
         for v in self.val_shards:
-            require(-self.count <= v < self.count, f"{where}.val_shards",
-                    f"shard {v} is out of range for count={self.count}")
-        require(len(self.resolved_val_shards()) < self.count or self.count == 1, f"{where}.val_shards",
-                "leaves no training shard")
-        require(self.max_per_class is None or self.max_per_class > 0, f"{where}.max_per_class",
-                "must be a positive number or null")
-        require(self.row_group_rows > 0 and self.memory_mb > 0 and self.block_mb > 0, where,
-                "row_group_rows, memory_mb and block_mb must be positive")
-        require(self.workers is None or self.workers >= 1, f"{where}.workers",
-                f"must be >= 1 or null (one per core), got {self.workers}")
+            require(
+                -self.count <= v < self.count,
+                f"{where}.val_shards",
+                f"shard {v} is out of range for count={self.count}",
+            )
+        require(
+            len(self.resolved_val_shards()) < self.count or self.count == 1,
+            f"{where}.val_shards",
+            "leaves no training shard",
+        )
+        require(
+            self.max_per_class is None or self.max_per_class > 0,
+            f"{where}.max_per_class",
+            "must be a positive number or null",
+        )
+        require(
+            self.row_group_rows > 0 and self.memory_mb > 0 and self.block_mb > 0,
+            where,
+            "row_group_rows, memory_mb and block_mb must be positive",
+        )
+        require(
+            self.workers is None or self.workers >= 1,
+            f"{where}.workers",
+            f"must be >= 1 or null (one per core), got {self.workers}",
+        )
 
     def resolved_workers(self) -> int:
         return self.workers or os.cpu_count() or 1
@@ -186,8 +216,15 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
     job.spill_dir.mkdir(parents=True)
     job.parts_dir.mkdir()
     workers = max(1, min(cfg.resolved_workers(), len(job.classes)))
-    stats = {"rows_in": 0, "rows_out": 0, "filtered_unrecognized": 0, "empty_class_files": [],
-             "skipped_files": list(source.skipped), "truncated_classes": 0, "workers": workers}
+    stats = {
+        "rows_in": 0,
+        "rows_out": 0,
+        "filtered_unrecognized": 0,
+        "empty_class_files": [],
+        "skipped_files": list(source.skipped),
+        "truncated_classes": 0,
+        "workers": workers,
+    }
     rejected: dict[str, int] = {}
 
     # ---- pass 1: stream, clean, route to shard spills
@@ -221,10 +258,15 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
 
     val = cfg.resolved_val_shards()
     manifest = {
-        "count": cfg.count, "seed": cfg.seed, "source": str(source.root), "source_kind": source.kind,
+        "count": cfg.count,
+        "seed": cfg.seed,
+        "source": str(source.root),
+        "source_kind": source.kind,
         "files": [shard_name(i) for i in range(cfg.count)],
-        "val_shards": val, "train_shards": [i for i in range(cfg.count) if i not in val],
-        "rows_per_shard": rows_per_shard, "num_classes": len(job.classes),
+        "val_shards": val,
+        "train_shards": [i for i in range(cfg.count) if i not in val],
+        "rows_per_shard": rows_per_shard,
+        "num_classes": len(job.classes),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     with (out / "classes.csv").open("w", newline="") as fh:
@@ -244,8 +286,9 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
     stats["rows_per_s"] = round(stats["rows_in"] / seconds, 1) if seconds else 0.0
     # Timings stay out of the output folder: identical input and params give identical bytes,
     # so DVC sees nothing new downstream when only the speed changed.
-    (out / "stats.json").write_text(json.dumps({k: v for k, v in stats.items() if k not in TIMING_KEYS},
-                                               indent=2) + "\n")
+    (out / "stats.json").write_text(
+        json.dumps({k: v for k, v in stats.items() if k not in TIMING_KEYS}, indent=2) + "\n"
+    )
     return stats
 
 
@@ -355,9 +398,11 @@ def _run_pass1(job: _Job, workers: int, on_bytes):
             except queue.Empty:
                 dead = [w for w in running if procs[w].exitcode not in (None, 0)]
                 if dead:
-                    raise RuntimeError(f"shard: reader process {dead[0]} died (exit code "
-                                       f"{procs[dead[0]].exitcode}; out of memory? lower shard.workers "
-                                       f"or shard.block_mb)") from None
+                    raise RuntimeError(
+                        f"shard: reader process {dead[0]} died (exit code "
+                        f"{procs[dead[0]].exitcode}; out of memory? lower shard.workers "
+                        f"or shard.block_mb)"
+                    ) from None
                 continue
             if msg[0] == "bytes":
                 on_bytes(msg[1])
@@ -386,11 +431,18 @@ def _route(block, keep, index, seq0, cfg, writers, spill_dir, prefix) -> None:
     idx = np.flatnonzero(keep)
     strokes = block.strokes.take(idx) if len(idx) != len(block) else block.strokes
     key_id = block.key_id[idx]
-    batch = pa.record_batch([
-        pa.array(key_id), pa.array(np.full(len(idx), index, np.int16)),
-        block.countrycode.take(pa.array(idx)), pa.array(block.recognized[idx]),
-        block.timestamp.take(pa.array(idx)), *strokes.to_arrow(), pa.array(seq0 + idx),
-    ], schema=SPILL_SCHEMA)
+    batch = pa.record_batch(
+        [
+            pa.array(key_id),
+            pa.array(np.full(len(idx), index, np.int16)),
+            block.countrycode.take(pa.array(idx)),
+            pa.array(block.recognized[idx]),
+            block.timestamp.take(pa.array(idx)),
+            *strokes.to_arrow(),
+            pa.array(seq0 + idx),
+        ],
+        schema=SPILL_SCHEMA,
+    )
     for s, part in _grouped(batch, shard_of(key_id, cfg.count), cfg.count):
         w = writers.get(s)
         if w is None:
@@ -439,22 +491,34 @@ def _write_shard(job: _Job, shard: int) -> dict:
     dictionary = pa.array(classes, pa.string())
     spills = sorted(job.spill_dir.glob(f"{shard:03d}-*.arrow"))
     n_out = 0
-    with pq.ParquetWriter(job.spill_dir.parent / shard_name(shard), SHARD_SCHEMA, compression="snappy",
-                          use_dictionary=["word", "countrycode"], write_statistics=["key_id", "label"]) as writer:
+    with pq.ParquetWriter(
+        job.spill_dir.parent / shard_name(shard),
+        SHARD_SCHEMA,
+        compression="snappy",
+        use_dictionary=["word", "countrycode"],
+        write_statistics=["key_id", "label"],
+    ) as writer:
         for table, order in _ordered_buckets(spills, cfg.seed, int(cfg.memory_mb * 2**20)):
             order = _drop_duplicates(table, order, quarantine, classes)
             labels = table["label"].to_numpy()
             per_class += np.bincount(labels[order], minlength=len(classes))
             # gather one row group at a time: memory holds the bucket plus one row group
             for a in range(0, len(order), cfg.row_group_rows):
-                part = table.take(pa.array(order[a:a + cfg.row_group_rows]))
-                writer.write_table(pa.table({
-                    "key_id": part["key_id"],
-                    "word": pa.DictionaryArray.from_arrays(part["label"].combine_chunks(), dictionary),
-                    "label": part["label"], "countrycode": part["countrycode"],
-                    "recognized": part["recognized"], "timestamp": part["timestamp"],
-                    **{c: part[c] for c in STROKE_COLUMNS},
-                }, schema=SHARD_SCHEMA))
+                part = table.take(pa.array(order[a : a + cfg.row_group_rows]))
+                writer.write_table(
+                    pa.table(
+                        {
+                            "key_id": part["key_id"],
+                            "word": pa.DictionaryArray.from_arrays(part["label"].combine_chunks(), dictionary),
+                            "label": part["label"],
+                            "countrycode": part["countrycode"],
+                            "recognized": part["recognized"],
+                            "timestamp": part["timestamp"],
+                            **{c: part[c] for c in STROKE_COLUMNS},
+                        },
+                        schema=SHARD_SCHEMA,
+                    )
+                )
             n_out += len(order)
             del table, order, part  # before the next bucket is read: one bucket in memory at a time
     return {"shard": shard, "rows_out": n_out, "per_class": per_class, "rejected": quarantine.close()}
@@ -534,8 +598,10 @@ def _drop_duplicates(table: pa.Table, order: np.ndarray, quarantine: _Quarantine
     gone = order[dup]
     strokes = StrokeBatch.from_arrow(*(table[c] for c in STROKE_COLUMNS)).take(gone)
     labels = table["label"].to_numpy()[gone]
-    quarantine.add((classes[int(lab)], str(int(k)), "duplicate_key_id", _strokes_json(strokes, j))
-                   for j, (lab, k) in enumerate(zip(labels, key_id[dup])))
+    quarantine.add(
+        (classes[int(lab)], str(int(k)), "duplicate_key_id", _strokes_json(strokes, j))
+        for j, (lab, k) in enumerate(zip(labels, key_id[dup]))
+    )
     return order[~dup]
 
 
@@ -568,5 +634,8 @@ def iter_shard_batches(path: str | Path, limit: int | None = None):
         if limit is not None and done + t.num_rows > limit:
             t = t.slice(0, limit - done)
         done += t.num_rows
-        yield (t["label"].to_numpy().astype(np.int64), t["key_id"].to_numpy(),
-               StrokeBatch.from_arrow(*(t[c] for c in STROKE_COLUMNS)))
+        yield (
+            t["label"].to_numpy().astype(np.int64),
+            t["key_id"].to_numpy(),
+            StrokeBatch.from_arrow(*(t[c] for c in STROKE_COLUMNS)),
+        )

@@ -5,13 +5,14 @@ depends on the size of the input (Kaggle's train set is 340 files, 49.7M rows, ~
 Each block is then cleaned by :func:`clean_block`, which types the columns, parses the drawings
 once, and returns every rejected row with its reason, never dropping one silently.
 """
+
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -33,12 +34,19 @@ class SourceError(ValueError):
 
 
 @dataclass
+class DataParams:
+    """params.yaml section ``data``: the input folder (see :func:`resolve_source`)."""
+
+    source: str = "data/sample"
+
+
+@dataclass
 class Source:
     """A resolved input folder: its layout and its class files, sorted by class name."""
 
     root: Path
-    kind: str                                   # "kaggle" or "ndjson"
-    class_files: dict[str, Path]                # word -> file
+    kind: str  # "kaggle" or "ndjson"
+    class_files: dict[str, Path]  # word -> file
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -59,12 +67,15 @@ class Source:
 def resolve_source(source: str | Path) -> Source:
     """Find which layout ``source`` holds; fail naming the path and what was expected."""
     root = SAMPLE_DIR if str(source) == "sample" else Path(source)
-    expected = ("a Kaggle folder (train_simplified/<word>.csv and test_simplified.csv) "
-                "or a folder of Google simplified <word>.ndjson files")
+    expected = (
+        "a Kaggle folder (train_simplified/<word>.csv and test_simplified.csv) "
+        "or a folder of Google simplified <word>.ndjson files"
+    )
     if not root.exists():
-        raise SourceError(f"data.source: {root} does not exist; expected {expected}"
-                          + (" (run `dvc repro sample` to generate the embedded sample)"
-                             if root == SAMPLE_DIR else ""))
+        raise SourceError(
+            f"data.source: {root} does not exist; expected {expected}"
+            + (" (run `dvc repro sample` to generate the embedded sample)" if root == SAMPLE_DIR else "")
+        )
     if not root.is_dir():
         raise SourceError(f"data.source: {root} is not a folder; expected {expected}")
     train_dir = root / "train_simplified"
@@ -94,7 +105,10 @@ def _csv_blocks(path: Path, columns: list[str], block_bytes: int) -> Iterator[pa
         # Everything as text: typing happens in clean_block, so a bad value is a counted
         # reject instead of an exception that kills the whole file. "NA" is Namibia, not null.
         column_types={c: pa.string() for c in columns},
-        strings_can_be_null=False, null_values=[], include_columns=columns)
+        strings_can_be_null=False,
+        null_values=[],
+        include_columns=columns,
+    )
     try:
         reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
@@ -191,9 +205,9 @@ def parse_key_ids(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 class CleanBlock:
     """Typed valid rows of one block plus the rejected rows with their reasons."""
 
-    key_id: np.ndarray          # int64
+    key_id: np.ndarray  # int64
     countrycode: pa.Array
-    recognized: np.ndarray      # bool
+    recognized: np.ndarray  # bool
     timestamp: pa.Array
     strokes: StrokeBatch
     rejected: list[tuple[str, str, str, str]]  # (word, key_id text, reason, drawing text)

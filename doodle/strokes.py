@@ -14,6 +14,7 @@ no copy.
 grammar real data uses, and falls back to :mod:`json` only for rows the fast path does not
 accept, to name precisely why such a row is rejected.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,9 +46,9 @@ DRAWING_REASONS = {
 }
 
 STROKE_FIELDS = [
-    pa.field("x", pa.binary()),                     # the drawing's x coordinates, one byte each
-    pa.field("y", pa.binary()),                     # its y coordinates, same lengths
-    pa.field("stroke_len", pa.list_(pa.int32())),   # points per stroke; sums to len(x)
+    pa.field("x", pa.binary()),  # the drawing's x coordinates, one byte each
+    pa.field("y", pa.binary()),  # its y coordinates, same lengths
+    pa.field("stroke_len", pa.list_(pa.int32())),  # points per stroke; sums to len(x)
 ]
 STROKE_COLUMNS = [f.name for f in STROKE_FIELDS]
 
@@ -56,9 +57,9 @@ STROKE_COLUMNS = [f.name for f in STROKE_FIELDS]
 class StrokeBatch:
     """Drawings in flat form. Offsets index the child arrays and need not start at 0."""
 
-    x: np.ndarray               # uint8 (points,)
-    y: np.ndarray               # uint8 (points,)
-    point_offsets: np.ndarray   # int32/int64, stroke s has points [po[s], po[s+1])
+    x: np.ndarray  # uint8 (points,)
+    y: np.ndarray  # uint8 (points,)
+    point_offsets: np.ndarray  # int32/int64, stroke s has points [po[s], po[s+1])
     stroke_offsets: np.ndarray  # int32/int64 (n+1,), drawing i has strokes [so[i], so[i+1])
 
     def __len__(self) -> int:
@@ -81,7 +82,7 @@ class StrokeBatch:
         return po[self.stroke_offsets[1:]] - po[self.stroke_offsets[:-1]]
 
     @classmethod
-    def from_lists(cls, drawings) -> "StrokeBatch":
+    def from_lists(cls, drawings) -> StrokeBatch:
         """From Python drawings ``[[[x...], [y...]], ...]`` (assumed valid)."""
         xs, ys, po, so = [], [], [0], [0]
         for d in drawings:
@@ -90,11 +91,12 @@ class StrokeBatch:
                 ys.extend(sy)
                 po.append(po[-1] + len(sx))
             so.append(len(po) - 1)
-        return cls(np.asarray(xs, np.uint8), np.asarray(ys, np.uint8),
-                   np.asarray(po, np.int64), np.asarray(so, np.int64))
+        return cls(
+            np.asarray(xs, np.uint8), np.asarray(ys, np.uint8), np.asarray(po, np.int64), np.asarray(so, np.int64)
+        )
 
     @classmethod
-    def from_arrow(cls, x_col, y_col, len_col) -> "StrokeBatch":
+    def from_arrow(cls, x_col, y_col, len_col) -> StrokeBatch:
         """View of the ``x``, ``y``, ``stroke_len`` columns (:data:`STROKE_FIELDS`), without copying
         the coordinates. Fails, naming the problem, if the columns do not describe the same
         drawings, so a damaged file is an error here rather than garbage images later."""
@@ -105,13 +107,13 @@ class StrokeBatch:
         if not np.array_equal(xo - xo[0], yo - yo[0]):
             raise ValueError("x and y hold different numbers of points for some drawing")
         so = lens.offsets.to_numpy().astype(np.int64)
-        stroke_points = np.asarray(lens.values.to_numpy(zero_copy_only=False)[so[0]:so[-1]], np.int64)
+        stroke_points = np.asarray(lens.values.to_numpy(zero_copy_only=False)[so[0] : so[-1]], np.int64)
         po = np.zeros(len(stroke_points) + 1, np.int64)
         np.cumsum(stroke_points, out=po[1:])
         so = so - so[0]
         if not np.array_equal(po[so], xo - xo[0]):
             raise ValueError("stroke_len does not add up to the number of points in x and y")
-        return cls(_bytes_of(x)[xo[0]:xo[-1]], _bytes_of(y)[yo[0]:yo[-1]], po, so)
+        return cls(_bytes_of(x)[xo[0] : xo[-1]], _bytes_of(y)[yo[0] : yo[-1]], po, so)
 
     def to_arrow(self) -> tuple[pa.Array, pa.Array, pa.Array]:
         """The ``x``, ``y``, ``stroke_len`` columns of these drawings."""
@@ -121,13 +123,18 @@ class StrokeBatch:
         p0, p1 = int(po[s0]), int(po[s1])
         row_offsets = pa.py_buffer((po[so] - p0).astype(np.int32))
         n = len(self)
-        x = pa.Array.from_buffers(pa.binary(), n, [None, row_offsets, pa.py_buffer(np.ascontiguousarray(self.x[p0:p1]))])
-        y = pa.Array.from_buffers(pa.binary(), n, [None, row_offsets, pa.py_buffer(np.ascontiguousarray(self.y[p0:p1]))])
-        lens = pa.ListArray.from_arrays(pa.array((so - s0).astype(np.int32)),
-                                        pa.array(np.diff(po[s0:s1 + 1]).astype(np.int32)))
+        x = pa.Array.from_buffers(
+            pa.binary(), n, [None, row_offsets, pa.py_buffer(np.ascontiguousarray(self.x[p0:p1]))]
+        )
+        y = pa.Array.from_buffers(
+            pa.binary(), n, [None, row_offsets, pa.py_buffer(np.ascontiguousarray(self.y[p0:p1]))]
+        )
+        lens = pa.ListArray.from_arrays(
+            pa.array((so - s0).astype(np.int32)), pa.array(np.diff(po[s0 : s1 + 1]).astype(np.int32))
+        )
         return x, y, lens
 
-    def expand(self, valid: np.ndarray) -> "StrokeBatch":
+    def expand(self, valid: np.ndarray) -> StrokeBatch:
         """Spread the drawings over ``valid`` rows, with empty drawings (no strokes) elsewhere:
         a rejected test row still gets an image (blank) and so a prediction row."""
         counts = np.zeros(len(valid), np.int64)
@@ -136,7 +143,7 @@ class StrokeBatch:
         np.cumsum(counts, out=so[1:])
         return StrokeBatch(self.x, self.y, self.point_offsets, so + int(self.stroke_offsets[0]))
 
-    def take(self, idx: np.ndarray) -> "StrokeBatch":
+    def take(self, idx: np.ndarray) -> StrokeBatch:
         """The drawings at ``idx``, compacted."""
         idx = np.asarray(idx, np.int64)
         so = np.asarray(self.stroke_offsets, np.int64)
@@ -170,9 +177,10 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def _binary_offsets(arr: pa.Array) -> np.ndarray:
     """The (len + 1) offsets of a binary array into its data buffer, slicing respected."""
     if not pa.types.is_binary(arr.type):
-        raise ValueError(f"expected a binary stroke column, got {arr.type} (a shard from an older version? "
-                         "rerun the shard stage)")
-    return np.frombuffer(arr.buffers()[1], np.int32)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
+        raise ValueError(
+            f"expected a binary stroke column, got {arr.type} (a shard from an older version? rerun the shard stage)"
+        )
+    return np.frombuffer(arr.buffers()[1], np.int32)[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
 
 
 def _bytes_of(arr: pa.Array) -> np.ndarray:
@@ -361,8 +369,7 @@ def classify_drawing(obj) -> int:
         return EMPTY_DRAWING
     codes = set()
     for stroke in obj:
-        if not (isinstance(stroke, list) and len(stroke) == 2
-                and all(isinstance(c, list) for c in stroke)):
+        if not (isinstance(stroke, list) and len(stroke) == 2 and all(isinstance(c, list) for c in stroke)):
             return WRONG_TYPE
         for coords in stroke:
             for v in coords:
@@ -409,15 +416,14 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     else:
         raise TypeError(f"drawing column must be text, got {arr.type}")
     bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=off_dtype)[arr.offset:arr.offset + len(arr) + 1]
+    offsets = np.frombuffer(bufs[1], dtype=off_dtype)[arr.offset : arr.offset + len(arr) + 1]
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     return data, offsets.astype(np.int64)
 
 
 def parse_drawings(texts) -> ParsedDrawings:
     """Parse drawing JSON texts (an Arrow string array or a list of str) into a StrokeBatch."""
-    arr = _single_chunk(texts) if isinstance(texts, (pa.Array, pa.ChunkedArray)) \
-        else pa.array(list(texts), pa.string())
+    arr = _single_chunk(texts) if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
     n = len(arr)
     status = np.zeros(n, np.int8)
     if arr.null_count:

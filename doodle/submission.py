@@ -3,6 +3,7 @@
 Format: ``key_id,word`` where ``word`` is the three most likely labels, best first, separated by
 spaces, with spaces inside a label written as ``_`` (``The_Eiffel_Tower``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -107,10 +108,10 @@ class _WeightedTop1:
 
     def __init__(self, probs: np.ndarray, k: int = 16, chunk_rows: int = 8192):
         self.probs = np.asarray(probs, np.float32)
-        n, c = self.probs.shape
+        _n, c = self.probs.shape
         self.k, self.chunk_rows = min(k, c), chunk_rows
         if self.k < c:
-            cand = np.argpartition(self.probs, c - self.k, axis=1)[:, c - self.k:]
+            cand = np.argpartition(self.probs, c - self.k, axis=1)[:, c - self.k :]
             self.cand = np.sort(cand, axis=1)  # column order, so ties break as a full argmax does
             self.cand_p = np.take_along_axis(self.probs, self.cand, axis=1)
             self.kth = self.cand_p.min(axis=1)
@@ -119,8 +120,8 @@ class _WeightedTop1:
         n = len(self.probs) if rows is None else len(rows)
         out = np.empty(n, np.int64)
         for a in range(0, n, self.chunk_rows):
-            part = self.probs[a:a + self.chunk_rows] if rows is None else self.probs[rows[a:a + self.chunk_rows]]
-            out[a:a + self.chunk_rows] = (part * weights).argmax(axis=1)
+            part = self.probs[a : a + self.chunk_rows] if rows is None else self.probs[rows[a : a + self.chunk_rows]]
+            out[a : a + self.chunk_rows] = (part * weights).argmax(axis=1)
         return out
 
     def __call__(self, weights: np.ndarray) -> np.ndarray:
@@ -156,8 +157,9 @@ def score_submission(submission: str | Path, labels: str | Path) -> tuple[float,
         guesses = {r["key_id"]: r["word"].split(" ") for r in csv.DictReader(fh)}
     missing = set(truth) - set(guesses)
     if missing:
-        raise SubmissionError(f"{submission}: no prediction for {len(missing)} labelled key_id(s), "
-                              f"e.g. {sorted(missing)[:3]}")
+        raise SubmissionError(
+            f"{submission}: no prediction for {len(missing)} labelled key_id(s), e.g. {sorted(missing)[:3]}"
+        )
     vocab = {w: i for i, w in enumerate(sorted(set(truth.values())))}
     keys = list(truth)
     labels_idx = np.array([vocab[truth[k]] for k in keys])

@@ -5,6 +5,7 @@ killed run restarted with the same params continues from the next epoch. The bac
 fingerprint of everything that defines the run (params, data), and is discarded when that
 changes, so an edited params.yaml never resumes a stale run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,14 +33,14 @@ class TrainParams:
     width: float = 1.0
     batch_size: int = 256
     epochs: int = 10
-    steps_per_epoch: int | None = None   # null = one full pass over the training cache
-    val_steps: int | None = None         # null = the whole validation cache
+    steps_per_epoch: int | None = None  # null = one full pass over the training cache
+    val_steps: int | None = None  # null = the whole validation cache
     optimizer: str = "adam"
     learning_rate: float = 0.002
     label_smoothing: float = 0.0
-    schedule: str = "plateau"            # plateau | cosine | onecycle | constant
+    schedule: str = "plateau"  # plateau | cosine | onecycle | constant
     early_stopping_patience: int = 5
-    mixed_precision: bool = True         # float16/bfloat16 compute, on GPUs only
+    mixed_precision: bool = True  # float16/bfloat16 compute, on GPUs only
     seed: int = 0
     shuffle_block_rows: int = 512
     shuffle_buffer_blocks: int = 64
@@ -48,12 +49,22 @@ class TrainParams:
     def validate(self, where: str = "train") -> None:
         from .models import ARCHITECTURES
         from .params import from_mapping
-        require(self.model in ARCHITECTURES, f"{where}.model",
-                f"unknown model {self.model!r}; choose one of {sorted(ARCHITECTURES)}")
-        require(self.optimizer in ("adam", "adamw", "sgd", "rmsprop"), f"{where}.optimizer",
-                f"unknown optimizer {self.optimizer!r}")
-        require(self.schedule in ("plateau", "cosine", "onecycle", "constant"), f"{where}.schedule",
-                f"unknown schedule {self.schedule!r}")
+
+        require(
+            self.model in ARCHITECTURES,
+            f"{where}.model",
+            f"unknown model {self.model!r}; choose one of {sorted(ARCHITECTURES)}",
+        )
+        require(
+            self.optimizer in ("adam", "adamw", "sgd", "rmsprop"),
+            f"{where}.optimizer",
+            f"unknown optimizer {self.optimizer!r}",
+        )
+        require(
+            self.schedule in ("plateau", "cosine", "onecycle", "constant"),
+            f"{where}.schedule",
+            f"unknown schedule {self.schedule!r}",
+        )
         require(self.batch_size >= 1 and self.epochs >= 1, where, "batch_size and epochs must be >= 1")
         require(self.learning_rate > 0, f"{where}.learning_rate", "must be > 0")
         require(0 <= self.label_smoothing < 1, f"{where}.label_smoothing", "must be in [0, 1)")
@@ -73,6 +84,7 @@ def device_strategy(mixed_precision: bool):
     if keras.backend.backend() != "tensorflow":
         return None, f"{keras.backend.backend()} backend, default device"
     import tensorflow as tf
+
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         for g in gpus:
@@ -94,12 +106,19 @@ def make_optimizer(cfg: TrainParams, steps_per_epoch: int):
         lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total, alpha=0.01)
     elif cfg.schedule == "onecycle":
         warm = max(1, total // 5)
-        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate / 10, decay_steps=total - warm,
-                                                    alpha=0.001, warmup_target=cfg.learning_rate,
-                                                    warmup_steps=warm)
-    return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-            "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True),
-            "rmsprop": keras.optimizers.RMSprop}[cfg.optimizer](learning_rate=lr)
+        lr = keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate / 10,
+            decay_steps=total - warm,
+            alpha=0.001,
+            warmup_target=cfg.learning_rate,
+            warmup_steps=warm,
+        )
+    return {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True),
+        "rmsprop": keras.optimizers.RMSprop,
+    }[cfg.optimizer](learning_rate=lr)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -129,8 +148,11 @@ class EpochLog(keras.callbacks.Callback):
             self.live.log_metric("images_per_s", speed)
             self.live.next_step()
         shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k != "learning_rate")
-        self.printer(f"epoch {epoch + 1}/{self.epochs} done: {shown} lr={logs['learning_rate']:.2e} "
-                     f"{seconds:.1f}s {speed:,.0f} img/s", flush=True)
+        self.printer(
+            f"epoch {epoch + 1}/{self.epochs} done: {shown} lr={logs['learning_rate']:.2e} "
+            f"{seconds:.1f}s {speed:,.0f} img/s",
+            flush=True,
+        )
 
 
 def prepare_backup(backup_dir: Path, fingerprint: str) -> bool:

@@ -3,22 +3,20 @@
 metrics/eval.json (MAP@3, top-1, top-3, worst classes), reports/ (per-class accuracy, confusion
 data for `dvc plots`, most-confused pairs, a gallery of mistakes, confidence histograms).
 """
+
 from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from doodle.cache import open_split, read_cache_manifest  # noqa: E402
-from doodle.inference import TrainedModel, _predict  # noqa: E402
-from doodle.metrics import map_at_3, top_k_accuracy  # noqa: E402
-from doodle.plots import histogram, image_grid  # noqa: E402
-from stages import _cli  # noqa: E402
+from doodle.cache import open_split, read_cache_manifest
+from doodle.inference import TrainedModel, _predict
+from doodle.metrics import map_at_3, top_k_accuracy
+from doodle.plots import histogram, image_grid
+from stages import _cli
 
 CACHE = Path("data/cache")
 MODEL = Path("models/model.keras")
@@ -37,12 +35,14 @@ def confused_pairs(labels: np.ndarray, pred: np.ndarray, n_classes: int, k: int 
 
 
 def main(argv=None) -> None:
-    args = _cli.parser(__doc__).parse_args(argv)
+    _cli.parser(__doc__).parse_args(argv)
     model = TrainedModel.load(MODEL)
     cache = read_cache_manifest(CACHE)
     if cache["render"] != model.render.to_dict():
-        raise ValueError(f"{CACHE} was rendered with {cache['render']} but {MODEL} expects "
-                         f"{model.render.to_dict()}: rerun `dvc repro`")
+        raise ValueError(
+            f"{CACHE} was rendered with {cache['render']} but {MODEL} expects "
+            f"{model.render.to_dict()}: rerun `dvc repro`"
+        )
     val = open_split(CACHE, "val")
     classes = model.classes
     labels = val.all_labels()
@@ -54,12 +54,15 @@ def main(argv=None) -> None:
     correct = np.bincount(labels[pred == labels], minlength=n)
     per_class = np.where(counts > 0, correct / np.maximum(counts, 1), np.nan)
     ranked = [i for i in np.argsort(per_class, kind="stable") if counts[i] > 0]
-    worst = [{"class": classes[i], "accuracy": round(float(per_class[i]), 4), "n": int(counts[i])}
-             for i in ranked[:20]]
+    worst = [{"class": classes[i], "accuracy": round(float(per_class[i]), 4), "n": int(counts[i])} for i in ranked[:20]]
     pairs = confused_pairs(labels, pred, n)
-    metrics = {"val_map_at_3": map_at_3(labels, probs), "val_top1": top_k_accuracy(labels, probs, 1),
-               "val_top3": top_k_accuracy(labels, probs, 3), "val_rows": int(len(labels)),
-               "worst_classes": {w["class"]: w["accuracy"] for w in worst}}
+    metrics = {
+        "val_map_at_3": map_at_3(labels, probs),
+        "val_top1": top_k_accuracy(labels, probs, 1),
+        "val_top3": top_k_accuracy(labels, probs, 3),
+        "val_rows": len(labels),
+        "worst_classes": {w["class"]: w["accuracy"] for w in worst},
+    }
     METRICS.parent.mkdir(exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
 
@@ -84,8 +87,12 @@ def main(argv=None) -> None:
         w.writerows((classes[a], classes[b]) for a, b in zip(labels[keep], pred[keep]))
 
     conf = probs.max(axis=1)
-    histogram({"correct": conf[pred == labels], "wrong": conf[pred != labels]}, REPORTS / "confidence.png",
-              "top-1 probability", "confidence of correct vs wrong predictions")
+    histogram(
+        {"correct": conf[pred == labels], "wrong": conf[pred != labels]},
+        REPORTS / "confidence.png",
+        "top-1 probability",
+        "confidence of correct vs wrong predictions",
+    )
     wrong = np.flatnonzero(pred != labels)
     wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:40]  # the most confident mistakes first
     if len(wrong):
@@ -95,13 +102,21 @@ def main(argv=None) -> None:
             s = int(np.searchsorted(offsets, i, side="right") - 1)
             imgs.append(np.asarray(val.images[s][i - offsets[s]]))
         titles = [f"{classes[labels[i]]}\n-> {classes[pred[i]]} {conf[i]:.2f}" for i in wrong]
-        image_grid(np.stack(imgs), titles, REPORTS / "misclassified.png", title="most confident mistakes (true -> predicted)")
+        image_grid(
+            np.stack(imgs), titles, REPORTS / "misclassified.png", title="most confident mistakes (true -> predicted)"
+        )
     else:
-        image_grid(np.zeros((0, *model.render.shape()), np.uint8), [], REPORTS / "misclassified.png",
-                   title="no mistakes on the validation set")
-    print(f"evaluate: val MAP@3 {metrics['val_map_at_3']:.4f}, top-1 {metrics['val_top1']:.4f}, "
-          f"top-3 {metrics['val_top3']:.4f} on {len(labels):,} drawings; worst: "
-          + ", ".join(f"{w['class']} {w['accuracy']:.2f}" for w in worst[:5]))
+        image_grid(
+            np.zeros((0, *model.render.shape()), np.uint8),
+            [],
+            REPORTS / "misclassified.png",
+            title="no mistakes on the validation set",
+        )
+    print(
+        f"evaluate: val MAP@3 {metrics['val_map_at_3']:.4f}, top-1 {metrics['val_top1']:.4f}, "
+        f"top-3 {metrics['val_top3']:.4f} on {len(labels):,} drawings; worst: "
+        + ", ".join(f"{w['class']} {w['accuracy']:.2f}" for w in worst[:5])
+    )
 
 
 if __name__ == "__main__":

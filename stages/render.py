@@ -1,4 +1,5 @@
 """Stage `render`: draw every shard into a memory-mappable image cache (data/cache)."""
+
 from __future__ import annotations
 
 import json
@@ -27,13 +28,23 @@ def main(argv=None) -> None:
     if n:
         rng = np.random.default_rng(0)
         idx = np.sort(rng.choice(len(val.labels[0]), size=min(n, len(val.labels[0])), replace=False))
-        image_grid(np.asarray(val.images[0][idx]), [classes[int(k)] for k in val.labels[0][idx]], GRID,
-                   title=f"what the model sees: {cfg.size}px, {cfg.channels} channel(s)")
+        image_grid(
+            np.asarray(val.images[0][idx]),
+            [classes[int(k)] for k in val.labels[0][idx]],
+            GRID,
+            title=f"what the model sees: {cfg.size}px, {cfg.channels} channel(s)",
+        )
     METRICS.parent.mkdir(exist_ok=True)
-    METRICS.write_text(json.dumps({k: man[k] for k in ("rows", "blank_images", "dots_only_drawings", "seconds",
-                                                       "images_per_s")}, indent=2) + "\n")
-    print(f"render: {man['rows']:,} images in {man['seconds']:.1f}s ({man['images_per_s']:,.0f}/s), "
-          f"{man['blank_images']} blank, {man['dots_only_drawings']} dots-only; grid -> {GRID}")
+    METRICS.write_text(
+        json.dumps(
+            {k: man[k] for k in ("rows", "blank_images", "dots_only_drawings", "seconds", "images_per_s")}, indent=2
+        )
+        + "\n"
+    )
+    print(
+        f"render: {man['rows']:,} images in {man['seconds']:.1f}s ({man['images_per_s']:,.0f}/s), "
+        f"{man['blank_images']} blank, {man['dots_only_drawings']} dots-only; grid -> {GRID}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Stage `sample`: generate the embedded default data set in Kaggle's layout (data/sample)."""
+
 from __future__ import annotations
 
 import time
@@ -14,9 +15,11 @@ def main(argv=None) -> None:
     cfg = load_section(SampleParams, "sample", read_params(args.params))
     t0 = time.perf_counter()
     counts = generate(SAMPLE_DIR, cfg)
-    print(f"sample: {counts['classes']} classes, {counts['train_rows']:,} train rows "
-          f"({counts['corrupted_rows']} deliberately broken), {counts['test_rows']:,} test rows "
-          f"-> {SAMPLE_DIR} in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"sample: {counts['classes']} classes, {counts['train_rows']:,} train rows "
+        f"({counts['corrupted_rows']} deliberately broken), {counts['test_rows']:,} test rows "
+        f"-> {SAMPLE_DIR} in {time.perf_counter() - t0:.1f}s"
+    )
 
 
 if __name__ == "__main__":

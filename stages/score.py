@@ -1,7 +1,8 @@
 """Score a submission: MAP@3 of SUBMISSION (key_id,word) against LABELS (key_id,word answers).
 
-    python -m stages.score submissions/submission.csv data/sample/test_labels.csv
+python -m stages.score submissions/submission.csv data/sample/test_labels.csv
 """
+
 from __future__ import annotations
 
 import argparse

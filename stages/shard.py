@@ -1,24 +1,17 @@
 """Stage `shard`: stream data.source, clean, shuffle and shard it into parquet (data/shards)."""
+
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from doodle.params import load_section, read_params
 from doodle.shards import ShardParams, write_shards
-from doodle.sources import resolve_source
+from doodle.sources import DataParams, resolve_source
 from stages import _cli
 
 OUT = Path("data/shards")
 METRICS = Path("metrics/shard.json")
-
-
-@dataclass
-class DataParams:
-    """params.yaml section ``data``."""
-
-    source: str = "data/sample"
 
 
 def main(argv=None) -> None:
@@ -28,16 +21,25 @@ def main(argv=None) -> None:
     data = load_section(DataParams, "data", params)
     cfg = load_section(ShardParams, "shard", params)
     source = resolve_source(data.source)
-    print(f"shard: {source.kind} source {source.root} with {len(source.classes)} classes -> "
-          f"{cfg.count} shards in {OUT}, {min(cfg.resolved_workers(), len(source.classes))} worker process(es)")
+    print(
+        f"shard: {source.kind} source {source.root} with {len(source.classes)} classes -> "
+        f"{cfg.count} shards in {OUT}, {min(cfg.resolved_workers(), len(source.classes))} worker process(es)"
+    )
     stats = write_shards(source, OUT, cfg, progress=not args.quiet)
     METRICS.parent.mkdir(exist_ok=True)
-    METRICS.write_text(json.dumps({k: stats[k] for k in ("rows_in", "rows_out", "rejected_total", "seconds",
-                                                         "rows_per_s", "workers")}, indent=2) + "\n")
+    METRICS.write_text(
+        json.dumps(
+            {k: stats[k] for k in ("rows_in", "rows_out", "rejected_total", "seconds", "rows_per_s", "workers")},
+            indent=2,
+        )
+        + "\n"
+    )
     bad = ", ".join(f"{k} {v}" for k, v in stats["rejected"].items() if v) or "none"
-    print(f"shard: {stats['rows_in']:,} rows in, {stats['rows_out']:,} out, {stats['rejected_total']:,} "
-          f"rejected ({bad}; see {OUT / 'quarantine.csv'}), {stats['seconds']:.1f}s, "
-          f"{stats['rows_per_s']:,.0f} rows/s")
+    print(
+        f"shard: {stats['rows_in']:,} rows in, {stats['rows_out']:,} out, {stats['rejected_total']:,} "
+        f"rejected ({bad}; see {OUT / 'quarantine.csv'}), {stats['seconds']:.1f}s, "
+        f"{stats['rows_per_s']:,.0f} rows/s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Shared test helpers: a tiny project directory with its own params.yaml, and the real data."""
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,12 @@ needs_kaggle = pytest.mark.skipif(not KAGGLE.is_dir(), reason=f"{KAGGLE} not pre
 needs_ndjson = pytest.mark.skipif(not NDJSON.is_dir(), reason=f"{NDJSON} not present")
 
 TINY = {
-    "sample": {"train_per_class": 60, "test_per_class": 6, "classes": ["circle", "line", "square", "star"],
-               "corrupt_fraction": 0.05},
+    "sample": {
+        "train_per_class": 60,
+        "test_per_class": 6,
+        "classes": ["circle", "line", "square", "star"],
+        "corrupt_fraction": 0.05,
+    },
     "shard": {"count": 3},
     "render": {"size": 32, "workers": 1},
     "train": {"epochs": 2, "batch_size": 32, "steps_per_epoch": 3, "width": 0.125},

@@ -26,9 +26,13 @@ def test_validation_pass_reads_every_row_once_in_order():
 def test_training_shuffle_is_seeded_full_and_differs_by_epoch():
     s = BatchStream(split(), 100, shuffle=True, seed=3, block_rows=64, buffer_blocks=4)
     e0 = np.concatenate([y for _, y in s.epoch(0)])
-    assert sorted(e0.tolist()) == list(range(2000))           # one full pass, nothing lost
-    assert np.array_equal(e0, np.concatenate([y for _, y in BatchStream(
-        split(), 100, shuffle=True, seed=3, block_rows=64, buffer_blocks=4).epoch(0)]))
+    assert sorted(e0.tolist()) == list(range(2000))  # one full pass, nothing lost
+    assert np.array_equal(
+        e0,
+        np.concatenate(
+            [y for _, y in BatchStream(split(), 100, shuffle=True, seed=3, block_rows=64, buffer_blocks=4).epoch(0)]
+        ),
+    )
     assert not np.array_equal(e0, np.concatenate([y for _, y in s.epoch(1)]))
     # rows from different shards mix within a batch
     first = next(s.epoch(0))[1]
@@ -48,15 +52,18 @@ def test_empty_split_is_an_error():
         BatchStream(CacheSplit([], [], []), 10, shuffle=True)
 
 
-@pytest.mark.parametrize("batch,block_rows,buffer_blocks,steps", [(128, 100, 3, None), (300, 64, 2, 9), (7, 500, 1, 40)])
+@pytest.mark.parametrize(
+    "batch,block_rows,buffer_blocks,steps", [(128, 100, 3, None), (300, 64, 2, 9), (7, 500, 1, 40)]
+)
 def test_batches_span_buffer_boundaries_whatever_the_sizes(batch, block_rows, buffer_blocks, steps):
     val = BatchStream(split(), batch, shuffle=False, steps=steps, block_rows=block_rows, buffer_blocks=buffer_blocks)
     got = list(val.epoch(0))
     n = min(len(val), -(-2000 // batch))  # validation: one pass at most
     assert len(got) == n and all(len(y) == batch for _, y in got[:-1])
-    assert np.concatenate([y for _, y in got]).tolist() == list(range(2000))[:n * batch]
-    train = BatchStream(split(), batch, shuffle=True, seed=1, steps=steps, block_rows=block_rows,
-                        buffer_blocks=buffer_blocks)
+    assert np.concatenate([y for _, y in got]).tolist() == list(range(2000))[: n * batch]
+    train = BatchStream(
+        split(), batch, shuffle=True, seed=1, steps=steps, block_rows=block_rows, buffer_blocks=buffer_blocks
+    )
     got = list(train.epoch(0))
     assert len(got) == len(train) and all(len(y) == batch for _, y in got)
     ys = np.concatenate([y for _, y in got])[:2000]
@@ -69,6 +76,7 @@ def test_batches_span_buffer_boundaries_whatever_the_sizes(batch, block_rows, bu
 def test_tf_dataset_yields_the_streams_batches():
     tf = pytest.importorskip("tensorflow")
     from doodle.datasets import tf_dataset
+
     s = BatchStream(split(), 96, shuffle=True, seed=5, steps=30, block_rows=100, buffer_blocks=3)
     want = list(s.epoch(0)) + list(s.epoch(1))
     got = list(tf_dataset(s, repeat=True).take(len(want)).as_numpy_iterator())

@@ -2,17 +2,16 @@ import keras
 import numpy as np
 import pytest
 
-from doodle.metrics import (MapAt3, SmoothedSparseCrossentropy, map_at_3, map_at_3_per_sample,
-                            map_at_3_reference, top_k)
+from doodle.metrics import MapAt3, SmoothedSparseCrossentropy, map_at_3, map_at_3_per_sample, map_at_3_reference, top_k
 
 # (true label, scores over 5 classes, expected reciprocal rank)
 CASES = [
-    (0, [0.9, 0.05, 0.03, 0.01, 0.01], 1.0),        # first
-    (1, [0.5, 0.3, 0.1, 0.05, 0.05], 1 / 2),        # second
-    (2, [0.5, 0.3, 0.1, 0.05, 0.05], 1 / 3),        # third
-    (4, [0.5, 0.3, 0.1, 0.06, 0.04], 0.0),          # absent
-    (1, [0.25, 0.25, 0.25, 0.25, 0.0], 1 / 2),      # tie: lower index ranks first
-    (3, [0.25, 0.25, 0.25, 0.25, 0.0], 0.0),        # tie pushes class 3 out of the top 3
+    (0, [0.9, 0.05, 0.03, 0.01, 0.01], 1.0),  # first
+    (1, [0.5, 0.3, 0.1, 0.05, 0.05], 1 / 2),  # second
+    (2, [0.5, 0.3, 0.1, 0.05, 0.05], 1 / 3),  # third
+    (4, [0.5, 0.3, 0.1, 0.06, 0.04], 0.0),  # absent
+    (1, [0.25, 0.25, 0.25, 0.25, 0.0], 1 / 2),  # tie: lower index ranks first
+    (3, [0.25, 0.25, 0.25, 0.25, 0.0], 0.0),  # tie pushes class 3 out of the top 3
 ]
 
 

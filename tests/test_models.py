@@ -27,8 +27,13 @@ def test_cnn_full_width_is_about_five_million_params():
 
 
 def test_augmentation_only_in_training():
-    m = build_model("cnn", (32, 32, 1), 5, width=0.25,
-                    augment=AugmentParams(shift=0.1, zoom=0.1, rotation=0.05, shear=0.1, flip=True))
+    m = build_model(
+        "cnn",
+        (32, 32, 1),
+        5,
+        width=0.25,
+        augment=AugmentParams(shift=0.1, zoom=0.1, rotation=0.05, shear=0.1, flip=True),
+    )
     x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 1), dtype=np.uint8)
     a = np.asarray(m(x, training=False))
     assert np.allclose(a, np.asarray(m(x, training=False)))

@@ -24,8 +24,8 @@ def test_shapes_dtype_and_determinism():
 
 def test_canvas_edges_are_drawn():
     img = one([[[0, 255], [0, 0]], [[0, 255], [255, 255]]])[..., 0]
-    assert img[0].min() == 255 and img[-1].max() > 0   # top row fully inked by the first stroke
-    assert img[-1, 0] == 255 - 13                       # second stroke, bottom row
+    assert img[0].min() == 255 and img[-1].max() > 0  # top row fully inked by the first stroke
+    assert img[-1, 0] == 255 - 13  # second stroke, bottom row
 
 
 def test_one_point_stroke_is_a_dot():
@@ -63,12 +63,14 @@ def test_out_buffer_is_checked():
 def _drawings_for_fidelity():
     if KAGGLE.is_dir():
         import csv
+
         texts = []
         for f in sorted((KAGGLE / "train_simplified").glob("*.csv"))[::4]:
             with f.open(newline="") as fh:
                 texts += [r["drawing"] for r in list(csv.DictReader(fh))[:5]]
         return texts
     from doodle.sample_data import draw
+
     rng = np.random.default_rng(0)
     return [json.dumps(draw(w, rng)) for w in ["circle", "star", "house", "sun", "cloud"] * 40]
 
@@ -84,6 +86,7 @@ def _near(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_fidelity_against_the_public_baseline():
     from doodle.strokes import parse_drawings
+
     texts = _drawings_for_fidelity()
     ours = render(parse_drawings(texts).strokes, RenderParams(size=64))[..., 0]
     scheme = {255 - 13 * k for k in range(11)}
@@ -93,7 +96,7 @@ def test_fidelity_against_the_public_baseline():
         ours_in_ref.append(_near(img > 0, ref > 0))
         ref_in_ours.append(_near(ref > 127, img > 0))
         assert set(np.unique(img[img > 0]).tolist()) <= scheme  # the baseline's stroke-order colours
-        pure = np.isin(ref, list(scheme)) & (img > 0)            # reference pixels not blended by resize
+        pure = np.isin(ref, list(scheme)) & (img > 0)  # reference pixels not blended by resize
         if pure.any():
             same_colour.append((img[pure] == ref[pure]).mean())
     assert np.mean(same_colour) >= 0.9, np.mean(same_colour)

@@ -1,4 +1,5 @@
 """The sample generator, and stages run end to end in a tiny project directory."""
+
 import csv
 import json
 from pathlib import Path
@@ -46,6 +47,7 @@ def test_sample_params_are_checked():
 
 def test_sample_then_shard_end_to_end(project, capsys):
     from stages import sample, shard
+
     sample.main(["--quiet"])
     shard.main(["--quiet"])
     out = capsys.readouterr().out
@@ -58,6 +60,7 @@ def test_sample_then_shard_end_to_end(project, capsys):
 
 def test_wrong_source_path_is_named(project):
     from stages import shard
+
     write_params(Path("params.yaml"), {"data": {"source": "no/such/folder"}})
     with pytest.raises(SourceError, match="no/such/folder"):
         shard.main(["--quiet"])
@@ -66,6 +69,7 @@ def test_wrong_source_path_is_named(project):
 def _shard_real(source, tmp_path):
     from doodle.shards import ShardParams, write_shards
     from doodle.sources import resolve_source
+
     return write_shards(resolve_source(source), tmp_path, ShardParams(count=4), progress=False)
 
 

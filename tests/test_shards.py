@@ -27,8 +27,10 @@ def shard_contents(out):
 @pytest.fixture(scope="module")
 def sample_src(tmp_path_factory):
     d = tmp_path_factory.mktemp("sample")
-    generate(d, SampleParams(train_per_class=200, test_per_class=2, classes=["circle", "line", "star"],
-                             corrupt_fraction=0.05))
+    generate(
+        d,
+        SampleParams(train_per_class=200, test_per_class=2, classes=["circle", "line", "star"], corrupt_fraction=0.05),
+    )
     return resolve_source(d)
 
 
@@ -52,7 +54,7 @@ def test_shard_is_shuffled_and_a_drawings_shard_is_stable(sample_src, tmp_path):
     a = pq.read_table(tmp_path / "a" / "shard-000.parquet")
     b = pq.read_table(tmp_path / "b" / "shard-000.parquet")
     assert sorted(a["key_id"].to_pylist()) == sorted(b["key_id"].to_pylist())  # same members
-    assert a["key_id"].to_pylist() != b["key_id"].to_pylist()                  # other order
+    assert a["key_id"].to_pylist() != b["key_id"].to_pylist()  # other order
     labels = a["label"].to_numpy()
     assert (labels[1:] != labels[:-1]).mean() > 0.4  # classes are interleaved, not in file order
 
@@ -65,8 +67,9 @@ def test_bad_rows_counted_quarantined_never_lost(sample_src, tmp_path):
     assert stats["rejected"]["duplicate_key_id"] > 0 and stats["rejected"]["malformed_json"] > 0
     assert sum(stats["rows_per_shard"]) == stats["rows_out"] == sum(stats["rows_per_class"].values())
     assert read_classes(tmp_path / "s" / "classes.csv") == ["circle", "line", "star"]
-    keys = np.concatenate([k for f in range(3) for _, k, _ in
-                           iter_shard_batches(tmp_path / "s" / f"shard-{f:03d}.parquet")])
+    keys = np.concatenate(
+        [k for f in range(3) for _, k, _ in iter_shard_batches(tmp_path / "s" / f"shard-{f:03d}.parquet")]
+    )
     assert len(keys) == len(set(keys.tolist()))
 
 
@@ -94,18 +97,26 @@ def test_bad_params_are_named():
 
 
 def _without_timing(stats):
-    return {k: v for k, v in stats.items() if k not in ("seconds", "rows_per_s", "workers", "read_seconds", "shuffle_write_seconds")}
+    return {
+        k: v
+        for k, v in stats.items()
+        if k not in ("seconds", "rows_per_s", "workers", "read_seconds", "shuffle_write_seconds")
+    }
 
 
 def test_output_does_not_depend_on_the_number_of_workers(sample_src, tmp_path):
     runs = {}
     for workers in (1, 2, 3):
         out = tmp_path / f"w{workers}"
-        stats = write_shards(sample_src, out, ShardParams(count=3, workers=workers, memory_mb=20000 / 2**20),
-                             progress=False)
+        stats = write_shards(
+            sample_src, out, ShardParams(count=3, workers=workers, memory_mb=20000 / 2**20), progress=False
+        )
         assert stats["workers"] == workers
-        runs[workers] = (shard_contents(out), _without_timing(stats),
-                         *((out / f).read_text() for f in ("quarantine.csv", "stats.json", "manifest.json")))
+        runs[workers] = (
+            shard_contents(out),
+            _without_timing(stats),
+            *((out / f).read_text() for f in ("quarantine.csv", "stats.json", "manifest.json")),
+        )
     assert runs[1] == runs[2] == runs[3]
     assert not list((tmp_path / "w2").glob("_*"))  # spills and quarantine parts are cleaned up
 
@@ -118,8 +129,11 @@ def test_duplicate_key_across_files_keeps_the_first_file_whatever_the_workers(tm
         out = tmp_path / f"o{workers}"
         stats = write_shards(src, out, ShardParams(count=2, workers=workers), progress=False)
         assert stats["rejected"]["duplicate_key_id"] == 10
-        kept = {r["key_id"]: r["word"] for f in ("shard-000.parquet", "shard-001.parquet")
-                for r in pq.read_table(out / f, columns=["key_id", "word"]).to_pylist()}
+        kept = {
+            r["key_id"]: r["word"]
+            for f in ("shard-000.parquet", "shard-001.parquet")
+            for r in pq.read_table(out / f, columns=["key_id", "word"]).to_pylist()
+        }
         assert all(kept[k] == "cat" for k in range(20, 30)) and len(kept) == 49
 
 
@@ -127,5 +141,6 @@ def test_a_bad_file_in_a_worker_stops_the_stage_with_its_name(tmp_path):
     write_csv(tmp_path / "in" / "train_simplified" / "cat.csv", [row(i, word="cat") for i in range(1, 30)])
     (tmp_path / "in" / "train_simplified" / "dog.csv").write_text("countrycode,key_id,word\nUS,1,dog\n")
     from doodle.sources import SourceError
+
     with pytest.raises(SourceError, match=r"dog\.csv.*drawing"):
         write_shards(resolve_source(tmp_path / "in"), tmp_path / "o", ShardParams(count=2, workers=2), False)

@@ -54,8 +54,16 @@ def test_missing_required_column_stops_with_message(tmp_path):
 
 
 def test_clean_block_row_reasons(tmp_path):
-    rows = [row(1), row("abc"), row(3, word="dog"), row(4, rec="maybe"), row(5, drawing="[]"),
-            row(6, cc="NA"), row("", drawing="[[[1],[2]]]"), row(99999999999999999999)]
+    rows = [
+        row(1),
+        row("abc"),
+        row(3, word="dog"),
+        row(4, rec="maybe"),
+        row(5, drawing="[]"),
+        row(6, cc="NA"),
+        row("", drawing="[[[1],[2]]]"),
+        row(99999999999999999999),
+    ]
     write_csv(tmp_path / "train_simplified" / "cat.csv", rows)
     src = resolve_source(tmp_path)
     (table,) = list(iter_class_blocks(src, "cat"))
@@ -63,14 +71,28 @@ def test_clean_block_row_reasons(tmp_path):
     assert block.key_id.tolist() == [1, 6]
     assert block.countrycode.to_pylist() == ["US", "NA"]  # Namibia is not a null
     reasons = {r[1]: r[2] for r in block.rejected}
-    assert reasons == {"abc": "bad_key_id", "3": "word_mismatch", "4": "bad_recognized", "5": "empty_drawing",
-                       "": "bad_key_id", "99999999999999999999": "bad_key_id"}
+    assert reasons == {
+        "abc": "bad_key_id",
+        "3": "word_mismatch",
+        "4": "bad_recognized",
+        "5": "empty_drawing",
+        "": "bad_key_id",
+        "99999999999999999999": "bad_key_id",
+    }
     assert len(block.strokes) == 2 and block.strokes.drawing(1) == [([1, 2], [3, 4])]
 
 
 def test_ndjson_source(tmp_path):
-    recs = [{"word": "cat", "countrycode": "US", "timestamp": "t", "recognized": True, "key_id": "12",
-             "drawing": [[[1, 2], [3, 4]]]}]
+    recs = [
+        {
+            "word": "cat",
+            "countrycode": "US",
+            "timestamp": "t",
+            "recognized": True,
+            "key_id": "12",
+            "drawing": [[[1, 2], [3, 4]]],
+        }
+    ]
     (tmp_path / "cat.ndjson").write_text("\n".join(json.dumps(r) for r in recs) + "\n{broken\n")
     src = resolve_source(tmp_path)
     assert src.kind == "ndjson"

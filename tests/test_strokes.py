@@ -6,10 +6,10 @@ from doodle import strokes as S
 from doodle.strokes import StrokeBatch, classify_drawing, parse_drawings
 
 CASES = [
-    ('[[[1,2,3],[4,5,6]],[[7],[8]]]', S.OK),
+    ("[[[1,2,3],[4,5,6]],[[7],[8]]]", S.OK),
     ("[[[10, 20], [30, 40]]]", S.OK),
-    (' [ [ [ 1 , 2 ] , [ 3 , 4 ] ] ] ', S.OK),
-    ('[[[0],[255]]]', S.OK),                       # a one-point stroke is a valid dot
+    (" [ [ [ 1 , 2 ] , [ 3 , 4 ] ] ] ", S.OK),
+    ("[[[0],[255]]]", S.OK),  # a one-point stroke is a valid dot
     ("", S.EMPTY_STRING),
     ("   ", S.EMPTY_STRING),
     ("[[[1,2],[3,4]]", S.MALFORMED_JSON),
@@ -21,7 +21,7 @@ CASES = [
     ("[[[1,-2],[3,4]]]", S.OUT_OF_RANGE),
     ("[[[1.5,2],[3,4]]]", S.WRONG_TYPE),
     ('[[[1,2],["3",4]]]', S.WRONG_TYPE),
-    ("[[[1,2],[3,4],[0,1]]]", S.WRONG_TYPE),      # raw data's time list is not accepted
+    ("[[[1,2],[3,4],[0,1]]]", S.WRONG_TYPE),  # raw data's time list is not accepted
     ('{"a": 1}', S.WRONG_TYPE),
     ("null", S.WRONG_TYPE),
     ("[[[true,2],[3,4]]]", S.WRONG_TYPE),
@@ -49,11 +49,14 @@ def test_null_values_are_empty_strings():
 
 def test_fast_path_agrees_with_json_reference_on_random_drawings():
     import json
+
     rng = np.random.default_rng(1)
     texts, expected = [], []
     for _ in range(300):
-        d = [[rng.integers(-3, 260, n).tolist(), rng.integers(0, 256, n + int(rng.random() < 0.1)).tolist()]
-             for n in rng.integers(0, 6, rng.integers(0, 4))]
+        d = [
+            [rng.integers(-3, 260, n).tolist(), rng.integers(0, 256, n + int(rng.random() < 0.1)).tolist()]
+            for n in rng.integers(0, 6, rng.integers(0, 4))
+        ]
         texts.append(json.dumps(d))
         expected.append(classify_drawing(d))
     assert parse_drawings(texts).status.tolist() == expected

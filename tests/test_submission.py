@@ -5,8 +5,7 @@ from doodle.inference import TrainedModel, predict_probs
 from doodle.metrics import map_at_3
 from doodle.raster import RenderParams
 from doodle.strokes import StrokeBatch
-from doodle.submission import (SubmissionError, balance, score_submission, top3, validate_submission,
-                               write_submission)
+from doodle.submission import SubmissionError, balance, score_submission, top3, validate_submission, write_submission
 
 CLASSES = ["The Eiffel Tower", "cat", "smiley face", "dog"]
 
@@ -14,19 +13,25 @@ CLASSES = ["The Eiffel Tower", "cat", "smiley face", "dog"]
 def test_writer_orders_best_first_and_uses_underscores(tmp_path):
     probs = np.array([[0.1, 0.2, 0.6, 0.1], [0.7, 0.05, 0.05, 0.2]])
     p = write_submission(tmp_path / "s.csv", ["11", "22"], top3(probs), CLASSES)
-    assert p.read_text().splitlines() == ["key_id,word", "11 ".strip() + ",smiley_face cat The_Eiffel_Tower",
-                                          "22,The_Eiffel_Tower dog cat"]
+    assert p.read_text().splitlines() == [
+        "key_id,word",
+        "11 ".strip() + ",smiley_face cat The_Eiffel_Tower",
+        "22,The_Eiffel_Tower dog cat",
+    ]
     assert validate_submission(p, ["11", "22"], CLASSES) == 2
 
 
-@pytest.mark.parametrize("body,expected,message", [
-    ("11,cat dog cat\n22,cat dog smiley_face\n", ["11", "22"], "three distinct"),
-    ("11,cat dog\n22,cat dog smiley_face\n", ["11", "22"], "three distinct"),
-    ("11,cat dog horse\n22,cat dog smiley_face\n", ["11", "22"], "known labels"),
-    ("11,cat dog smiley_face\n", ["11", "22"], "missing"),
-    ("11,cat dog smiley_face\n11,cat dog smiley_face\n", ["11", "22"], "duplicate"),
-    ("11,cat dog smiley_face\n33,cat dog smiley_face\n", ["11", "22"], "unknown key_id"),
-])
+@pytest.mark.parametrize(
+    "body,expected,message",
+    [
+        ("11,cat dog cat\n22,cat dog smiley_face\n", ["11", "22"], "three distinct"),
+        ("11,cat dog\n22,cat dog smiley_face\n", ["11", "22"], "three distinct"),
+        ("11,cat dog horse\n22,cat dog smiley_face\n", ["11", "22"], "known labels"),
+        ("11,cat dog smiley_face\n", ["11", "22"], "missing"),
+        ("11,cat dog smiley_face\n11,cat dog smiley_face\n", ["11", "22"], "duplicate"),
+        ("11,cat dog smiley_face\n33,cat dog smiley_face\n", ["11", "22"], "unknown key_id"),
+    ],
+)
 def test_validator_rejects_bad_files(tmp_path, body, expected, message):
     (tmp_path / "s.csv").write_text("key_id,word\n" + body)
     with pytest.raises(SubmissionError, match=message):
@@ -34,7 +39,9 @@ def test_validator_rejects_bad_files(tmp_path, body, expected, message):
 
 
 def test_score_helper(tmp_path):
-    (tmp_path / "s.csv").write_text("key_id,word\n1,cat dog smiley_face\n2,cat dog smiley_face\n3,dog cat The_Eiffel_Tower\n")
+    (tmp_path / "s.csv").write_text(
+        "key_id,word\n1,cat dog smiley_face\n2,cat dog smiley_face\n3,dog cat The_Eiffel_Tower\n"
+    )
     (tmp_path / "l.csv").write_text("key_id,word\n1,cat\n2,smiley face\n3,horse\n")
     score, n = score_submission(tmp_path / "s.csv", tmp_path / "l.csv")
     assert n == 3 and score == pytest.approx((1 + 1 / 3 + 0) / 3)
@@ -77,7 +84,7 @@ class FakeModel:
     def __call__(self, images, training=False):
         x = np.asarray(images, np.float32)
         left = x[:, :, : x.shape[2] // 2].sum((1, 2, 3))
-        right = x[:, :, x.shape[2] // 2:].sum((1, 2, 3))
+        right = x[:, :, x.shape[2] // 2 :].sum((1, 2, 3))
         p = np.stack([left, right], 1) + self.bias
         return p / p.sum(1, keepdims=True)
 
@@ -89,7 +96,7 @@ def test_tta_flip_and_ensemble_average():
     m2 = TrainedModel("m2", FakeModel([500, 1]), ["l", "r"], r)
     plain = predict_probs([m1], b, 8, tta_flip=False)
     flipped = predict_probs([m1], b, 8, tta_flip=True)
-    assert plain[0, 0] > 0.9 and flipped[0, 0] == pytest.approx(0.5, abs=0.01)   # symmetric after TTA
+    assert plain[0, 0] > 0.9 and flipped[0, 0] == pytest.approx(0.5, abs=0.01)  # symmetric after TTA
     both = predict_probs([m1, m2], b, 8, tta_flip=False)
     single2 = predict_probs([m2], b, 8, tta_flip=False)
     np.testing.assert_allclose(both, (plain + single2) / 2, rtol=1e-6)
@@ -97,10 +104,11 @@ def test_tta_flip_and_ensemble_average():
 
 def test_fast_weighted_top1_equals_the_full_argmax():
     from doodle.submission import _WeightedTop1
+
     rng = np.random.default_rng(4)
     probs = rng.dirichlet(np.full(60, 0.3), size=3000).astype(np.float32)
-    probs[:50] = probs[50:100]           # duplicate rows
-    probs[100, :] = 1 / 60               # a row of ties: the lowest class index must win
+    probs[:50] = probs[50:100]  # duplicate rows
+    probs[100, :] = 1 / 60  # a row of ties: the lowest class index must win
     top1 = _WeightedTop1(probs, k=5, chunk_rows=700)
     for spread in (0.0, 0.5, 2.0, 5.0):  # the wider the weights, the more rows need a full recompute
         w = np.exp(rng.normal(size=60) * spread)

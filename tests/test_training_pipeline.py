@@ -1,4 +1,5 @@
 """Training, prediction and evaluation on generated data; resumption; the DVC pipeline itself."""
+
 import json
 import shutil
 import subprocess
@@ -14,12 +15,14 @@ from tests.conftest import REPO, subprocess_env, write_params
 def rendered(tmp_path_factory):
     """A tiny project with sample, shard and render done (shared by the tests below)."""
     import os
+
     d = tmp_path_factory.mktemp("proj")
     write_params(d / "params.yaml")
     cwd = os.getcwd()
     os.chdir(d)
     try:
         from stages import render, sample, shard
+
         sample.main(["--quiet"])
         shard.main(["--quiet"])
         render.main(["--quiet"])
@@ -41,6 +44,7 @@ def test_train_predict_evaluate_tiny(rendered, tmp_path, monkeypatch, capsys):
     shutil.copytree(rendered, proj)
     monkeypatch.chdir(proj)
     from stages import evaluate, predict, train
+
     train.main(["--quiet"])
     meta = json.loads(Path("models/model.json").read_text())
     assert meta["render"]["size"] == 32 and len(meta["classes"]) == 4
@@ -63,8 +67,9 @@ def test_killed_training_resumes_from_next_epoch(rendered, tmp_path):
     shutil.copytree(rendered, proj)
     write_params(proj / "params.yaml", {"train": {"epochs": 3, "steps_per_epoch": 2}})
     cmd = [sys.executable, "-u", "-m", "stages.train", "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=proj, env=subprocess_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=proj, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -84,8 +89,9 @@ def test_killed_training_resumes_from_next_epoch(rendered, tmp_path):
 
 
 def _dvc(args, cwd):
-    r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=subprocess_env(),
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 
@@ -109,8 +115,9 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path):
     first = _ran(_dvc(["repro"], proj))
     assert first == ["sample", "shard", "render", "train", "predict", "evaluate"]
     assert _ran(_dvc(["repro"], proj)) == []
-    write_params(proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3},
-                                        "render": {"line_width": 8}})
+    write_params(
+        proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3}, "render": {"line_width": 8}}
+    )
     assert _ran(_dvc(["repro"], proj)) == ["render", "train", "predict", "evaluate"]
     metrics = _dvc(["metrics", "show"], proj)
     assert "val_map_at_3" in metrics and "test_map_at_3" in metrics
