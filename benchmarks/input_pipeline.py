@@ -55,7 +55,7 @@ def main() -> None:
     a = p.parse_args()
     work = Path(a.workdir or f"/tmp/doodle-bench-input-{a.images}")
     from doodle.cache import CacheParams, build_cache, open_split
-    from doodle.shards import ShardParams, write_shards
+    from doodle.sharding import ShardParams, write_shards
     from doodle.sources import resolve_source
 
     if not (work / "cache" / "manifest.json").exists():

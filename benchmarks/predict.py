@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def untrained_model(work: Path, arch: str, size: int, classes: int) -> Path:
 
     render = RenderParams(size)
     model = build_model(arch, render.shape(), classes)
-    path = work / "model.keras"
+    path = work / "models" / "model.keras"
+    path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     path.with_suffix(".json").write_text(
         json.dumps(
@@ -61,12 +63,17 @@ def main() -> None:
     replicate_test(src / "test_simplified.csv", a.rows)
     (src / "train_simplified").mkdir(exist_ok=True)  # the Kaggle layout; predict reads only the test file
     (src / "train_simplified" / "placeholder.csv").write_text("countrycode,drawing,key_id,recognized,timestamp,word\n")
-    model = untrained_model(work, a.arch, a.size, a.classes) if a.arch else Path(a.model).resolve()
+    if a.arch:
+        untrained_model(work, a.arch, a.size, a.classes)
+    else:  # predict.models must lie under models/ (dvc.yaml tracks the ensemble there)
+        (work / "models").mkdir(parents=True, exist_ok=True)
+        for suffix in (".keras", ".json"):
+            shutil.copy(Path(a.model).with_suffix(suffix), work / "models" / f"model{suffix}")
     (work / "params.yaml").write_text(
         yaml.safe_dump(
             {
                 "data": {"source": str(src)},
-                "predict": {"models": [str(model)], "tta_flip": a.tta, "balance": "auto"},
+                "predict": {"models": ["models/model.keras"], "tta_flip": a.tta, "balance": "auto"},
             }
         )
     )

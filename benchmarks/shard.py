@@ -22,7 +22,7 @@ from benchmarks.common import TreeMemory, last_line, replicate_kaggle
 
 
 def child(folder: str, out: str, workers: str) -> None:
-    from doodle.shards import ShardParams, write_shards
+    from doodle.sharding import ShardParams, write_shards
     from doodle.sources import resolve_source
 
     t0 = time.perf_counter()
@@ -69,7 +69,8 @@ def main() -> None:
         if proc.returncode:
             sys.exit(stderr)
         res = json.loads(stdout.strip().splitlines()[-1])
-        res["peak_rss_mb"] = mem.peak_pss_mb
+        res["peak_pss_mb"] = mem.peak_pss_mb
+        res["peak_rss_sum_mb"] = mem.peak_rss_mb
         size_mb = sum(f.stat().st_size for f in (src / "train_simplified").iterdir()) / 1e6
         print(
             f"{n:>10,} rows ({size_mb:,.0f} MB CSV): {res['seconds']:.1f}s, {res['rows_per_s']:,.0f} rows/s "
@@ -77,13 +78,17 @@ def main() -> None:
             f"peak memory {mem.peak_pss_mb:.0f} MB (PSS; RSS sum {mem.peak_rss_mb:.0f} MB)",
             flush=True,
         )
-        results[str(n)] = {"rows_per_s": round(res["rows_per_s"]), "peak_rss_mb": round(res["peak_rss_mb"], 1)}
+        results[str(n)] = {
+            "rows_per_s": round(res["rows_per_s"]),
+            "peak_pss_mb": round(res["peak_pss_mb"], 1),
+            "peak_rss_sum_mb": round(res["peak_rss_sum_mb"], 1),
+        }
     sizes = [str(n) for n in a.sizes]
     if len(sizes) >= 2:
         for n in sizes[1:]:
-            ratio = results[n]["peak_rss_mb"] / results[sizes[0]]["peak_rss_mb"]
+            ratio = results[n]["peak_pss_mb"] / results[sizes[0]]["peak_pss_mb"]
             print(f"peak memory at {int(n):,} rows / at {int(sizes[0]):,} rows: {ratio:.3f}")
-        results["rss_ratio"] = round(results[sizes[-1]]["peak_rss_mb"] / results[sizes[0]]["peak_rss_mb"], 3)
+        results["pss_ratio"] = round(results[sizes[-1]]["peak_pss_mb"] / results[sizes[0]]["peak_pss_mb"], 3)
     results["cores"] = os.cpu_count()
     last_line(results)
 

@@ -8,7 +8,6 @@ so nothing here ever loads a whole array: shards are rendered row group by row g
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass
@@ -20,13 +19,14 @@ from tqdm import tqdm
 from .params import require
 from .raster import RenderParams, render
 from .shards import iter_shard_batches, read_classes, read_manifest
+from .workers import fork_map
 
 
 @dataclass
 class CacheParams:
     """params.yaml section ``render``: how to draw (see RenderParams) and how much to cache."""
 
-    size: int = 64
+    size: int = 32
     line_width: float = 6.0
     channels: int = 1
     antialias: bool = False
@@ -56,9 +56,9 @@ def _files(prefix: Path) -> dict[str, Path]:
     return {k: prefix.with_name(f"{prefix.name}.{k}.npy") for k in ("images", "labels", "keys")}
 
 
-def _render_one(args) -> dict:
-    shard_path, prefix, rows, raster, queue = args
-    files = _files(Path(prefix))
+def _render_one(shard_path: Path, prefix: Path, rows: int, raster: RenderParams, progress) -> dict:
+    """Render the first ``rows`` drawings of one shard into ``prefix``.{images,labels,keys}.npy."""
+    files = _files(prefix)
     images = np.lib.format.open_memmap(files["images"], mode="w+", dtype=np.uint8, shape=(rows, *raster.shape()))
     labels = np.empty(rows, np.int16)
     keys = np.empty(rows, np.int64)
@@ -72,13 +72,12 @@ def _render_one(args) -> dict:
         pts, strk = strokes.point_counts(), strokes.stroke_counts()
         dots_only += int((pts == strk).sum())
         done += n
-        if queue is not None:
-            queue.put(n)
+        progress(n)
     images.flush()
     del images
     np.save(files["labels"], labels)
     np.save(files["keys"], keys)
-    return {"rows": done, "blank": blank, "dots_only": dots_only}
+    return {"prefix": prefix.name, "rows": done, "blank": blank, "dots_only": dots_only}
 
 
 def plan(shard_dir: str | Path, cfg: CacheParams) -> list[dict]:
@@ -114,37 +113,28 @@ def build_cache(shard_dir: str | Path, out_dir: str | Path, cfg: CacheParams, pr
         f"render: {len(jobs)} shards, {total:,} drawings at {raster.shape()} -> "
         f"{cache_bytes(jobs, raster) / 1e9:.3f} GB of cache in {out}"
     )
-    workers = max(1, min(cfg.workers, len(jobs), os.cpu_count() or 1))
-    results = []
+    workers = max(1, min(cfg.workers, os.cpu_count() or 1))
     with tqdm(total=total, unit="img", desc="render", disable=not progress) as bar:
-        if workers == 1:
-            for j in jobs:
-                results.append(_render_one((shard_dir / j["shard"], out / j["prefix"], j["rows"], raster, None)))
-                bar.update(j["rows"])
-        else:
-            ctx = mp.get_context("fork")
-            with ctx.Manager() as manager:
-                queue = manager.Queue()
-                with ctx.Pool(workers) as pool:
-                    pending = pool.map_async(
-                        _render_one,
-                        [(shard_dir / j["shard"], out / j["prefix"], j["rows"], raster, queue) for j in jobs],
-                    )
-                    while not pending.ready() or not queue.empty():
-                        try:
-                            bar.update(queue.get(timeout=0.2))
-                        except Exception:
-                            pass
-                    results = pending.get()
+        rendered = fork_map(
+            lambda w, todo, tick: (
+                _render_one(shard_dir / j["shard"], out / j["prefix"], j["rows"], raster, tick) for j in todo
+            ),
+            jobs,
+            workers,
+            progress=bar.update,
+            what="render",
+            hint="lower render.workers",
+        )
+        results = {r["prefix"]: r for r in rendered}
     seconds = time.perf_counter() - t0
-    files = [{"prefix": j["prefix"], "split": j["split"], "rows": r["rows"]} for j, r in zip(jobs, results)]
+    files = [{"prefix": j["prefix"], "split": j["split"], "rows": results[j["prefix"]]["rows"]} for j in jobs]
     manifest = {
         "render": raster.to_dict(),
         "classes": read_classes(shard_dir / "classes.csv"),
         "files": files,
         "rows": total,
-        "blank_images": sum(r["blank"] for r in results),
-        "dots_only_drawings": sum(r["dots_only"] for r in results),
+        "blank_images": sum(r["blank"] for r in results.values()),
+        "dots_only_drawings": sum(r["dots_only"] for r in results.values()),
     }
     # no timings in the output: the same shards and params give the same bytes, so DVC does not
     # retrain after a rerun that only took a different time

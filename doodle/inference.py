@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .raster import RenderParams, render
-from .strokes import StrokeBatch
+from .sources import MALFORMED_ROW, SourceError, iter_test_blocks
+from .strokes import DRAWING_REASONS, StrokeBatch, parse_drawings
 
 
 @dataclass
@@ -75,3 +76,73 @@ def _predict(model, images: np.ndarray, batch_size: int) -> np.ndarray:
     for a in range(0, len(images), batch_size):
         out.append(np.asarray(model(images[a : a + batch_size], training=False), np.float32))
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
+@dataclass
+class TestPredictions:
+    """Probabilities for every row of a test file, in file order (a Kaggle submission needs one
+    row per test key_id, so a broken test drawing is predicted from a blank image and counted)."""
+
+    key_ids: list[str]
+    probs: np.ndarray
+    rejected: dict[str, int]  # reason -> rows predicted from a blank image
+
+
+def predict_test_file(
+    models: list[TrainedModel],
+    path: str | Path,
+    batch_size: int,
+    tta_flip: bool,
+    block_bytes: int = 4 << 20,
+    timing: Timing | None = None,
+    progress=None,
+) -> TestPredictions:
+    """Stream a ``test_simplified.csv`` block by block through :func:`predict_probs`.
+
+    A row whose drawing is malformed, and a line the CSV parser could not split (its key_id
+    is the text before the first comma) still get a prediction, from a blank image. Repeated
+    key_ids are an error naming them: Kaggle rejects a submission with repeated rows, and no
+    choice of which repeat to keep would be right."""
+    timing = timing or Timing()
+    blank = StrokeBatch.from_lists([])
+    keys: list[str] = []
+    chunks, rejected = [], {}
+    blocks = iter_test_blocks(path, block_bytes)
+
+    def predict_bad_lines():
+        bad = [line.split(",", 1)[0].strip() for line in blocks.take_bad_rows()]
+        if bad:
+            rejected[MALFORMED_ROW] = rejected.get(MALFORMED_ROW, 0) + len(bad)
+            chunks.append(predict_probs(models, blank.expand(np.zeros(len(bad), bool)), batch_size, False, timing))
+            keys.extend(bad)
+
+    for table in blocks:
+        parsed = parse_drawings(table["drawing"])
+        for code, name in DRAWING_REASONS.items():
+            if n := int((parsed.status == code).sum()):
+                rejected[name] = rejected.get(name, 0) + n
+        strokes = parsed.strokes.expand(parsed.valid)
+        chunks.append(predict_probs(models, strokes, batch_size, tta_flip, timing))
+        keys.extend(k.strip() for k in table["key_id"].to_pylist())
+        if progress is not None:
+            progress(table.nbytes)
+        predict_bad_lines()
+    predict_bad_lines()  # lines of a block that had no good row
+    repeated = _repeated(keys)
+    if repeated:
+        raise SourceError(
+            f"{path}: {len(repeated)} key_id(s) appear more than once (e.g. {', '.join(repeated[:5])}); "
+            "a submission needs one row per key_id"
+        )
+    n_classes = len(models[0].classes)
+    probs = np.concatenate(chunks) if chunks else np.zeros((0, n_classes), np.float32)
+    return TestPredictions(keys, probs, rejected)
+
+
+def _repeated(keys: list[str]) -> list[str]:
+    seen, repeated = set(), {}
+    for k in keys:
+        if k in seen:
+            repeated[k] = None
+        seen.add(k)
+    return list(repeated)

@@ -15,10 +15,12 @@ from typing import Any
 
 import yaml
 
+from .errors import UserError
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-class ParamError(ValueError):
+class ParamError(UserError, ValueError):
     """A missing, unknown or mistyped entry of params.yaml (the key is named)."""
 
 
@@ -26,11 +28,22 @@ def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ParamError(f"params file not found: {path.resolve()}")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        with path.open() as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise ParamError(_yaml_error(path, exc)) from None
     if not isinstance(data, dict):
         raise ParamError(f"{path}: expected a mapping of sections at the top level")
     return data
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """``file:line:column: what`` (1-based, as editors count) for a YAML syntax error."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    what = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p) or str(exc)
+    return f"{where}: not valid YAML: {what}"
 
 
 def _accepts(tp: Any, value: Any) -> bool:

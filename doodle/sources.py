@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from .errors import UserError
 from .strokes import DRAWING_REASONS, OK, StrokeBatch, parse_drawings
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,12 @@ log = logging.getLogger(__name__)
 SAMPLE_DIR = Path("data/sample")
 TRAIN_COLUMNS = ["countrycode", "drawing", "key_id", "recognized", "timestamp", "word"]
 TEST_COLUMNS = ["key_id", "countrycode", "drawing"]
-ROW_REASONS = ("bad_key_id", "word_mismatch", "bad_recognized", "duplicate_key_id")
+#: Why a row is rejected, besides its drawing (:data:`doodle.strokes.DRAWING_REASONS`).
+ROW_REASONS = ("bad_key_id", "word_mismatch", "bad_recognized", "duplicate_key_id", "malformed_csv_row")
+MALFORMED_ROW = "malformed_csv_row"  # a line the CSV parser could not split into the file's columns
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """The input cannot be used at all (wrong path, wrong layout, missing columns)."""
 
 
@@ -99,8 +102,32 @@ def resolve_source(source: str | Path) -> Source:
 
 
 # --------------------------------------------------------------------------- raw blocks
-def _csv_blocks(path: Path, columns: list[str], block_bytes: int) -> Iterator[pa.Table]:
+class RawBlocks:
+    """The raw text blocks of one input file (iterate for ``pa.Table`` s of string columns), and
+    the lines that could not even be split into those columns (:meth:`take_bad_rows`).
+
+    A class file cut off in the middle of its last row, or a line with a stray quote, is one
+    bad row, not a bad file: Arrow hands such lines to a handler instead of failing the read,
+    and the caller quarantines their raw text (reason ``malformed_csv_row``) with the others.
+    """
+
+    def __init__(self, tables_with_bad_rows):
+        self.bad_rows: list[str] = []
+        self._tables = tables_with_bad_rows(self.bad_rows)
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        return self._tables
+
+    def take_bad_rows(self) -> list[str]:
+        """The bad lines seen since the last call."""
+        rows = list(self.bad_rows)
+        self.bad_rows.clear()
+        return rows
+
+
+def _csv_blocks(path: Path, columns: list[str], block_bytes: int, bad_rows: list[str]) -> Iterator[pa.Table]:
     read = pacsv.ReadOptions(block_size=block_bytes, use_threads=True)
+    parse = pacsv.ParseOptions(invalid_row_handler=lambda row: bad_rows.append(row.text) or "skip")
     convert = pacsv.ConvertOptions(
         # Everything as text: typing happens in clean_block, so a bad value is a counted
         # reject instead of an exception that kills the whole file. "NA" is Namibia, not null.
@@ -110,25 +137,44 @@ def _csv_blocks(path: Path, columns: list[str], block_bytes: int) -> Iterator[pa
         include_columns=columns,
     )
     try:
-        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
+        reader = pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
         if "Empty CSV file" in str(exc):
             return
-        header = path.open(errors="replace").readline().strip()
-        missing = [c for c in columns if c not in header.split(",")]
-        if missing:
-            raise SourceError(f"{path}: missing required column(s) {missing}; header is {header!r}") from None
-        raise SourceError(f"{path}: unreadable CSV: {exc}") from None
-    for batch in reader:
+        raise _unreadable(path, columns, exc) from None
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise _unreadable(path, columns, exc) from None
         if batch.num_rows:
             yield pa.Table.from_batches([batch])
 
 
-def _ndjson_blocks(path: Path, word: str, block_bytes: int) -> Iterator[pa.Table]:
+def _unreadable(path: Path, columns: list[str], exc: Exception) -> SourceError:
+    """The one-line error for a file that is not a usable CSV: not text, or missing columns."""
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    try:
+        header = head.split(b"\n", 1)[0].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        header = None
+    if header is None or b"\0" in head:
+        return SourceError(f"{path}: not a CSV text file (binary data in its first bytes)")
+    missing = [c for c in columns if c not in header.split(",")]
+    if missing:
+        return SourceError(f"{path}: missing required column(s) {missing}; header is {header[:200]!r}")
+    return SourceError(f"{path}: unreadable CSV: {str(exc).splitlines()[0]}")
+
+
+def _ndjson_blocks(path: Path, word: str, block_bytes: int, bad_rows: list[str]) -> Iterator[pa.Table]:
     """Google's records ``{"word", "countrycode", "timestamp", "recognized", "key_id", "drawing"}``.
 
     The drawing is re-serialised to JSON text so it goes through the same parser as Kaggle's CSV;
-    a line that is not JSON keeps its raw text and is rejected as malformed downstream.
+    a line that is not JSON keeps its raw text and is rejected as malformed downstream (so
+    ``bad_rows`` stays empty here).
     """
     cols = {c: [] for c in TRAIN_COLUMNS}
 
@@ -164,20 +210,20 @@ def _ndjson_blocks(path: Path, word: str, block_bytes: int) -> Iterator[pa.Table
         yield flush()
 
 
-def iter_class_blocks(source: Source, word: str, block_bytes: int = 8 << 20) -> Iterator[pa.Table]:
+def iter_class_blocks(source: Source, word: str, block_bytes: int = 8 << 20) -> RawBlocks:
     """Raw text blocks of one class file, columns TRAIN_COLUMNS."""
     path = source.class_files[word]
     if source.kind == "kaggle":
-        return _csv_blocks(path, TRAIN_COLUMNS, block_bytes)
-    return _ndjson_blocks(path, word, block_bytes)
+        return RawBlocks(lambda bad: _csv_blocks(path, TRAIN_COLUMNS, block_bytes, bad))
+    return RawBlocks(lambda bad: _ndjson_blocks(path, word, block_bytes, bad))
 
 
-def iter_test_blocks(path: str | Path, block_bytes: int = 8 << 20) -> Iterator[pa.Table]:
+def iter_test_blocks(path: str | Path, block_bytes: int = 8 << 20) -> RawBlocks:
     """Raw text blocks of a Kaggle ``test_simplified.csv`` (key_id, countrycode, drawing)."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"test file not found: {path}")
-    return _csv_blocks(path, TEST_COLUMNS, block_bytes)
+    return RawBlocks(lambda bad: _csv_blocks(path, TEST_COLUMNS, block_bytes, bad))
 
 
 # --------------------------------------------------------------------------- cleaning

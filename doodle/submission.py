@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
 from .metrics import map_at_3, top_k
 
 
-class SubmissionError(ValueError):
+class SubmissionError(UserError, ValueError):
     """A submission Kaggle would reject, with every problem found."""
 
 
@@ -31,6 +32,24 @@ def write_submission(path: str | Path, key_ids: list[str], top3: np.ndarray, cla
         w.writerow(["key_id", "word"])
         for key, row in zip(key_ids, labels[top3[:, :3]]):
             w.writerow([key, " ".join(row)])
+    return path
+
+
+def write_top_k(path: str | Path, key_ids: list[str], probs: np.ndarray, classes: list[str], k: int) -> Path:
+    """The ``k`` best labels and their probabilities per row, as parquet (for blending and
+    stacking: ``key_id, label_1, prob_1, ... label_k, prob_k``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    k = min(k, len(classes))
+    order = top_k(probs, k)
+    names = np.array([kaggle_label(c) for c in classes], dtype=object)
+    cols = {"key_id": pa.array(key_ids, pa.string())}
+    for j in range(k):
+        cols[f"label_{j + 1}"] = pa.array(names[order[:, j]].tolist(), pa.string())
+        cols[f"prob_{j + 1}"] = pa.array(np.take_along_axis(probs, order[:, j : j + 1], 1)[:, 0])
+    path = Path(path)
+    pq.write_table(pa.table(cols), path)
     return path
 
 

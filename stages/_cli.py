@@ -1,19 +1,27 @@
-"""What every stage's command line shares: ``--params`` and logging set-up."""
+"""What every stage's command line shares: ``--params``, ``--quiet``, ``--debug``, logging set-up,
+and turning expected errors into one line."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import traceback
+
+from doodle.errors import UserError
+
+DEBUG_ENV = "DOODLE_DEBUG"
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=(doc or "").strip().splitlines()[0] if doc else None,
-        epilog="Params are read from params.yaml; see README.md.",
+        epilog=f"Params are read from params.yaml; see README.md. {DEBUG_ENV}=1 works like --debug.",
     )
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="on an error, print the full traceback")
     return p
 
 
@@ -22,13 +30,20 @@ def setup_logging() -> logging.Logger:
     return logging.getLogger("stages")
 
 
-def run(main) -> None:
-    """Call ``main()``; turn the project's expected errors into one clear line and exit code 2."""
-    from doodle.params import ParamError
-    from doodle.sources import SourceError
+def _debugging() -> bool:
+    return "--debug" in sys.argv[1:] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
+
+def run(main) -> None:
+    """Call ``main()``; turn the errors a user can fix (:class:`doodle.errors.UserError`: bad
+    params, bad input, a worker that died; and missing files) into one clear line and exit 2. The traceback, a worker
+    process's included, is printed only with ``--debug`` or DOODLE_DEBUG=1."""
     try:
         main()
-    except (ParamError, SourceError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:
+        if _debugging():
+            traceback.print_exc()
+            if getattr(exc, "worker_traceback", None):
+                print(f"in the worker process:\n{exc.worker_traceback}", file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

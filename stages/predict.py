@@ -12,17 +12,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from doodle.inference import Timing, TrainedModel, predict_probs
-from doodle.metrics import top_k
-from doodle.params import load_section, read_params, require
-from doodle.sources import DataParams, iter_test_blocks, resolve_source
-from doodle.strokes import DRAWING_REASONS, parse_drawings
-from doodle.submission import balance, kaggle_label, score_submission, top3, validate_submission, write_submission
+from doodle.inference import Timing, TrainedModel, predict_test_file
+from doodle.params import ParamError, load_section, read_params, require
+from doodle.sources import DataParams, resolve_source
+from doodle.submission import balance, score_submission, top3, validate_submission, write_submission, write_top_k
 from stages import _cli
 
 SUBMISSION = Path("submissions/submission.csv")
@@ -38,13 +33,25 @@ class PredictParams:
     models: list[str] = field(default_factory=lambda: ["models/model.keras"])  # >1 = ensemble
     batch_size: int = 512
     tta_flip: bool = False
-    balance: str = "auto"  # auto | on | off; auto = on when the test set has >= 20 rows a class
+    balance: str | bool = "auto"  # auto | on | off (YAML reads on/off as true/false: both work)
     top_k_saved: int = 10
     block_mb: int = 4
 
     def validate(self, where: str = "predict") -> None:
         require(bool(self.models), f"{where}.models", "name at least one model")
-        require(self.balance in ("auto", "on", "off"), f"{where}.balance", "must be auto, on or off")
+        if isinstance(self.balance, bool):
+            self.balance = "on" if self.balance else "off"
+        self.balance = {"true": "on", "false": "off"}.get(str(self.balance).lower(), str(self.balance).lower())
+        require(
+            self.balance in ("auto", "on", "off"), f"{where}.balance", f"must be auto, on or off, got {self.balance}"
+        )
+        for m in self.models:
+            require(
+                Path(m).parts[:1] == ("models",) and ".." not in Path(m).parts,
+                f"{where}.models",
+                f"{m} is not under models/: dvc.yaml tracks the ensemble through the models/ folder, "
+                "so put every member there",
+            )
         require(self.batch_size >= 1 and self.top_k_saved >= 3, where, "batch_size >= 1 and top_k_saved >= 3")
 
 
@@ -60,25 +67,24 @@ def main(argv=None) -> None:
     classes = models[0].classes
     for m in models[1:]:
         if m.classes != classes:
-            raise ValueError(f"ensemble member {m.path} was trained on other classes than {models[0].path}")
+            raise ParamError(f"predict.models: {m.path} was trained on other classes than {models[0].path}")
 
     t0 = time.perf_counter()
     timing = Timing()
-    keys, chunks, rejected = [], [], {}
     size = source.test_file.stat().st_size
     with tqdm(total=size, unit="B", unit_scale=True, desc="predict", disable=args.quiet) as bar:
-        for table in iter_test_blocks(source.test_file, cfg.block_mb << 20):
-            parsed = parse_drawings(table["drawing"])
-            for code, name in DRAWING_REASONS.items():
-                if n := int((parsed.status == code).sum()):
-                    rejected[name] = rejected.get(name, 0) + n
-            strokes = parsed.strokes.expand(parsed.valid)
-            chunks.append(predict_probs(models, strokes, cfg.batch_size, cfg.tta_flip, timing))
-            keys.extend(k.strip() for k in table["key_id"].to_pylist())
-            bar.update(min(table.nbytes, size - bar.n))
-    probs = np.concatenate(chunks) if chunks else np.zeros((0, len(classes)), np.float32)
+        result = predict_test_file(
+            models,
+            source.test_file,
+            cfg.batch_size,
+            cfg.tta_flip,
+            cfg.block_mb << 20,
+            timing,
+            progress=lambda n: bar.update(min(n, size - bar.n)),
+        )
+    keys, probs, rejected = result.key_ids, result.probs, result.rejected
     if rejected:
-        log.warning("%d malformed test drawing(s) predicted from a blank image: %s", sum(rejected.values()), rejected)
+        log.warning("%d malformed test row(s) predicted from a blank image: %s", sum(rejected.values()), rejected)
 
     n_classes = len(classes)
     do_balance = cfg.balance == "on" or (cfg.balance == "auto" and len(keys) >= 20 * n_classes)
@@ -86,15 +92,7 @@ def main(argv=None) -> None:
         probs = balance(probs)
     write_submission(SUBMISSION, keys, top3(probs), classes)
     validate_submission(SUBMISSION, keys, classes)
-
-    k = min(cfg.top_k_saved, n_classes)
-    order = top_k(probs, k)
-    names = np.array([kaggle_label(c) for c in classes], dtype=object)
-    cols = {"key_id": pa.array(keys)}
-    for j in range(k):
-        cols[f"label_{j + 1}"] = pa.array(names[order[:, j]].tolist())
-        cols[f"prob_{j + 1}"] = pa.array(np.take_along_axis(probs, order[:, j : j + 1], 1)[:, 0])
-    pq.write_table(pa.table(cols), PROBS)
+    write_top_k(PROBS, keys, probs, classes, cfg.top_k_saved)
 
     seconds = time.perf_counter() - t0
     metrics = {

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from doodle.params import load_section, read_params
-from doodle.shards import ShardParams, write_shards
+from doodle.sharding import ShardParams, write_shards
 from doodle.sources import DataParams, resolve_source
 from stages import _cli
 

@@ -67,7 +67,7 @@ def test_wrong_source_path_is_named(project):
 
 
 def _shard_real(source, tmp_path):
-    from doodle.shards import ShardParams, write_shards
+    from doodle.sharding import ShardParams, write_shards
     from doodle.sources import resolve_source
 
     return write_shards(resolve_source(source), tmp_path, ShardParams(count=4), progress=False)

@@ -6,7 +6,8 @@ import pytest
 
 from doodle.params import ParamError, from_mapping
 from doodle.sample_data import SampleParams, generate
-from doodle.shards import ShardParams, iter_shard_batches, read_classes, shard_of, write_shards
+from doodle.sharding import ShardParams, write_shards
+from doodle.shards import iter_shard_batches, read_classes, shard_of
 from doodle.sources import resolve_source
 from tests.test_sources import row, write_csv
 

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -25,6 +27,29 @@ CASES = [
     ('{"a": 1}', S.WRONG_TYPE),
     ("null", S.WRONG_TYPE),
     ("[[[true,2],[3,4]]]", S.WRONG_TYPE),
+    # JSON's own syntax, exactly as json.loads reads it (tests/test_parser_property.py fuzzes the rest)
+    ("[[[-0,0],[0,10]]]", S.OK),  # -0 is the integer 0
+    ("\t\n\r [[[100,200],[5,50]]] \r\n\t", S.OK),  # JSON whitespace: space, tab, LF, CR
+    ("[[[01],[2]]]", S.MALFORMED_JSON),  # leading zeros are not JSON
+    ("[[[1],[00]]]", S.MALFORMED_JSON),
+    ("[[[-01],[2]]]", S.MALFORMED_JSON),
+    ("[[[0255],[2]]]", S.MALFORMED_JSON),
+    ("[[[-],[2]]]", S.MALFORMED_JSON),
+    ("[[[+1],[2]]]", S.MALFORMED_JSON),
+    ("[[[1],[2]]]\x0b", S.MALFORMED_JSON),  # vertical tab, form feed, no-break space: not JSON whitespace
+    ("\x0c", S.MALFORMED_JSON),
+    ("\xa0[[[1],[2]]]", S.MALFORMED_JSON),
+    ("[[[1,],[2]]]", S.MALFORMED_JSON),  # trailing commas
+    ("[[[1],[2]],]", S.MALFORMED_JSON),
+    ("[[[1],[2]]] x", S.MALFORMED_JSON),  # text after the drawing
+    ("[] []", S.MALFORMED_JSON),
+    ("[[[1" + "0" * 20 + "],[2]]]", S.OUT_OF_RANGE),  # past int64, still an integer
+    ("[[[1" + "0" * 5000 + "],[2]]]", S.MALFORMED_JSON),  # past Python's limit on int parsing (4300 digits)
+    ("[[[1e2],[2]]]", S.WRONG_TYPE),  # an exponent makes a float
+    ("[[[1.0],[2]]]", S.WRONG_TYPE),
+    ("[[[[1]],[2]]]", S.WRONG_TYPE),  # one level too deep
+    ("[[[1],[2]],[[3]]]", S.WRONG_TYPE),
+    (" [ ] ", S.EMPTY_DRAWING),
 ]
 
 
@@ -40,6 +65,8 @@ def test_valid_rows_keep_order_and_values_among_bad_ones():
     assert len(parsed.strokes) == sum(c[1] == S.OK for c in CASES)
     assert parsed.strokes.drawing(0) == [([1, 2, 3], [4, 5, 6]), ([7], [8])]
     assert parsed.strokes.drawing(3) == [([0], [255])]
+    ok = [json.loads(text) for text, code in CASES if code == S.OK]
+    assert [parsed.strokes.drawing(k) for k in range(len(ok))] == [[tuple(s) for s in d] for d in ok]
 
 
 def test_null_values_are_empty_strings():
@@ -48,8 +75,6 @@ def test_null_values_are_empty_strings():
 
 
 def test_fast_path_agrees_with_json_reference_on_random_drawings():
-    import json
-
     rng = np.random.default_rng(1)
     texts, expected = [], []
     for _ in range(300):
