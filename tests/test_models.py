@@ -108,3 +108,26 @@ def test_full_augmentation_of_a_built_model_changes_images_only_in_training():
     changed = [not np.allclose(o, r, atol=1e-3) for o, r in zip(np.asarray(head(x, training=True)), _rescaled(x))]
     assert sum(changed) >= len(x) - 1
     np.testing.assert_array_equal(np.asarray(head(x, training=False)), _rescaled(x))
+
+
+def test_seed_cnn_has_the_published_structure():
+    """Two 3x3 convs a block (128/128 with the first strided and BatchNorm after it, 256/256,
+    512/512), zero padding, 2x2 max pooling and dropout 0.25 each; a 2x2 conv to 1024, dropout,
+    Flatten, dropout 0.5 and the softmax."""
+    from keras import layers
+
+    m = build_model("seed_cnn", (64, 64, 1), 340)
+    convs = [la for la in m.layers if isinstance(la, layers.Conv2D)]
+    assert [c.filters for c in convs] == [128, 128, 256, 256, 512, 512, 1024]
+    assert [c.kernel_size for c in convs] == [(3, 3)] * 6 + [(2, 2)]
+    assert [c.strides for c in convs] == [(2, 2)] + [(1, 1)] * 6
+    kinds = [type(la).__name__ for la in m.layers]
+    assert kinds.index("BatchNormalization") == kinds.index("Conv2D") + 1  # right after the strided conv
+    assert kinds.count("ZeroPadding2D") == 3 and kinds.count("MaxPooling2D") == 3
+    drops = [la.rate for la in m.layers if isinstance(la, layers.Dropout)]
+    assert drops == [0.25, 0.25, 0.25, 0.25, 0.5]
+    assert kinds[-3:] == ["Flatten", "Dropout", "Dense"] and m.output_shape == (None, 340)
+    assert all(p.pool_size == (2, 2) for p in m.layers if isinstance(p, layers.MaxPooling2D))
+    assert 7.5e6 < m.count_params() < 8.5e6
+    small = build_model("seed_cnn", (32, 32, 1), 15, width=0.25)  # builds at small sizes too
+    assert small.output_shape == (None, 15)

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -6,6 +9,7 @@ from doodle.metrics import map_at_3
 from doodle.raster import RenderParams
 from doodle.strokes import StrokeBatch
 from doodle.submission import SubmissionError, balance, score_submission, top3, validate_submission, write_submission
+from tests.conftest import subprocess_env
 
 CLASSES = ["The Eiffel Tower", "cat", "smiley face", "dog"]
 
@@ -48,6 +52,25 @@ def test_score_helper(tmp_path):
     (tmp_path / "l.csv").write_text("key_id,word\n9,cat\n")
     with pytest.raises(SubmissionError, match="no prediction"):
         score_submission(tmp_path / "s.csv", tmp_path / "l.csv")
+
+
+def test_score_cli_prints_map3_and_names_a_bad_path(tmp_path):
+    """``python -m stages.score SUBMISSION LABELS`` as users run it: the score on stdout; a missing
+    file is one ``error:`` line on stderr and exit status 2, not a traceback."""
+    (tmp_path / "s.csv").write_text("key_id,word\n1,cat dog smiley_face\n2,cat dog smiley_face\n3,dog cat horse\n")
+    (tmp_path / "l.csv").write_text("key_id,word\n1,cat\n2,smiley face\n3,cat\n")
+
+    def score(*paths):
+        cmd = [sys.executable, "-m", "stages.score", *map(str, paths)]
+        return subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True)
+
+    ok = score(tmp_path / "s.csv", tmp_path / "l.csv")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == f"MAP@3 {(1 + 1 / 3 + 1 / 2) / 3:.5f} over 3 rows\n"  # 0.61111
+    bad = score(tmp_path / "missing.csv", tmp_path / "l.csv")  # each run imports TensorFlow: one bad path is enough
+    assert bad.returncode == 2 and bad.stdout == ""
+    lines = bad.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.csv" in lines[0], bad.stderr
 
 
 def synthetic_model(seed, c, per, signal, skew=0.0):

@@ -4,6 +4,7 @@ A strided first conv, then zero-padded 3x3 conv blocks of 128/256/512 filters wi
 and dropout 0.25, a 2x2 conv to 1024, dropout 0.5 and a softmax. ``width`` scales the filters
 (0.25 trains ~16x faster and suits small images and CPUs).
 """
+
 from __future__ import annotations
 
 import keras

@@ -4,6 +4,7 @@ Rescaling and augmentation live inside the model, so they run on the accelerator
 batches, the cached uint8 arrays feed the model as they are, and a saved model needs no
 separate preprocessing at prediction time (augmentation layers are inactive outside training).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,11 +17,11 @@ from keras import layers
 class AugmentParams:
     """params.yaml ``train.augment``: all off (0) by default."""
 
-    shift: float = 0.0     # fraction of the image, random translation
-    zoom: float = 0.0      # fraction, random zoom in/out
+    shift: float = 0.0  # fraction of the image, random translation
+    zoom: float = 0.0  # fraction, random zoom in/out
     rotation: float = 0.0  # fraction of a full turn
-    shear: float = 0.0     # shear factor
-    flip: bool = False     # random horizontal flip
+    shear: float = 0.0  # shear factor
+    flip: bool = False  # random horizontal flip
 
     def any(self) -> bool:
         return bool(self.shift or self.zoom or self.rotation or self.shear or self.flip)

@@ -1,4 +1,5 @@
 """A small fully connected baseline (flatten, two hidden layers), as in the QuickDraw-10 notebook."""
+
 from __future__ import annotations
 
 import keras
