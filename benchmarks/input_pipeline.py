@@ -1,26 +1,42 @@
 """Benchmark the training input pipeline alone (no model), against the public baseline's generator.
 
     python -m benchmarks.input_pipeline [--images 230000] [--workdir /tmp/doodle-bench-input-N]
+    python -m benchmarks.input_pipeline --shards-memory [--shard-counts 10 100] [--shard-rows 50000]
 
-Builds a render cache of real drawings (replicated to --images, 64x64x1; 230k leaves ~201k in
-the 7 training shards) with the project's own
-stages' code, then measures images/s of (a) BatchStream (numpy, full block+buffer shuffle) and
-(b) the tf.data pipeline the train stage uses, both batch 680, over memory-mapped files; and
-(c) a reference generator in the public-kernel style: pandas CSV chunks, ast.literal_eval,
-cv2 drawing per image. Last line: one JSON object.
+Builds shards and a render cache of real drawings (replicated to --images, 64x64x1; 230k leaves
+~201k in the 7 training shards) with the project's own stages' code, then measures images/s of
+(a) BatchStream (numpy, full block+buffer shuffle) and (b) the tf.data pipeline the train stage
+uses, both batch 680, over memory-mapped files; (c) on the fly: StrokeStream rendering the
+training shards at 64x64, 1 and 3 channels, with every stroke augmentation on, alone (numpy) and
+through the same tf.data wrapper; and (d) a reference generator in the public-kernel style:
+pandas CSV chunks, ast.literal_eval, cv2 drawing per image. Last line: one JSON object;
+``on_the_fly_per_s`` maps each configuration to its tf.data rate and ``on_the_fly_numpy_per_s``
+to the stream's own. The load average is printed with each number (this machine is shared).
+
+``--shards-memory`` writes shards of the same rows per shard (so 10x the shards is 10x the
+rows) and reads one full shuffled, augmented epoch of each set in a fresh process, reporting
+its peak RSS: it stays flat when the shard count (and the data) grows tenfold.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import json
+import os
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import last_line, replicate_kaggle
+from benchmarks.common import last_line, real_rows, replicate_kaggle
 from benchmarks.reference import draw_cv2
+
+#: Every stroke augmentation on, at moderate strength.
+AUGMENT = {"scale": 0.15, "aspect": 0.15, "shift": 0.1, "rotation": 15.0, "shear": 0.15, "stroke_dropout": 0.1}
 
 
 def reference_generator(csv_files, batch):
@@ -47,12 +63,51 @@ def rate(it, batches, warmup=10):
     return n / (time.perf_counter() - t0)
 
 
+def load() -> str:
+    return "load {:.2f}/{:.2f}/{:.2f}".format(*os.getloadavg())
+
+
+def on_the_fly(shard_dir: Path, batch: int, steps: int) -> tuple[dict, dict]:
+    """Images/s of StrokeStream over the training shards, 64x64 with 1 and 3 channels, every
+    augmentation on: (tf.data rates, numpy rates), keyed by configuration."""
+    from doodle.augment import StrokeAugmentParams
+    from doodle.datasets import tf_dataset
+    from doodle.raster import RenderParams
+    from doodle.stroke_stream import StrokeStream, shard_paths
+
+    tf_rates, np_rates = {}, {}
+    for channels in (1, 3):
+        name = f"64x64x{channels}_augmented"
+        stream = StrokeStream(
+            shard_paths(shard_dir, "train"),
+            RenderParams(64, channels=channels),
+            batch,
+            shuffle=True,
+            seed=0,
+            augment=StrokeAugmentParams(**AUGMENT),
+        )
+        np_rates[name] = round(rate(stream.forever(), steps))
+        print(f"on the fly {name} (numpy):   {np_rates[name]:>10,} images/s over {stream.rows:,} drawings ({load()})")
+        tf_rates[name] = round(rate(iter(tf_dataset(stream, repeat=True)), steps))
+        print(f"on the fly {name} (tf.data): {tf_rates[name]:>10,} images/s ({load()})")
+    return tf_rates, np_rates
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=230_000)
     p.add_argument("--workdir", default=None, help="default /tmp/doodle-bench-input-<images>")
     p.add_argument("--batch", type=int, default=680)
+    p.add_argument("--shards-memory", action="store_true", help="peak RSS of the stream at several shard counts")
+    p.add_argument("--shard-counts", type=int, nargs="+", default=[10, 100])
+    p.add_argument("--shard-rows", type=int, default=50_000, help="rows per shard (--shards-memory)")
+    p.add_argument("--row-group-rows", type=int, default=25_000, help="parquet row group size (--shards-memory)")
+    p.add_argument("--stream-rss", default=None, help=argparse.SUPPRESS)  # the child of --shards-memory
     a = p.parse_args()
+    if a.stream_rss:
+        return stream_rss(Path(a.stream_rss), a.batch)
+    if a.shards_memory:
+        return shards_memory(a)
     work = Path(a.workdir or f"/tmp/doodle-bench-input-{a.images}")
     from doodle.cache import CacheParams, build_cache, open_split
     from doodle.sharding import ShardParams, write_shards
@@ -70,10 +125,11 @@ def main() -> None:
     stream = BatchStream(split, a.batch, shuffle=True, seed=0)
     steps = min(len(stream) - 1, 200)
     ours_np = rate(stream.forever(), steps)
-    print(f"BatchStream (numpy):   {ours_np:>10,.0f} images/s over {split.rows:,} cached images")
+    print(f"BatchStream (numpy):   {ours_np:>10,.0f} images/s over {split.rows:,} cached images ({load()})")
     ds = tf_dataset(stream, repeat=True)
     ours_tf = rate(iter(ds), steps)
-    print(f"tf.data (train stage): {ours_tf:>10,.0f} images/s")
+    print(f"tf.data (train stage): {ours_tf:>10,.0f} images/s ({load()})")
+    fly_tf, fly_np = on_the_fly(work / "shards", a.batch, steps)
     files = sorted((work / "in" / "train_simplified").glob("*.csv"))
     ref = rate(reference_generator(files, a.batch), 5, warmup=1)
     print(f"reference generator:   {ref:>10,.0f} images/s (pandas + ast.literal_eval + cv2)")
@@ -83,8 +139,137 @@ def main() -> None:
             "batch": a.batch,
             "ours_per_s": round(ours_tf),
             "ours_numpy_per_s": round(ours_np),
+            "on_the_fly_per_s": fly_tf,
+            "on_the_fly_numpy_per_s": fly_np,
+            "on_the_fly_augment": AUGMENT,
             "reference_per_s": round(ref),
             "ratio": round(ours_tf / ref, 1),
+            "loadavg_1min": round(os.getloadavg()[0], 2),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- --shards-memory
+def write_synthetic_shards(out: Path, count: int, rows: int, row_group_rows: int) -> None:
+    """``count`` shards of ``rows`` real drawings each (drawn at random with new key_ids), in the
+    shard stage's layout (SHARD_SCHEMA, row groups of ``row_group_rows``) and with its manifest;
+    the last shard is the validation shard. Written directly: the point is reading them back."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from doodle.shards import SHARD_SCHEMA, shard_name
+    from doodle.strokes import parse_drawings
+
+    src = real_rows()
+    words = sorted(src)
+    texts = [r[1] for w in words for r in src[w]]
+    labels = np.repeat(np.arange(len(words), dtype=np.int16), [len(src[w]) for w in words])
+    parsed = parse_drawings(texts)
+    strokes, labels = parsed.strokes, labels[parsed.valid]
+    rng = np.random.default_rng(0)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        idx = rng.integers(0, len(labels), rows)
+        x, y, lens = strokes.take(idx).to_arrow()
+        lab = pa.array(labels[idx])
+        table = pa.table(
+            {
+                "key_id": pa.array(np.arange(rows, dtype=np.int64) + i * rows),
+                "word": pa.DictionaryArray.from_arrays(lab, pa.array(words)),
+                "label": lab,
+                "countrycode": pa.array(["US"] * rows),
+                "recognized": pa.array(np.ones(rows, bool)),
+                "timestamp": pa.array(["2017-03-01 00:00:00.00000 UTC"] * rows),
+                "x": x,
+                "y": y,
+                "stroke_len": lens,
+            },
+            schema=SHARD_SCHEMA,
+        )
+        pq.write_table(table, out / shard_name(i), row_group_size=row_group_rows, compression="snappy")
+    manifest = {
+        "count": count,
+        "files": [shard_name(i) for i in range(count)],
+        "val_shards": [count - 1],
+        "train_shards": list(range(count - 1)),
+        "rows_per_shard": [rows] * count,
+        "num_classes": len(words),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def stream_rss(shard_dir: Path, batch: int) -> None:
+    """(Child process) one full shuffled, augmented epoch over ``shard_dir``'s training shards at
+    64x64x1; prints its peak RSS and its RSS after the first batch and at the end, as JSON."""
+    from doodle.augment import StrokeAugmentParams
+    from doodle.raster import RenderParams
+    from doodle.stroke_stream import StrokeStream, shard_paths
+
+    def rss_mb() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    stream = StrokeStream(
+        shard_paths(shard_dir, "train"), RenderParams(64), batch, True, augment=StrokeAugmentParams(**AUGMENT)
+    )
+    t0 = time.perf_counter()
+    samples = []  # RSS at each tenth of the epoch: flat, not creeping up shard after shard
+    n = 0
+    for step, (x, _) in enumerate(stream.epoch(0)):
+        n += len(x)
+        if step % max(len(stream) // 10, 1) == 0:
+            samples.append(round(rss_mb()))
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    info = {
+        "shards": len(shard_paths(shard_dir, "train")),
+        "rows": stream.rows,
+        "images": n,
+        "seconds": round(seconds, 1),
+        "images_per_s": round(n / seconds),
+        "rss_first_batch_mb": samples[0],
+        "rss_end_mb": round(rss_mb()),
+        "rss_tenths_mb": samples,
+        "peak_rss_mb": round(peak, 1),
+    }
+    print(json.dumps(info))
+
+
+def shards_memory(a) -> None:
+    work = Path(a.workdir or "/tmp/doodle-bench-shards-memory")
+    results = {}
+    for count in a.shard_counts:
+        d = work / f"{count}x{a.shard_rows}-rg{a.row_group_rows}"
+        if not (d / "manifest.json").exists():
+            t0 = time.perf_counter()
+            write_synthetic_shards(d, count, a.shard_rows, a.row_group_rows)
+            print(f"wrote {count} shards of {a.shard_rows:,} rows in {time.perf_counter() - t0:.0f}s")
+        before = load()
+        child = subprocess.run(
+            [sys.executable, "-m", "benchmarks.input_pipeline", "--stream-rss", str(d), "--batch", str(a.batch)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        info = json.loads(child.stdout.strip().splitlines()[-1])
+        results[str(count)] = info
+        print(
+            f"{count:>4} shards ({info['shards']} train, {info['rows']:,} rows): one epoch of "
+            f"{info['images']:,} images in {info['seconds']}s ({info['images_per_s']:,}/s); RSS after the first batch "
+            f"{info['rss_first_batch_mb']:.0f} MB, at the end {info['rss_end_mb']:.0f} MB, peak "
+            f"{info['peak_rss_mb']:.0f} MB ({before}); at each tenth: {info['rss_tenths_mb']}"
+        )
+    peaks = [r["peak_rss_mb"] for r in results.values()]
+    last_line(
+        {
+            "shard_rows": a.shard_rows,
+            "row_group_rows": a.row_group_rows,
+            "batch": a.batch,
+            "stream_peak_rss_mb": {k: r["peak_rss_mb"] for k, r in results.items()},
+            "peak_ratio": round(peaks[-1] / peaks[0], 3),
+            "runs": results,
         }
     )
 

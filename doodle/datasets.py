@@ -133,7 +133,11 @@ class BatchStream:
 
 
 def tf_dataset(stream: BatchStream, repeat: bool, start_epoch: int = 0):
-    """Wrap a stream as a prefetched ``tf.data.Dataset`` of uint8 batches (the model rescales)."""
+    """Wrap a stream as a prefetched ``tf.data.Dataset`` of uint8 batches (the model rescales).
+
+    ``start_epoch``: the epoch whose order the first batches follow. A resumed training passes the
+    epoch it resumes at, so it sees the batches an uninterrupted run would have seen.
+    """
     import tensorflow as tf
 
     shape = (None, *stream.image_shape)

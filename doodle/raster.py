@@ -21,6 +21,13 @@ Channels:
     segments down to 55 for segments of 128+ source pixels: Google's simplification keeps
     many short segments on curves and details and few long ones on straight runs, so this
     is a proxy for curvature and pen speed.
+
+Augmentation (:mod:`doodle.augment`): ``render`` optionally takes a 2x3 affine matrix per drawing,
+applied to the source coordinates before the pixel mapping, and a keep mask per stroke. Warping
+the coordinates rather than the finished image keeps the line width constant and the edges sharp.
+A dropped stroke is treated as never drawn: later strokes move up in stroke order and time runs
+over the kept points only, so an augmented drawing looks like one a person could have made.
+Without either argument the original kernel runs, unchanged.
 """
 
 from __future__ import annotations
@@ -60,6 +67,10 @@ class RenderParams:
             "channels": self.channels,
             "antialias": self.antialias,
         }
+
+
+#: The 2x3 affine matrix that leaves a drawing as it is.
+IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -148,10 +159,86 @@ def _render_kernel(x, y, po, so, out, scale, radius, antialias):
                 _paint(img, u0, v0, u1, v1, radius, antialias, c0, c1, c2, channels)
 
 
-def render(strokes: StrokeBatch, params: RenderParams, out: np.ndarray | None = None) -> np.ndarray:
+@numba.njit(cache=True, nogil=True)
+def _render_kernel_augmented(x, y, po, so, out, scale, radius, antialias, affine, keep):
+    """:func:`_render_kernel` with per-drawing affine matrices (``affine[i]`` maps source (x, y)
+    to x' = a00 x + a01 y + a02, y' = a10 x + a11 y + a12) and a per-stroke keep mask
+    (``keep[s - so[0]]``). Stroke order and time count kept strokes and points only; the segment
+    length (channel 2) is measured after the transform, on what is drawn. Coordinates may leave
+    0..255: :func:`_paint` clips at the image border. A separate kernel so that the plain one,
+    the render stage's hot path, stays exactly as it was."""
+    n = so.size - 1
+    channels = out.shape[3]
+    s_base = so[0]
+    for i in range(n):
+        img = out[i]
+        img[:] = 0
+        s_lo = so[i]
+        s_hi = so[i + 1]
+        a00 = float(affine[i, 0, 0])
+        a01 = float(affine[i, 0, 1])
+        a02 = float(affine[i, 0, 2])
+        a10 = float(affine[i, 1, 0])
+        a11 = float(affine[i, 1, 1])
+        a12 = float(affine[i, 1, 2])
+        total = 0
+        for s in range(s_lo, s_hi):
+            if keep[s - s_base]:
+                total += max(po[s + 1] - po[s], 0)
+        span = max(total - 1, 1)
+        k = 0  # kept strokes so far: the stroke order
+        t = 0  # kept points so far: the time along the drawing
+        for s in range(s_lo, s_hi):
+            a = po[s]
+            b = po[s + 1]
+            if b <= a or not keep[s - s_base]:
+                continue
+            c0 = 255 - min(k, 10) * 13
+            k += 1
+            # (x0, y0): the transformed source point; with the identity it is exactly x[a], y[a]
+            x0 = a00 * float(x[a]) + a01 * float(y[a]) + a02
+            y0 = a10 * float(x[a]) + a11 * float(y[a]) + a12
+            if b - a == 1:  # a dot
+                u = (x0 + 0.5) * scale - 0.5
+                v = (y0 + 0.5) * scale - 0.5
+                c1 = 255 - (200 * t) // span
+                _paint(img, u, v, u, v, radius, antialias, c0, c1, 255, channels)
+                t += 1
+                continue
+            for p in range(a, b - 1):
+                x1 = a00 * float(x[p + 1]) + a01 * float(y[p + 1]) + a02
+                y1 = a10 * float(x[p + 1]) + a11 * float(y[p + 1]) + a12
+                c1 = 255 - (200 * t) // span
+                c2 = 255
+                if channels == 3:
+                    ddx = x1 - x0
+                    ddy = y1 - y0
+                    c2 = 255 - int(200.0 * min(np.sqrt(ddx * ddx + ddy * ddy) / 128.0, 1.0))
+                u0 = (x0 + 0.5) * scale - 0.5
+                v0 = (y0 + 0.5) * scale - 0.5
+                u1 = (x1 + 0.5) * scale - 0.5
+                v1 = (y1 + 0.5) * scale - 0.5
+                _paint(img, u0, v0, u1, v1, radius, antialias, c0, c1, c2, channels)
+                x0 = x1
+                y0 = y1
+                t += 1
+            t += 1  # the stroke's last point
+
+
+def render(
+    strokes: StrokeBatch,
+    params: RenderParams,
+    out: np.ndarray | None = None,
+    affine: np.ndarray | None = None,
+    keep: np.ndarray | None = None,
+) -> np.ndarray:
     """Render every drawing of ``strokes``; returns uint8 ``(n, size, size, channels)``.
 
     Empty drawings (no strokes) come out blank. ``out`` may be a slice of a memory-mapped cache.
+    Augmentation (see :mod:`doodle.augment`), both optional: ``affine``, float32 ``(n, 2, 3)``, one
+    matrix per drawing acting on the 0..255 source coordinates; ``keep``, bool, one entry per stroke
+    of the batch in drawing order (``stroke_offsets[-1] - stroke_offsets[0]`` of them), False = not
+    drawn. With neither, this is the plain render the cache holds.
     """
     n = len(strokes)
     shape = (n, *params.shape())
@@ -163,14 +250,32 @@ def render(strokes: StrokeBatch, params: RenderParams, out: np.ndarray | None = 
         return out
     scale = params.size / 256.0
     radius = max(params.line_width * scale / 2.0, 0.5)
-    _render_kernel(
-        np.ascontiguousarray(strokes.x),
-        np.ascontiguousarray(strokes.y),
-        np.asarray(strokes.point_offsets, np.int64),
-        np.asarray(strokes.stroke_offsets, np.int64),
+    x = np.ascontiguousarray(strokes.x)
+    y = np.ascontiguousarray(strokes.y)
+    po = np.asarray(strokes.point_offsets, np.int64)
+    so = np.asarray(strokes.stroke_offsets, np.int64)
+    if affine is None and keep is None:
+        _render_kernel(x, y, po, so, out, scale, radius, bool(params.antialias))
+        return out
+    if affine is None:
+        affine = np.broadcast_to(IDENTITY, (n, 2, 3))
+    elif affine.shape != (n, 2, 3):
+        raise ValueError(f"affine has shape {affine.shape}, expected {(n, 2, 3)}")
+    strokes_in_batch = int(so[-1] - so[0])
+    if keep is None:
+        keep = np.ones(strokes_in_batch, np.bool_)
+    elif keep.shape != (strokes_in_batch,):
+        raise ValueError(f"keep has shape {keep.shape}, expected ({strokes_in_batch},): one entry per stroke")
+    _render_kernel_augmented(
+        x,
+        y,
+        po,
+        so,
         out,
         scale,
         radius,
         bool(params.antialias),
+        np.ascontiguousarray(affine, np.float32),
+        np.ascontiguousarray(keep, np.bool_),
     )
     return out

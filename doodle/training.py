@@ -1,50 +1,45 @@
-"""Training: devices, callbacks, resumption and live metrics around ``model.fit``.
+"""Training: devices, optimizers, params and the per-epoch logging around ``model.fit``.
 
-Resumption: Keras' ``BackupAndRestore`` saves model, optimizer and epoch after every epoch; a
-killed run restarted with the same params continues from the next epoch. The backup carries a
-fingerprint of everything that defines the run (params, data), and is discarded when that
-changes, so an edited params.yaml never resumes a stale run.
+Resumption lives in :mod:`doodle.resume`: after every epoch the complete state of the run is saved
+(weights, optimizer, random seeds, best score, early-stopping and learning-rate counters), so a killed
+run restarted with the same params ends exactly as an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import keras
 
 from .models import AugmentParams
 from .params import require
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class TrainParams:
-    """params.yaml section ``train``."""
+    """params.yaml section ``train``; the defaults are params.yaml's values."""
 
     model: str = "cnn"
-    width: float = 1.0
-    batch_size: int = 256
-    epochs: int = 10
+    width: float = 0.25
+    batch_size: int = 128
+    epochs: int = 8
     steps_per_epoch: int | None = None  # null = one full pass over the training cache
     val_steps: int | None = None  # null = the whole validation cache
     optimizer: str = "adam"
-    learning_rate: float = 0.002
+    learning_rate: float = 0.003
     label_smoothing: float = 0.0
     schedule: str = "plateau"  # plateau | cosine | onecycle | constant
-    early_stopping_patience: int = 5
+    early_stopping_patience: int = 4
     mixed_precision: bool = True  # float16/bfloat16 compute, on GPUs only
     seed: int = 0
     shuffle_block_rows: int = 512
     shuffle_buffer_blocks: int = 64
-    augment: dict = field(default_factory=dict)
+    bn_recalibration_batches: int = 20  # recompute BatchNorm statistics each epoch (doodle.batchnorm); 0 = off
+    augment: dict = field(default_factory=lambda: asdict(AugmentParams()))
 
     def validate(self, where: str = "train") -> None:
         from .models import ARCHITECTURES
@@ -69,6 +64,7 @@ class TrainParams:
         require(self.learning_rate > 0, f"{where}.learning_rate", "must be > 0")
         require(0 <= self.label_smoothing < 1, f"{where}.label_smoothing", "must be in [0, 1)")
         require(self.width > 0, f"{where}.width", "must be > 0")
+        require(self.bn_recalibration_batches >= 0, f"{where}.bn_recalibration_batches", "must be >= 0")
         self.augment_params = from_mapping(AugmentParams, self.augment, f"{where}.augment")
 
     def fingerprint(self, extra: dict) -> str:
@@ -121,50 +117,62 @@ def make_optimizer(cfg: TrainParams, steps_per_epoch: int):
     }[cfg.optimizer](learning_rate=lr)
 
 
-class EpochLog(keras.callbacks.Callback):
-    """Per-epoch line (metrics, images/s) and DVCLive logging for `dvc plots` / `dvc metrics`."""
+class _Timed(keras.callbacks.Callback):
+    """Times each epoch, for the images/s of the DVCLive row and of the printed line."""
 
-    def __init__(self, live, images_per_epoch: int, epochs: int, printer=print):
+    def __init__(self, images_per_epoch: int):
         super().__init__()
-        self.live = live
         self.images = images_per_epoch
-        self.epochs = epochs
-        self.printer = printer
         self.t0 = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
+    def elapsed(self) -> tuple[float, float]:
+        """(seconds, images/s) since the epoch began."""
         seconds = time.perf_counter() - self.t0
-        speed = self.images / seconds if seconds else 0.0
-        lr = self.model.optimizer.learning_rate
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
-        if self.live is not None:
-            for k, v in logs.items():
-                split = "val" if k.startswith("val_") else "train"
-                self.live.log_metric(f"{split}/{k.removeprefix('val_')}", float(v))
-            self.live.log_metric("images_per_s", speed)
-            self.live.next_step()
+        return seconds, self.images / seconds if seconds else 0.0
+
+
+class LiveLog(_Timed):
+    """One DVCLive row per epoch (metrics, learning rate, images/s) for `dvc plots` / `dvc metrics`.
+
+    Put it before ``TrainingState``: a row is then never missing after a kill, and a row whose epoch
+    was not saved is dropped on resume (``doodle.resume.reopen_live``).
+    """
+
+    def __init__(self, live, images_per_epoch: int):
+        super().__init__(images_per_epoch)
+        self.live = live
+
+    def on_epoch_end(self, epoch, logs=None):
+        # The rate this epoch trained with. ReduceLROnPlateau (first in the list) has already logged it,
+        # before lowering it for the next epoch; for the other schedules it is read here. Set in `logs`
+        # itself, so the saved history and the printed line show the same value.
+        logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+        for k, v in logs.items():
+            split = "val" if k.startswith("val_") else "train"
+            self.live.log_metric(f"{split}/{k.removeprefix('val_')}", float(v))
+        self.live.log_metric("images_per_s", self.elapsed()[1])
+        self.live.next_step()
+
+
+class EpochLog(_Timed):
+    """The ``epoch i/N done:`` line. Put it after ``TrainingState``: a printed epoch survives a kill."""
+
+    def __init__(self, images_per_epoch: int, epochs: int, printer=print):
+        super().__init__(images_per_epoch)
+        self.epochs = epochs
+        self.printer = printer
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds, speed = self.elapsed()
+        lr = logs.get("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
         shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k != "learning_rate")
         self.printer(
-            f"epoch {epoch + 1}/{self.epochs} done: {shown} lr={logs['learning_rate']:.2e} "
-            f"{seconds:.1f}s {speed:,.0f} img/s",
+            f"epoch {epoch + 1}/{self.epochs} done: {shown} lr={lr:.2e} {seconds:.1f}s {speed:,.0f} img/s",
             flush=True,
         )
-
-
-def prepare_backup(backup_dir: Path, fingerprint: str) -> bool:
-    """Keep a backup only if it belongs to this exact run; True when there is one to resume."""
-    stamp = backup_dir / "fingerprint"
-    if backup_dir.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
-        log.info("discarding backup from a different run in %s", backup_dir)
-        shutil.rmtree(backup_dir)
-    resuming = backup_dir.exists() and any(p.name != "fingerprint" for p in backup_dir.iterdir())
-    backup_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint)
-    return resuming
 
 
 def steps_for(rows: int, batch: int) -> int:

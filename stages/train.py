@@ -1,10 +1,12 @@
 """Stage `train`: train a Keras model on the render cache (models/model.keras + metadata).
 
-Rerunning after a kill resumes from the last completed epoch (see doodle.training).
+Rerunning after a kill resumes from the last completed epoch and ends with the same model, history
+and curves as an uninterrupted run (see doodle.resume).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -13,12 +15,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from doodle.batchnorm import ChanceWatch, RecalibrateBatchNorm, batchnorm_layers
 from doodle.cache import open_split, read_cache_manifest
 from doodle.datasets import BatchStream, tf_dataset
 from doodle.metrics import MapAt3, SmoothedSparseCrossentropy
 from doodle.models import build_model
 from doodle.params import load_section, read_params
-from doodle.training import EpochLog, TrainParams, device_strategy, make_optimizer, prepare_backup
+from doodle.resume import TrainingState, reopen_live
+from doodle.training import EpochLog, LiveLog, TrainParams, device_strategy, make_optimizer
 from stages import _cli
 
 CACHE = Path("data/cache")
@@ -27,6 +31,8 @@ META = Path("models/model.json")
 BACKUP = Path("models/backup")
 METRICS = Path("metrics/train.json")
 LIVE = Path("dvclive")
+TIMINGS = ("seconds", "images_per_s", "bn_recalibration_seconds")  # in metrics/, never in models/
+RECALIBRATION_EPOCHS = 1_000_000  # the recalibration stream's epochs: apart from the training ones
 
 
 def main(argv=None) -> None:
@@ -59,14 +65,6 @@ def main(argv=None) -> None:
         flush=True,
     )
 
-    fingerprint = cfg.fingerprint({"cache": cache["render"], "rows": cache["rows"], "files": cache["files"]})
-    resuming = prepare_backup(BACKUP, fingerprint)
-    if not resuming and LIVE.exists():
-        shutil.rmtree(LIVE)
-    from dvclive import Live
-
-    live = Live(str(LIVE), resume=resuming, save_dvc_exp=False, dvcyaml=None)
-
     scope = strategy.scope() if strategy is not None else _null()
     with scope:
         model = build_model(cfg.model, shape, len(classes), width=cfg.width, augment=cfg.augment_params, seed=cfg.seed)
@@ -75,25 +73,48 @@ def main(argv=None) -> None:
             loss=SmoothedSparseCrossentropy(cfg.label_smoothing),
             metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(3, name="top3"), MapAt3()],
         )
-    print(f"train: {model.count_params():,} parameters" + ("; resuming from backup" if resuming else ""), flush=True)
-    MODEL.parent.mkdir(parents=True, exist_ok=True)
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(MODEL, monitor="val_map_at_3", mode="max", save_best_only=True),
-        keras.callbacks.EarlyStopping(
-            monitor="val_map_at_3", mode="max", patience=cfg.early_stopping_patience, restore_best_weights=True
-        ),
-        keras.callbacks.BackupAndRestore(str(BACKUP)),
-        EpochLog(live, len(train) * batch, cfg.epochs),
+
+    # The callbacks that decide on each epoch's val_map_at_3; TrainingState saves their counters. It also
+    # keeps the best model (in the backup, copied to MODEL), so EarlyStopping keeps no best weights.
+    decisions = [
+        keras.callbacks.EarlyStopping(monitor="val_map_at_3", mode="max", patience=cfg.early_stopping_patience),
     ]
     if cfg.schedule == "plateau":
-        callbacks.insert(
+        decisions.insert(
             0,
             keras.callbacks.ReduceLROnPlateau(monitor="val_map_at_3", mode="max", factor=0.5, patience=2, min_lr=1e-5),
         )
+    fingerprint = cfg.fingerprint(
+        {
+            "cache": cache["render"],
+            "rows": cache["rows"],
+            "files": cache["files"],
+            "variables": [list(v.shape) for v in model.variables],  # a changed architecture never resumes
+        }
+    )
+    state = TrainingState(BACKUP, fingerprint, best_model=MODEL, monitor="val_map_at_3", track=decisions)
+    start = cfg.epochs if state.stopped else state.epochs_done
+    live = reopen_live(LIVE, state.epochs_done, save_dvc_exp=False, dvcyaml=None)
+    resumed = f"; resuming from backup after epoch {state.epochs_done}" if state.epochs_done else ""
+    print(f"train: {model.count_params():,} parameters{resumed}", flush=True)
+
+    images = len(train) * batch
+    # After an epoch's last step, before validation: BatchNorm statistics from training batches of
+    # a stream of their own (deterministic per epoch, so a resumed run does exactly the same).
+    recalibration = RecalibrateBatchNorm(
+        lambda e: (x for x, _ in itertools.islice(train.epoch(RECALIBRATION_EPOCHS + e), cfg.bn_recalibration_batches)),
+        len(train),
+    )
+    # In this order at each epoch end: decide, write the DVCLive row, save it all, then print the
+    # "epoch i/N done" line, so that a printed epoch is one a rerun continues after.
+    callbacks = [*decisions, LiveLog(live, images), state, EpochLog(images, cfg.epochs), ChanceWatch(len(classes))]
+    if cfg.bn_recalibration_batches and batchnorm_layers(model):
+        callbacks.insert(0, recalibration)
     t0 = time.perf_counter()
     history = model.fit(
-        tf_dataset(train, repeat=True),
+        tf_dataset(train, repeat=True, start_epoch=start),  # the resumed epoch's batches, not epoch 0's
         steps_per_epoch=len(train),
+        initial_epoch=start,
         epochs=cfg.epochs,
         validation_data=tf_dataset(val, repeat=False),
         validation_steps=len(val),
@@ -102,11 +123,12 @@ def main(argv=None) -> None:
         verbose=0,
     )
     seconds = time.perf_counter() - t0
+    trained = len(history.history.get("loss", []))  # epochs run by this process, for the speed
 
     best = keras.saving.load_model(MODEL)
     scores = best.evaluate(tf_dataset(val, repeat=False), steps=len(val), verbose=0, return_dict=True)
-    h = history.history
-    epochs_run = len(h.get("loss", []))
+    h = state.history  # every epoch of the run, resumed or not
+    epochs_run = len(h["loss"])
     metrics = {
         "val_map_at_3": scores["map_at_3"],
         "val_accuracy": scores["accuracy"],
@@ -114,7 +136,8 @@ def main(argv=None) -> None:
         "val_loss": scores["loss"],
         "epochs_run": epochs_run,
         "seconds": round(seconds, 1),
-        "images_per_s": round(epochs_run * len(train) * batch / seconds, 1) if seconds else 0.0,
+        "images_per_s": round(trained * images / seconds, 1) if seconds else 0.0,
+        "bn_recalibration_seconds": round(recalibration.seconds, 1),
     }
     METRICS.parent.mkdir(exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -127,8 +150,8 @@ def main(argv=None) -> None:
                 "classes": classes,
                 "render": cache["render"],
                 "device": device,
-                "metrics": {k: v for k, v in metrics.items() if k not in ("seconds", "images_per_s")},
-                "history": {k: [float(v) for v in vals] for k, vals in h.items()},
+                "metrics": {k: v for k, v in metrics.items() if k not in TIMINGS},
+                "history": h,
             },
             indent=2,
         )

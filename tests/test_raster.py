@@ -102,3 +102,57 @@ def test_fidelity_against_the_public_baseline():
     assert np.mean(same_colour) >= 0.9, np.mean(same_colour)
     assert np.mean(ours_in_ref) >= 0.98, np.mean(ours_in_ref)
     assert np.mean(ref_in_ours) >= 0.98, np.mean(ref_in_ours)
+
+
+# --------------------------------------------------------------------------- augmentation inputs
+def _drawings():
+    return StrokeBatch.from_lists(
+        [
+            [[[0, 128, 255], [0, 200, 255]], [[0, 50], [255, 255]], [[90], [90]]],
+            [[[10, 20, 30], [40, 50, 60]]],
+            [],
+            [[[100, 160], [30, 30]], [[100, 160], [60, 60]]],
+        ]
+    )
+
+
+@pytest.mark.parametrize("kw", [{}, {"channels": 3}, {"antialias": True}, {"size": 32, "channels": 3}])
+def test_identity_affine_and_keeping_every_stroke_draw_the_plain_image(kw):
+    b = _drawings()
+    p = RenderParams(**{"size": 64, **kw})
+    plain = render(b, p)
+    identity = np.tile(np.array([[1, 0, 0], [0, 1, 0]], np.float32), (len(b), 1, 1))
+    every = np.ones(int(b.stroke_offsets[-1]), bool)
+    assert np.array_equal(render(b, p, affine=identity), plain)
+    assert np.array_equal(render(b, p, keep=every), plain)
+    assert np.array_equal(render(b, p, affine=identity, keep=every), plain)
+
+
+def test_affine_moves_the_coordinates_and_clips_at_the_border():
+    b = _drawings()
+    p = RenderParams(64)
+    shift = np.tile(np.array([[1, 0, 32], [0, 1, -16]], np.float32), (len(b), 1, 1))  # 8 px right, 4 px up
+    moved = render(b, p, affine=shift)
+    want = np.roll(np.roll(render(b, p), 8, axis=2), -4, axis=1)
+    assert np.array_equal(moved[1], want[1]) and np.array_equal(moved[3], want[3])  # away from the border
+    away = np.tile(np.array([[1, 0, 1000], [0, 1, 0]], np.float32), (len(b), 1, 1))
+    assert render(b, p, affine=away).max() == 0  # drawn entirely off the canvas: nothing, no crash
+
+
+def test_dropped_strokes_are_not_drawn_and_later_strokes_move_up():
+    b = _drawings()
+    p = RenderParams(64)
+    keep = np.array([False, True, True, True, True, False])  # drop the first of 0 and the second of 3
+    got = render(b, p, keep=keep)
+    d = [b.drawing(i) for i in range(len(b))]
+    want = render(StrokeBatch.from_lists([d[0][1:], d[1], d[2], d[3][:1]]), p)
+    assert np.array_equal(got, want)
+    assert got[0].max() == 255  # the second stroke is now the first, at full intensity
+
+
+def test_augmentation_inputs_are_checked():
+    b = _drawings()
+    with pytest.raises(ValueError, match="affine"):
+        render(b, RenderParams(32), affine=np.zeros((2, 2, 3), np.float32))
+    with pytest.raises(ValueError, match="keep"):
+        render(b, RenderParams(32), keep=np.ones(3, bool))

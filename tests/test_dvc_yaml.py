@@ -1,0 +1,115 @@
+"""dvc.yaml tells the truth: every project module a stage imports is among its deps, and every
+section's dataclass defaults equal params.yaml (one source of defaults)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+PROJECT_PACKAGES = ("doodle", "stages")
+
+
+def module_file(name: str) -> Path | None:
+    """The file of project module ``name`` (a package's __init__.py), or None if not ours."""
+    if name.split(".")[0] not in PROJECT_PACKAGES:
+        return None
+    base = REPO.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module named by an import anywhere in ``path`` (functions included), absolute."""
+    package = ".".join(path.parent.relative_to(REPO).parts)  # what a relative import is relative to
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)  # kept only if a submodule
+    return names
+
+
+def project_closure(module: str) -> set[Path]:
+    """The files of ``module`` and of every project module it imports, transitively, with the
+    __init__.py of each package on the way (Python runs them on import)."""
+    todo, seen = [module], set()
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            path = module_file(".".join(parts[:i]))
+            if path is not None and path not in seen:
+                seen.add(path)
+                todo.extend(imported_modules(path))
+    return seen
+
+
+def stages():
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name: s for name, s in spec.items() if s["cmd"].startswith("python -m stages.")}
+
+
+@pytest.mark.parametrize("stage", sorted(stages()))
+def test_every_imported_project_module_is_a_dep(stage):
+    spec = stages()[stage]
+    module = spec["cmd"].split()[2]
+    deps = [REPO / d for d in spec.get("deps", []) if "${" not in d]
+    missing = [
+        str(f.relative_to(REPO))
+        for f in sorted(project_closure(module))
+        if not any(f == d or d in f.parents for d in deps)
+    ]
+    assert not missing, f"dvc.yaml stage {stage!r} imports {missing} but does not list them in deps"
+
+
+def test_the_closure_sees_imports_inside_functions():
+    files = {str(p.relative_to(REPO)) for p in project_closure("stages.predict")}
+    # _cli at module level, params through a function-level import chain, metrics inside TrainedModel.load
+    assert {"stages/_cli.py", "doodle/errors.py", "doodle/params.py", "doodle/metrics.py"} <= files
+
+
+def sections():
+    from doodle.cache import CacheParams
+    from doodle.sample_data import SampleParams
+    from doodle.sharding import ShardParams
+    from doodle.sources import DataParams
+    from doodle.training import TrainParams
+    from stages.predict import PredictParams
+
+    return {
+        "data": DataParams,
+        "sample": SampleParams,
+        "shard": ShardParams,
+        "render": CacheParams,
+        "train": TrainParams,
+        "predict": PredictParams,
+    }
+
+
+@pytest.mark.parametrize("section", ["data", "sample", "shard", "render", "train", "predict"])
+def test_code_defaults_equal_params_yaml(section):
+    cls = sections()[section]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())[section]
+    defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+    assert set(defaults) == set(params), f"params.yaml section {section} and {cls.__name__} name other keys"
+    differ = {k: (defaults[k], params[k]) for k in defaults if defaults[k] != params[k]}
+    if section == "train" and "augment" in differ:  # {} in code means every augmentation at its (off) default
+        from doodle.models import AugmentParams
+
+        if dataclasses.asdict(AugmentParams(**defaults["augment"])) == params["augment"]:
+            differ.pop("augment")
+    assert not differ, f"{cls.__name__} defaults differ from params.yaml ({section}): (code, yaml) {differ}"
