@@ -33,6 +33,7 @@ class CacheParams:
     max_per_shard: int | None = None  # rows rendered per shard; null = all
     train_shards: int | None = None  # how many training shards to render; null = all
     workers: int = 2
+    train_cache: bool = True  # false: render only the validation shards; train draws on the fly
 
     def validate(self, where: str = "render") -> None:
         self.raster().validate(where)
@@ -84,6 +85,8 @@ def plan(shard_dir: str | Path, cfg: CacheParams) -> list[dict]:
     """Which shards to render and how many rows each, from the shard manifest."""
     man = read_manifest(shard_dir)
     train = man["train_shards"][: cfg.train_shards] if cfg.train_shards else man["train_shards"]
+    if not cfg.train_cache:  # training draws its batches from the shards (doodle.stroke_stream)
+        train = []
     jobs = []
     for i, name in enumerate(man["files"]):
         split = "val" if i in man["val_shards"] else "train" if i in train else None

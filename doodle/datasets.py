@@ -51,6 +51,10 @@ class BatchStream:
         return self.steps
 
     @property
+    def rows(self) -> int:
+        return self.split.rows
+
+    @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.split.images[0].shape[1:])
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import keras
 
+from .augment import StrokeAugmentParams
 from .models import AugmentParams
 from .params import require
 
@@ -38,6 +39,9 @@ class TrainParams:
     seed: int = 0
     shuffle_block_rows: int = 512
     shuffle_buffer_blocks: int = 64
+    stroke_buffer_groups: int = 4  # on-the-fly input: shuffle buffer in parquet row groups
+    render_threads: int | None = None  # on-the-fly input: threads drawing each batch (None = one per core)
+    stroke_augment: dict = field(default_factory=lambda: asdict(StrokeAugmentParams()))
     bn_recalibration_batches: int = 20  # recompute BatchNorm statistics each epoch (doodle.batchnorm); 0 = off
     augment: dict = field(default_factory=lambda: asdict(AugmentParams()))
 
@@ -66,6 +70,9 @@ class TrainParams:
         require(self.width > 0, f"{where}.width", "must be > 0")
         require(self.bn_recalibration_batches >= 0, f"{where}.bn_recalibration_batches", "must be >= 0")
         self.augment_params = from_mapping(AugmentParams, self.augment, f"{where}.augment")
+        require(self.stroke_buffer_groups >= 1, f"{where}.stroke_buffer_groups", "must be >= 1")
+        require(self.render_threads is None or self.render_threads >= 1, f"{where}.render_threads", "must be >= 1")
+        self.stroke_augment_params = from_mapping(StrokeAugmentParams, self.stroke_augment, f"{where}.stroke_augment")
 
     def fingerprint(self, extra: dict) -> str:
         blob = json.dumps({"train": asdict(self), **extra}, sort_keys=True, default=str)

@@ -16,16 +16,19 @@ import keras
 import numpy as np
 
 from doodle.batchnorm import ChanceWatch, RecalibrateBatchNorm, batchnorm_layers
-from doodle.cache import open_split, read_cache_manifest
+from doodle.cache import CacheParams, open_split, read_cache_manifest
 from doodle.datasets import BatchStream, tf_dataset
 from doodle.metrics import MapAt3, SmoothedSparseCrossentropy
 from doodle.models import build_model
-from doodle.params import load_section, read_params
+from doodle.params import ParamError, load_section, read_params
 from doodle.resume import TrainingState, reopen_live
+from doodle.shards import read_manifest
+from doodle.stroke_stream import StrokeStream, shard_paths
 from doodle.training import EpochLog, LiveLog, TrainParams, device_strategy, make_optimizer
 from stages import _cli
 
 CACHE = Path("data/cache")
+SHARDS = Path("data/shards")
 MODEL = Path("models/model.keras")
 META = Path("models/model.json")
 BACKUP = Path("models/backup")
@@ -38,7 +41,9 @@ RECALIBRATION_EPOCHS = 1_000_000  # the recalibration stream's epochs: apart fro
 def main(argv=None) -> None:
     args = _cli.parser(__doc__).parse_args(argv)
     _cli.setup_logging()
-    cfg = load_section(TrainParams, "train", read_params(args.params))
+    params = read_params(args.params)
+    cfg = load_section(TrainParams, "train", params)
+    render_cfg = load_section(CacheParams, "render", params)
     keras.utils.set_random_seed(cfg.seed)
     cache = read_cache_manifest(CACHE)
     classes = cache["classes"]
@@ -46,20 +51,13 @@ def main(argv=None) -> None:
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     batch = cfg.batch_size * replicas
 
-    train_split, val_split = open_split(CACHE, "train"), open_split(CACHE, "val")
-    train = BatchStream(
-        train_split,
-        batch,
-        shuffle=True,
-        seed=cfg.seed,
-        steps=cfg.steps_per_epoch,
-        block_rows=cfg.shuffle_block_rows,
-        buffer_blocks=cfg.shuffle_buffer_blocks,
-    )
+    val_split = open_split(CACHE, "val")
+    train, source = training_stream(cfg, render_cfg, cache, batch)
     val = BatchStream(val_split, batch, shuffle=False, steps=cfg.val_steps)
     shape = train.image_shape
     print(
-        f"train: {cfg.model} on {shape}, {len(classes)} classes, {train_split.rows:,} train / "
+        f"train: {cfg.model} on {shape}, {len(classes)} classes, {train.rows:,} train "
+        f"{'images' if source == 'cache' else 'drawings (drawn on the fly)'} / "
         f"{val_split.rows:,} val images; device: {device}; batch {batch} x {len(train)} steps x "
         f"{cfg.epochs} epochs",
         flush=True,
@@ -89,6 +87,7 @@ def main(argv=None) -> None:
             "cache": cache["render"],
             "rows": cache["rows"],
             "files": cache["files"],
+            "train_source": source,
             "variables": [list(v.shape) for v in model.variables],  # a changed architecture never resumes
         }
     )
@@ -163,6 +162,44 @@ def main(argv=None) -> None:
         f"train: best val MAP@3 {metrics['val_map_at_3']:.4f}, top-1 {metrics['val_accuracy']:.4f}, "
         f"top-3 {metrics['val_top3']:.4f} after {epochs_run} epochs in {seconds:.0f}s -> {MODEL}"
     )
+
+
+def training_stream(cfg: TrainParams, render_cfg: CacheParams, cache: dict, batch: int):
+    """(stream, what it reads): the render cache's training images, or with
+    ``render.train_cache: false`` batches drawn on the fly from the training shards, with the
+    same render params as the cache (so the same images without stroke augmentation)."""
+    if render_cfg.train_cache:
+        if cfg.stroke_augment_params.any():
+            raise ParamError(
+                "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
+            )
+        stream = BatchStream(
+            open_split(CACHE, "train"),
+            batch,
+            shuffle=True,
+            seed=cfg.seed,
+            steps=cfg.steps_per_epoch,
+            block_rows=cfg.shuffle_block_rows,
+            buffer_blocks=cfg.shuffle_buffer_blocks,
+        )
+        return stream, "cache"
+    raster = render_cfg.raster()
+    if raster.to_dict() != cache["render"]:
+        raise ParamError(f"render params {raster.to_dict()} differ from {CACHE}'s {cache['render']}: rerun render")
+    stream = StrokeStream(
+        shard_paths(SHARDS, "train", render_cfg.train_shards),
+        raster,
+        batch,
+        shuffle=True,
+        seed=cfg.seed,
+        steps=cfg.steps_per_epoch,
+        buffer_groups=cfg.stroke_buffer_groups,
+        augment=cfg.stroke_augment_params,
+        max_per_shard=render_cfg.max_per_shard,
+        threads=cfg.render_threads,
+    )
+    source = {"shards": read_manifest(SHARDS), "train_shards": render_cfg.train_shards}
+    return stream, {**source, "max_per_shard": render_cfg.max_per_shard}
 
 
 class _null:

@@ -110,3 +110,37 @@ def test_batchnorm_model_is_recalibrated_each_epoch(rendered, tmp_path, monkeypa
     metrics = json.loads(Path("metrics/train.json").read_text())
     assert metrics["bn_recalibration_seconds"] > 0 and metrics["epochs_run"] == 2
     assert "bn_recalibration_seconds" not in json.loads(Path("models/model.json").read_text())["metrics"]
+
+
+def test_training_on_the_fly_from_the_shards_with_stroke_augmentation(rendered, tmp_path, monkeypatch):
+    """render.train_cache: false: the render stage caches only the validation shards, and train
+    draws its batches from the parquet shards, here with every stroke augmentation on."""
+    proj = tmp_path / "p"
+    shutil.copytree(rendered, proj)
+    augment = {"scale": 0.1, "aspect": 0.1, "shift": 0.05, "rotation": 10.0, "shear": 0.1, "stroke_dropout": 0.1}
+    write_params(proj / "params.yaml", {"render": {"train_cache": False}, "train": {"stroke_augment": augment}})
+    monkeypatch.chdir(proj)
+    import shutil as sh
+
+    from stages import render, train
+
+    sh.rmtree("data/cache")
+    render.main(["--quiet"])
+    man = json.loads(Path("data/cache/manifest.json").read_text())
+    assert {f["split"] for f in man["files"]} == {"val"}
+    train.main(["--quiet"])
+    meta = json.loads(Path("models/model.json").read_text())
+    assert meta["metrics"]["epochs_run"] == 2 and meta["render"] == man["render"]
+
+
+def test_stroke_augmentation_needs_the_on_the_fly_input(rendered, tmp_path, monkeypatch):
+    from doodle.params import ParamError
+
+    proj = tmp_path / "p"
+    shutil.copytree(rendered, proj)
+    write_params(proj / "params.yaml", {"train": {"stroke_augment": {"rotation": 10.0}}})
+    monkeypatch.chdir(proj)
+    from stages import train
+
+    with pytest.raises(ParamError, match="train.stroke_augment.*render.train_cache: false"):
+        train.main(["--quiet"])
