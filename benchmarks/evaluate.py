@@ -160,7 +160,7 @@ def main() -> None:
     )
 
     wall, mem, out = run_stage(work, a.module)
-    ev = json.loads((work / "metrics" / "eval.json").read_text())
+    ev = json.loads((work / "reports" / "eval.json").read_text())
     confusion_rows = sum(1 for _ in (work / "reports" / "confusion.csv").open()) - 1
     print(out.strip().splitlines()[-1] if out.strip() else "(no output)")
     print(

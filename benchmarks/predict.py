@@ -6,7 +6,7 @@
 Replicates real test drawings (../shared/data/quickdraw-kaggle, else the sample) to --rows and
 runs the predict stage itself, end to end, in a scratch folder: streaming, parsing, rendering,
 the model, class balancing, writing and validating the submission, the top-k parquet. Reports
-the total time and the shares of rendering and the model (from the stage's metrics/test.json).
+the total time and the shares of rendering and the model (from the stage's reports/test.json).
 With --arch it times an untrained model of that architecture over 340 classes, which costs
 the same as a trained one. Last line: one JSON object.
 """
@@ -79,11 +79,11 @@ def main() -> None:
     )
     from stages import predict
 
-    os.chdir(work)  # the stage writes submissions/ and metrics/ here, not into the repository
+    os.chdir(work)  # the stage writes submissions/, metrics/ and reports/ here, not into the repository
     t0 = time.perf_counter()
     predict.main(["--params", "params.yaml", "--quiet"])
     wall = time.perf_counter() - t0
-    m = json.loads((work / "metrics" / "test.json").read_text())
+    m = json.loads((work / "reports" / "test.json").read_text())
     name = a.arch or a.model
     print(
         f"{m['test_rows']:,} drawings with {name}: {m['seconds']:.1f}s in the stage "

@@ -4,10 +4,12 @@ and turning expected errors into one line."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from doodle.errors import UserError
 
@@ -28,6 +30,21 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
 def setup_logging() -> logging.Logger:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     return logging.getLogger("stages")
+
+
+def write_metrics(stage: str, values: dict, headline: tuple[str, ...], root: Path = Path(".")) -> None:
+    """``metrics/<stage>.json``: the ``headline`` values only, the numbers runs are compared by.
+    ``dvc metrics show`` prints one column per key across every stage, so a few keys keep it
+    readable in a terminal. Everything, timings and counts included, goes to
+    ``reports/<stage>.json`` (not a DVC metric, so a rerun that only took a different time
+    changes nothing people compare)."""
+    files = [("reports", values)]
+    if headline:
+        files.append(("metrics", {k: values[k] for k in headline if k in values}))
+    for folder, data in files:
+        path = root / folder / f"{stage}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _debugging() -> bool:

@@ -10,7 +10,6 @@ doodle.analysis.SAMPLE_ROWS validation drawings (a uniform sample: the shards ar
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,6 @@ from stages import _cli
 
 CACHE = Path("data/cache")
 MODEL = Path("models/model.keras")
-METRICS = Path("metrics/eval.json")
 REPORTS = Path("reports")
 BATCH = 512
 
@@ -46,8 +44,7 @@ def main(argv=None) -> None:
             val, lambda images: _predict(model.model, images, BATCH), len(classes), BATCH, bar.update
         )
     metrics = result.metrics()
-    METRICS.parent.mkdir(exist_ok=True)
-    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
+    _cli.write_metrics("eval", metrics, headline=("val_map_at_3", "val_top1", "val_top3"))
     write_reports(result, classes, model.render.shape())
     ranked, accuracy = result.ranked_classes(), result.per_class_accuracy()
     print(

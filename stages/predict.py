@@ -6,7 +6,6 @@ Also writes the top-k probabilities (parquet, for blending) and, when the source
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ from stages import _cli
 
 SUBMISSION = Path("submissions/submission.csv")
 PROBS = Path("submissions/probabilities.parquet")
-METRICS = Path("metrics/test.json")
 log = logging.getLogger("stages.predict")
 
 
@@ -108,8 +106,7 @@ def main(argv=None) -> None:
     }
     if source.test_labels_file is not None:
         metrics["test_map_at_3"], _ = score_submission(SUBMISSION, source.test_labels_file)
-    METRICS.parent.mkdir(exist_ok=True)
-    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
+    _cli.write_metrics("test", metrics, headline=("test_map_at_3",))
     score = f", test MAP@3 {metrics['test_map_at_3']:.4f}" if "test_map_at_3" in metrics else ""
     print(
         f"predict: {len(keys):,} rows -> {SUBMISSION} (valid; balanced={do_balance}, tta={cfg.tta_flip}, "

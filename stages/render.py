@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ from stages import _cli
 SHARDS = Path("data/shards")
 OUT = Path("data/cache")
 GRID = Path("reports/render_samples.png")
-METRICS = Path("metrics/render.json")
 
 
 def main(argv=None) -> None:
@@ -34,13 +32,8 @@ def main(argv=None) -> None:
             GRID,
             title=f"what the model sees: {cfg.size}px, {cfg.channels} channel(s)",
         )
-    METRICS.parent.mkdir(exist_ok=True)
-    METRICS.write_text(
-        json.dumps(
-            {k: man[k] for k in ("rows", "blank_images", "dots_only_drawings", "seconds", "images_per_s")}, indent=2
-        )
-        + "\n"
-    )
+    details = {k: man[k] for k in ("rows", "blank_images", "dots_only_drawings", "seconds", "images_per_s")}
+    _cli.write_metrics("render", details, headline=())  # nothing to compare runs by: reports/render.json
     print(
         f"render: {man['rows']:,} images in {man['seconds']:.1f}s ({man['images_per_s']:,.0f}/s), "
         f"{man['blank_images']} blank, {man['dots_only_drawings']} dots-only; grid -> {GRID}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from doodle.params import load_section, read_params
@@ -11,7 +10,6 @@ from doodle.sources import DataParams, resolve_source
 from stages import _cli
 
 OUT = Path("data/shards")
-METRICS = Path("metrics/shard.json")
 
 
 def main(argv=None) -> None:
@@ -26,14 +24,8 @@ def main(argv=None) -> None:
         f"{cfg.count} shards in {OUT}, {min(cfg.resolved_workers(), len(source.classes))} worker process(es)"
     )
     stats = write_shards(source, OUT, cfg, progress=not args.quiet)
-    METRICS.parent.mkdir(exist_ok=True)
-    METRICS.write_text(
-        json.dumps(
-            {k: stats[k] for k in ("rows_in", "rows_out", "rejected_total", "seconds", "rows_per_s", "workers")},
-            indent=2,
-        )
-        + "\n"
-    )
+    details = {k: stats[k] for k in ("rows_in", "rows_out", "rejected_total", "seconds", "rows_per_s", "workers")}
+    _cli.write_metrics("shard", details, headline=("rows_out", "rejected_total"))
     bad = ", ".join(f"{k} {v}" for k, v in stats["rejected"].items() if v) or "none"
     print(
         f"shard: {stats['rows_in']:,} rows in, {stats['rows_out']:,} out, {stats['rejected_total']:,} "

@@ -224,8 +224,10 @@ def test_evaluate_stage_on_a_synthetic_cache(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     evaluate.main(["--quiet"])
-    ev = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    ev = json.loads((tmp_path / "reports" / "eval.json").read_text())
     assert set(ev) == {"val_map_at_3", "val_top1", "val_top3", "val_rows"}
+    headline = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    assert headline == {k: ev[k] for k in ("val_map_at_3", "val_top1", "val_top3")}
     labels, images = np.concatenate(all_labels), np.concatenate(all_images)
     probs = np.concatenate([_predict(model, im, 512) for im in all_images])
     ref = in_memory(labels, probs, images, 20_000)

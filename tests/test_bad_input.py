@@ -176,3 +176,19 @@ def test_stage_errors_are_one_line_without_traceback(tmp_path):
     r = run_stage("shard", tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == "error: param shard.count: must be >= 1, got 0"
     assert not os.path.exists(tmp_path / "data/shards")
+
+
+def test_no_tensorflow_start_up_lines(tmp_path):
+    """A stage that imports TensorFlow prints none of its C++ start-up notices (CPU features,
+    oneDNN), also when the user's environment does not set TF_CPP_MIN_LOG_LEVEL."""
+    env = {k: v for k, v in subprocess_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    r = subprocess.run(
+        [sys.executable, "-c", "import stages.score, keras; keras.ops.ones(2); print('ok')"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    assert r.stderr.strip() == "", r.stderr

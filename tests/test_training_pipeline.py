@@ -35,8 +35,9 @@ def test_render_stage_outputs(rendered):
     man = json.loads((rendered / "data/cache/manifest.json").read_text())
     assert man["render"]["size"] == 32 and {f["split"] for f in man["files"]} == {"train", "val"}
     assert (rendered / "reports/render_samples.png").stat().st_size > 1000
-    # timings go to metrics/, so the cache's bytes depend only on the shards and params
-    assert "seconds" not in man and json.loads((rendered / "metrics/render.json").read_text())["rows"] == man["rows"]
+    # timings go to reports/, so the cache's bytes depend only on the shards and params
+    assert "seconds" not in man and json.loads((rendered / "reports/render.json").read_text())["rows"] == man["rows"]
+    assert not (rendered / "metrics/render.json").exists()  # no headline number: not a DVC metric
 
 
 def test_train_predict_evaluate_tiny(rendered, tmp_path, monkeypatch, capsys):
@@ -53,11 +54,12 @@ def test_train_predict_evaluate_tiny(rendered, tmp_path, monkeypatch, capsys):
     predict.main(["--quiet"])
     rows = Path("submissions/submission.csv").read_text().splitlines()
     assert rows[0] == "key_id,word" and len(rows) == 4 * 6 + 1
-    test = json.loads(Path("metrics/test.json").read_text())
+    test = json.loads(Path("reports/test.json").read_text())
+    assert set(json.loads(Path("metrics/test.json").read_text())) == {"test_map_at_3"}
     assert 0 <= test["test_map_at_3"] <= 1 and test["test_rows"] == 24
     evaluate.main(["--quiet"])
     ev = json.loads(Path("metrics/eval.json").read_text())
-    assert set(ev) == {"val_map_at_3", "val_top1", "val_top3", "val_rows"}  # per-class lists live in reports/
+    assert set(ev) == {"val_map_at_3", "val_top1", "val_top3"}  # headline only; the rest is in reports/
     for f in ["confusion.csv", "per_class_accuracy.csv", "confidence.png", "misclassified.png"]:
         assert (Path("reports") / f).exists()
 
