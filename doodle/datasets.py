@@ -7,10 +7,17 @@ all shards, then rows within a buffer of ``buffer_blocks`` blocks. Shards are al
 uniformly shuffled by the shard stage, so this is close to a full shuffle at sequential-read
 cost, in memory fixed by ``block_rows * buffer_blocks`` images. Everything is whole-batch numpy:
 nothing per image runs in Python.
+
+In a multi-worker training (``workers`` > 1) every worker walks the same seeded stream and gathers
+only its own batches: worker ``w`` takes batches ``w, w + workers, ...``. The ``workers`` batches of
+one step are therefore, row for row, the one batch of ``batch_size * workers`` that a single
+process reads: the global batch is the per-worker batch times the workers, and the data seen does
+not depend on how many machines share it.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -28,11 +35,14 @@ class BatchStream:
         steps: int | None = None,
         block_rows: int = 512,
         buffer_blocks: int = 64,
+        workers: int = 1,
+        worker: int = 0,
     ):
         if split.rows == 0:
             raise ValueError("the cache split is empty: nothing to read (check render/shard params)")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_share(workers, worker, shuffle)
         self.split = split
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -44,7 +54,8 @@ class BatchStream:
             for s, lab in enumerate(split.labels)
             for a in range(0, len(lab), block_rows)
         ]
-        full = -(-split.rows // batch_size)
+        self.workers, self.worker = workers, worker
+        full = -(-split.rows // (batch_size * workers))  # one pass of the global batch
         self.steps = steps or full
 
     def __len__(self) -> int:
@@ -89,7 +100,8 @@ class BatchStream:
         return x, y
 
     def _batches(self, chunks, limit: int | None, keep_last: bool):
-        """Batches of ``batch_size`` rows across buffer boundaries, ``limit`` in all."""
+        """The (images, labels, rows) pieces of each batch of ``batch_size`` rows, across buffer
+        boundaries, ``limit`` in all (gathered by the caller: a worker gathers only its own)."""
         size = self.batch_size
         carry, carried, steps = [], 0, 0
         for images, labels, rows in chunks:
@@ -100,25 +112,28 @@ class BatchStream:
                 carried += at
                 if carried < size:
                     continue
-                yield self._gather(carry)
+                yield carry
                 carry, carried, steps = [], 0, steps + 1
                 if limit is not None and steps >= limit:
                     return
             while at + size <= len(rows):
-                yield self._gather([(images, labels, rows[at : at + size])])
+                yield [(images, labels, rows[at : at + size])]
                 at, steps = at + size, steps + 1
                 if limit is not None and steps >= limit:
                     return
             if at < len(rows):
                 carry, carried = [(images, labels, rows[at:])], len(rows) - at
         if keep_last and carried:
-            yield self._gather(carry)
+            yield carry
 
-    def epoch(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def epoch(self, epoch: int = 0, own: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Training (shuffle): exactly ``len(self)`` full batches, passes repeat as needed.
-        Validation (no shuffle): one ordered pass, its last batch possibly short."""
+        Validation (no shuffle): one ordered pass, its last batch possibly short.
+
+        With ``workers`` > 1 these are this worker's batches; ``own=False`` gives every batch of the
+        stream instead, the same on every worker (for work all workers must agree on)."""
         if not self.shuffle:
-            yield from self._batches(self._rows(0), self.steps, keep_last=True)
+            yield from map(self._gather, self._batches(self._rows(0), self.steps, keep_last=True))
             return
 
         def passes():
@@ -127,13 +142,26 @@ class BatchStream:
                 yield from self._rows(epoch * 1_000_003 + p)
                 p += 1
 
-        yield from self._batches(passes(), self.steps, keep_last=False)
+        batches = self._batches(passes(), self.steps * self.workers, keep_last=False)
+        yield from map(self._gather, share(batches, self.workers, self.worker) if own else batches)
 
     def forever(self, start_epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         e = start_epoch
         while True:
             yield from self.epoch(e)
             e += 1
+
+
+def check_share(workers: int, worker: int, shuffle: bool) -> None:
+    if workers < 1 or not 0 <= worker < workers:
+        raise ValueError(f"worker must be in [0, workers), got worker {worker} of {workers}")
+    if workers > 1 and not shuffle:
+        raise ValueError("only a training stream (shuffle=True) is shared among workers")
+
+
+def share(batches, workers: int, worker: int):
+    """Worker ``worker``'s share of ``batches``: every ``workers``-th one, from the ``worker``-th."""
+    return itertools.islice(batches, worker, None, workers) if workers > 1 else batches
 
 
 def tf_dataset(stream: BatchStream, repeat: bool, start_epoch: int = 0):

@@ -17,6 +17,15 @@ row-group sizes are kept per shard, and a file is opened when one of its row gro
 
 Rendering runs in ``threads`` threads, each drawing a slice of the batch: the kernel releases
 the GIL (``nogil``), so they run in parallel, one batch ahead of the consumer.
+
+In a multi-worker training (``workers`` > 1) every worker reads the same seeded stream of strokes
+and draws only its own batches (``worker``, ``worker + workers``, ...), as
+:class:`doodle.datasets.BatchStream` does: the ``workers`` batches of a step hold the drawings of
+the one batch of ``batch_size * workers`` that a single process reads. The augmentation numbers of
+the other workers' batches are drawn (not rendered) too, so each image is the one a single process
+with this ``batch_size`` draws for that batch. (A transform is drawn per batch, so with stroke
+augmentation on, the images differ from those of a single process with the global batch; only
+without it are they the same bytes.)
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from .augment import StrokeAugmentParams, sample
+from .datasets import check_share
 from .raster import RenderParams, render
 from .shards import read_manifest
 from .strokes import STROKE_COLUMNS, StrokeBatch
@@ -88,6 +98,8 @@ class StrokeStream:
     (``seed``, epoch): the same epoch gives the same images, the next one new ones, and a
     resumed training sees what an uninterrupted one would have. ``max_per_shard`` reads only
     the first N rows of each shard (as ``render.max_per_shard`` does for the cache).
+    ``workers``/``worker``: this process's share of a multi-worker training (see the module doc);
+    ``steps`` then counts this worker's batches, one per global step.
     """
 
     def __init__(
@@ -102,11 +114,15 @@ class StrokeStream:
         augment: StrokeAugmentParams | None = None,
         max_per_shard: int | None = None,
         threads: int | None = None,
+        workers: int = 1,
+        worker: int = 0,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if buffer_groups < 1:
             raise ValueError(f"buffer_groups must be >= 1, got {buffer_groups}")
+        check_share(workers, worker, shuffle)
+        self.workers, self.worker = workers, worker
         self.raster = raster
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -128,7 +144,7 @@ class StrokeStream:
         self.rows = sum(rows for _, _, rows in self.groups)
         if self.rows == 0:
             raise ValueError("the shards hold no rows: nothing to read (check the shard params)")
-        self.steps = steps or -(-self.rows // batch_size)
+        self.steps = steps or -(-self.rows // (batch_size * workers))  # one pass of the global batch
 
     def __len__(self) -> int:
         return self.steps
@@ -190,12 +206,18 @@ class StrokeStream:
         cuts = np.linspace(0, n, min(self.threads, n) + 1).astype(int).tolist()
         return x, y, [self._pool.submit(draw, a, b) for a, b in itertools.pairwise(cuts)]
 
-    def _drawn(self, batches, rng) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _drawn(self, batches, rng, own: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Draw the batches one ahead: while the consumer takes batch k (tf.data copies it into
         a tensor), the pool already draws batch k + 1. The order of the random numbers, and so
-        every image, is the same as drawing one at a time."""
+        every image, is the same as drawing one at a time. ``own``: draw only this worker's
+        batches, and only the augmentation numbers of the others (so the images stay the same)."""
         pending = None
-        for pieces in batches:
+        for i, pieces in enumerate(batches):
+            if own and i % self.workers != self.worker:
+                if rng is not None:
+                    counts = [np.diff(np.asarray(s.stroke_offsets, np.int64))[rows] for s, _, rows in pieces]
+                    sample(rng, np.concatenate(counts), self.augment)
+                continue
             started = self._start(pieces, rng)
             if pending is not None:
                 yield _finish(pending)
@@ -230,9 +252,12 @@ class StrokeStream:
         if keep_last and carried:
             yield carry
 
-    def epoch(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def epoch(self, epoch: int = 0, own: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Training (shuffle): exactly ``len(self)`` full batches, passes repeat as needed.
-        Validation (no shuffle): one ordered pass, its last batch possibly short."""
+        Validation (no shuffle): one ordered pass, its last batch possibly short.
+
+        With ``workers`` > 1 these are this worker's batches; ``own=False`` gives every batch of the
+        stream instead, the same on every worker (for work all workers must agree on)."""
         rng = np.random.default_rng([self.seed, epoch, _AUGMENT_STREAM]) if self.augment is not None else None
         if not self.shuffle:
             yield from self._drawn(self._batches(self._rows(0), self.steps, keep_last=True), rng)
@@ -244,7 +269,8 @@ class StrokeStream:
                 yield from self._rows(epoch * 1_000_003 + p)
                 p += 1
 
-        yield from self._drawn(self._batches(passes(), self.steps, keep_last=False), rng)
+        limit = self.steps * self.workers
+        yield from self._drawn(self._batches(passes(), limit, keep_last=False), rng, own and self.workers > 1)
 
     def forever(self, start_epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         e = start_epoch

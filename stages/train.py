@@ -2,6 +2,14 @@
 
 Rerunning after a kill resumes from the last completed epoch and ends with the same model, history
 and curves as an uninterrupted run (see doodle.resume).
+
+``train.strategy: multi_worker`` trains on several machines: run this same command on each, with
+``TF_CONFIG`` naming the cluster and the machine's place in it. ``train.batch_size`` is per replica,
+so the global batch is ``batch_size`` x replicas over all workers; each worker draws its share of it
+(doodle.datasets) and validates on the whole validation set. Only the chief (worker 0) writes the
+model, its metadata, the metrics, the DVCLive files and the resume backup; the others run the same
+saves (they take part in collective operations) into a scratch directory deleted at the end. A
+multi-worker run does not resume: it starts again from epoch 0.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +33,7 @@ from doodle.params import ParamError, load_section, read_params
 from doodle.resume import TrainingState, reopen_live
 from doodle.shards import read_manifest
 from doodle.stroke_stream import StrokeStream, shard_paths
-from doodle.training import EpochLog, LiveLog, TrainParams, device_strategy, make_optimizer
+from doodle.training import EpochLog, LiveLog, TrainParams, Worker, cluster_worker, device_strategy, make_optimizer
 from stages import _cli
 
 CACHE = Path("data/cache")
@@ -32,9 +41,8 @@ SHARDS = Path("data/shards")
 MODEL = Path("models/model.keras")
 META = Path("models/model.json")
 BACKUP = Path("models/backup")
-METRICS = Path("metrics/train.json")
 LIVE = Path("dvclive")
-TIMINGS = ("seconds", "images_per_s", "bn_recalibration_seconds")  # in metrics/, never in models/
+TIMINGS = ("seconds", "images_per_s", "bn_recalibration_seconds")  # in reports/train.json, never in models/
 RECALIBRATION_EPOCHS = 1_000_000  # the recalibration stream's epochs: apart from the training ones
 
 
@@ -44,22 +52,42 @@ def main(argv=None) -> None:
     params = read_params(args.params)
     cfg = load_section(TrainParams, "train", params)
     render_cfg = load_section(CacheParams, "render", params)
+    worker = cluster_worker(cfg.strategy)  # TF_CONFIG checked before anything starts
+    strategy, device = device_strategy(cfg.mixed_precision, cfg.strategy)  # before TensorFlow runs anything
+    if worker.chief:
+        train_model(cfg, render_cfg, strategy, device, worker, Path("."))
+        return
+    # Not the chief: the same training, its files in a scratch directory (see the module doc).
+    scratch = Path(tempfile.mkdtemp(prefix=f"doodle-train-worker{worker.index}-"))
+    try:
+        train_model(cfg, render_cfg, strategy, device, worker, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def train_model(cfg: TrainParams, render_cfg: CacheParams, strategy, device: str, worker: Worker, out: Path) -> None:
+    """Train and write the outputs under ``out`` (the project for the chief, a scratch directory else)."""
+    model_path, meta_path, backup, live_dir = (out / p for p in (MODEL, META, BACKUP, LIVE))
     keras.utils.set_random_seed(cfg.seed)
     cache = read_cache_manifest(CACHE)
     classes = cache["classes"]
-    strategy, device = device_strategy(cfg.mixed_precision)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    batch = cfg.batch_size * replicas
+    batch = cfg.batch_size * replicas  # the global batch: over every replica of every worker
+    local = batch // worker.count  # this worker's share of it
 
     val_split = open_split(CACHE, "val")
-    train, source = training_stream(cfg, render_cfg, cache, batch)
-    val = BatchStream(val_split, batch, shuffle=False, steps=cfg.val_steps)
+    train, source = training_stream(cfg, render_cfg, cache, local, worker)
+    val = BatchStream(val_split, local, shuffle=False, steps=cfg.val_steps)  # all of it, on every worker
     shape = train.image_shape
+    shared, role = "", ""
+    if worker.count > 1:
+        shared = f" ({local} on each of {worker.count} workers)"
+        role = f"; this is worker {worker.index}{' (the chief)' if worker.chief else ''}"
     print(
         f"train: {cfg.model} on {shape}, {len(classes)} classes, {train.rows:,} train "
         f"{'images' if source == 'cache' else 'drawings (drawn on the fly)'} / "
-        f"{val_split.rows:,} val images; device: {device}; batch {batch} x {len(train)} steps x "
-        f"{cfg.epochs} epochs",
+        f"{val_split.rows:,} val images; device: {device}; batch {batch}{shared} x {len(train)} steps x "
+        f"{cfg.epochs} epochs{role}",
         flush=True,
     )
 
@@ -89,21 +117,31 @@ def main(argv=None) -> None:
             "files": cache["files"],
             "train_source": source,
             "variables": [list(v.shape) for v in model.variables],  # a changed architecture never resumes
+            "batch": batch,  # another number of replicas is another run
         }
     )
-    state = TrainingState(BACKUP, fingerprint, best_model=MODEL, monitor="val_map_at_3", track=decisions)
+    if worker.count > 1 and backup.exists():
+        # Every worker must start at the same epoch, and the others keep no backup: start over.
+        print(f"train: multi-worker runs do not resume; deleting {backup}", flush=True)
+        shutil.rmtree(backup)
+    state = TrainingState(backup, fingerprint, best_model=model_path, monitor="val_map_at_3", track=decisions)
     start = cfg.epochs if state.stopped else state.epochs_done
-    live = reopen_live(LIVE, state.epochs_done, save_dvc_exp=False, dvcyaml=None)
+    live = reopen_live(live_dir, state.epochs_done, save_dvc_exp=False, dvcyaml=None)
     resumed = f"; resuming from backup after epoch {state.epochs_done}" if state.epochs_done else ""
     print(f"train: {model.count_params():,} parameters{resumed}", flush=True)
 
     images = len(train) * batch
+
     # After an epoch's last step, before validation: BatchNorm statistics from training batches of
     # a stream of their own (deterministic per epoch, so a resumed run does exactly the same).
-    recalibration = RecalibrateBatchNorm(
-        lambda e: (x for x, _ in itertools.islice(train.epoch(RECALIBRATION_EPOCHS + e), cfg.bn_recalibration_batches)),
-        len(train),
-    )
+    # Every worker recalibrates on the same batches (own=False), so the statistics agree everywhere.
+    def recalibration_batches(e):
+        return (
+            x
+            for x, _ in itertools.islice(train.epoch(RECALIBRATION_EPOCHS + e, own=False), cfg.bn_recalibration_batches)
+        )
+
+    recalibration = RecalibrateBatchNorm(recalibration_batches, len(train))
     # In this order at each epoch end: decide, write the DVCLive row, save it all, then print the
     # "epoch i/N done" line, so that a printed epoch is one a rerun continues after.
     callbacks = [*decisions, LiveLog(live, images), state, EpochLog(images, cfg.epochs), ChanceWatch(len(classes))]
@@ -111,11 +149,11 @@ def main(argv=None) -> None:
         callbacks.insert(0, recalibration)
     t0 = time.perf_counter()
     history = model.fit(
-        tf_dataset(train, repeat=True, start_epoch=start),  # the resumed epoch's batches, not epoch 0's
+        fit_data(strategy, worker, train, start_epoch=start),  # the resumed epoch's batches, not epoch 0's
         steps_per_epoch=len(train),
         initial_epoch=start,
         epochs=cfg.epochs,
-        validation_data=tf_dataset(val, repeat=False),
+        validation_data=fit_data(strategy, worker, val),
         validation_steps=len(val),
         callbacks=callbacks,
         shuffle=False,
@@ -123,8 +161,12 @@ def main(argv=None) -> None:
     )
     seconds = time.perf_counter() - t0
     trained = len(history.history.get("loss", []))  # epochs run by this process, for the speed
+    if not worker.chief:  # the chief evaluates and writes the results; nothing collective is left
+        live.end()
+        print(f"train: worker {worker.index} of {worker.count} done in {seconds:.0f}s", flush=True)
+        return
 
-    best = keras.saving.load_model(MODEL)
+    best = keras.saving.load_model(model_path)
     scores = best.evaluate(tf_dataset(val, repeat=False), steps=len(val), verbose=0, return_dict=True)
     h = state.history  # every epoch of the run, resumed or not
     epochs_run = len(h["loss"])
@@ -138,9 +180,8 @@ def main(argv=None) -> None:
         "images_per_s": round(trained * images / seconds, 1) if seconds else 0.0,
         "bn_recalibration_seconds": round(recalibration.seconds, 1),
     }
-    METRICS.parent.mkdir(exist_ok=True)
-    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
-    META.write_text(
+    _cli.write_metrics("train", metrics, headline=("val_map_at_3", "epochs_run"), root=out)
+    meta_path.write_text(
         json.dumps(
             {
                 "model": cfg.model,
@@ -157,17 +198,42 @@ def main(argv=None) -> None:
         + "\n"
     )
     live.end()
-    shutil.rmtree(BACKUP, ignore_errors=True)  # a finished run leaves nothing to resume
+    shutil.rmtree(backup, ignore_errors=True)  # a finished run leaves nothing to resume
     print(
         f"train: best val MAP@3 {metrics['val_map_at_3']:.4f}, top-1 {metrics['val_accuracy']:.4f}, "
         f"top-3 {metrics['val_top3']:.4f} after {epochs_run} epochs in {seconds:.0f}s -> {MODEL}"
     )
 
 
-def training_stream(cfg: TrainParams, render_cfg: CacheParams, cache: dict, batch: int):
+def fit_data(strategy, worker: Worker, stream, start_epoch: int = 0):
+    """What ``model.fit`` reads ``stream`` from: a tf.data.Dataset, which Keras splits over the
+    replicas of this machine; with several workers, each worker's own dataset, of this worker's
+    batches (``stream`` yields only those), split over its replicas and neither sharded again by
+    tf.data (a Python generator cannot be sharded by file) nor re-batched across workers.
+
+    Repeated, for validation too (``validation_steps`` ends each pass, and every epoch starts a new
+    iterator at the first batch): under a distribution strategy Keras 3 peeks at a batch of the
+    previous epoch's validation iterator before it starts the next one, which must not be exhausted.
+    """
+    if worker.count == 1:
+        return tf_dataset(stream, repeat=True, start_epoch=start_epoch)
+    per_replica = stream.batch_size * worker.count // strategy.num_replicas_in_sync
+
+    def dataset(context):
+        if context.num_input_pipelines != worker.count:
+            raise RuntimeError(f"{context.num_input_pipelines} input pipelines for {worker.count} TF_CONFIG workers")
+        ds = tf_dataset(stream, repeat=True, start_epoch=start_epoch)
+        return ds.rebatch(per_replica) if per_replica < stream.batch_size else ds  # one piece per local replica
+
+    return strategy.distribute_datasets_from_function(dataset)
+
+
+def training_stream(cfg: TrainParams, render_cfg: CacheParams, cache: dict, batch: int, worker: Worker | None = None):
     """(stream, what it reads): the render cache's training images, or with
     ``render.train_cache: false`` batches drawn on the fly from the training shards, with the
-    same render params as the cache (so the same images without stroke augmentation)."""
+    same render params as the cache (so the same images without stroke augmentation).
+    ``batch`` is this worker's batch; the stream yields this worker's share of the steps."""
+    worker = worker or Worker()
     if render_cfg.train_cache:
         if cfg.stroke_augment_params.any():
             raise ParamError(
@@ -181,6 +247,8 @@ def training_stream(cfg: TrainParams, render_cfg: CacheParams, cache: dict, batc
             steps=cfg.steps_per_epoch,
             block_rows=cfg.shuffle_block_rows,
             buffer_blocks=cfg.shuffle_buffer_blocks,
+            workers=worker.count,
+            worker=worker.index,
         )
         return stream, "cache"
     raster = render_cfg.raster()
@@ -197,6 +265,8 @@ def training_stream(cfg: TrainParams, render_cfg: CacheParams, cache: dict, batc
         augment=cfg.stroke_augment_params,
         max_per_shard=render_cfg.max_per_shard,
         threads=cfg.render_threads,
+        workers=worker.count,
+        worker=worker.index,
     )
     source = {"shards": read_manifest(SHARDS), "train_shards": render_cfg.train_shards}
     return stream, {**source, "max_per_shard": render_cfg.max_per_shard}

@@ -101,7 +101,7 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path):
 
 def test_batchnorm_model_is_recalibrated_each_epoch(rendered, tmp_path, monkeypatch, capsys):
     """seed_cnn has BatchNorm: the train stage recomputes its statistics after every epoch
-    (timed in metrics/train.json); the cnn above has none and spends nothing on it."""
+    (timed in reports/train.json); the cnn above has none and spends nothing on it."""
     proj = tmp_path / "p"
     shutil.copytree(rendered, proj)
     write_params(proj / "params.yaml", {"train": {"model": "seed_cnn", "bn_recalibration_batches": 2}})
@@ -109,7 +109,7 @@ def test_batchnorm_model_is_recalibrated_each_epoch(rendered, tmp_path, monkeypa
     from stages import train
 
     train.main(["--quiet"])
-    metrics = json.loads(Path("metrics/train.json").read_text())
+    metrics = json.loads(Path("reports/train.json").read_text())
     assert metrics["bn_recalibration_seconds"] > 0 and metrics["epochs_run"] == 2
     assert "bn_recalibration_seconds" not in json.loads(Path("models/model.json").read_text())["metrics"]
 

@@ -1,0 +1,282 @@
+"""train.strategy: which tf.distribute strategy each value gives, TF_CONFIG checks, how workers share
+the training batches, and a real two-worker MultiWorkerMirroredStrategy run of the train stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from doodle.params import ParamError, load_section
+from doodle.training import TrainParams, Worker, cluster_worker, device_strategy
+from tests.conftest import subprocess_env, write_params
+
+CLUSTER = {"worker": ["localhost:20001", "localhost:20002"]}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """A tiny project with sample, shard and render done (as in test_training_pipeline)."""
+    d = tmp_path_factory.mktemp("proj")
+    write_params(d / "params.yaml")
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        from stages import render, sample, shard
+
+        sample.main(["--quiet"])
+        shard.main(["--quiet"])
+        render.main(["--quiet"])
+    finally:
+        os.chdir(cwd)
+    return d
+
+
+# -- choosing the strategy ----------------------------------------------------------------------------
+
+
+def test_auto_one_device_and_mirrored_on_this_machine():
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy, device = device_strategy(False, "auto")
+    if gpus:
+        assert isinstance(strategy, tf.distribute.MirroredStrategy) and "MirroredStrategy" in device
+    else:  # no GPU, no TPU: the default (single device) strategy, as before train.strategy existed
+        assert strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
+        assert device == "CPU, default strategy, float32"
+
+    strategy, device = device_strategy(False, "one_device")
+    assert isinstance(strategy, tf.distribute.OneDeviceStrategy) and "OneDeviceStrategy" in device
+    assert strategy.extended.worker_devices[0].endswith("GPU:0" if gpus else "CPU:0")
+
+    strategy, device = device_strategy(False, "mirrored")
+    assert isinstance(strategy, tf.distribute.MirroredStrategy) and "MirroredStrategy" in device
+    assert strategy.num_replicas_in_sync == max(1, len(gpus))
+
+
+def test_a_bad_strategy_is_named():
+    with pytest.raises(ParamError, match=r"train\.strategy.*'horovod'.*auto, one_device, mirrored, multi_worker, tpu"):
+        load_section(TrainParams, "train", {"train": {"strategy": "horovod"}})
+    with pytest.raises(ParamError, match=r"train\.strategy.*'horovod'"):
+        device_strategy(False, "horovod")
+    assert load_section(TrainParams, "train", {"train": {"strategy": "multi_worker"}}).strategy == "multi_worker"
+
+
+@pytest.mark.parametrize(
+    "tf_config, why",
+    [
+        (None, "TF_CONFIG is not set"),
+        ("{'cluster': 1", "not valid JSON"),
+        (json.dumps({"task": {"type": "worker", "index": 0}}), 'no "cluster"'),
+        (json.dumps({"cluster": CLUSTER}), '"task"'),
+        (json.dumps({"cluster": CLUSTER, "task": {"type": "worker", "index": 2}}), "index 2"),
+        (json.dumps({"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}), "host:port"),
+        (json.dumps({"cluster": {**CLUSTER, "ps": ["h:1"]}, "task": {"type": "worker", "index": 0}}), "ps"),
+    ],
+)
+def test_multi_worker_needs_a_valid_tf_config(tf_config, why):
+    environ = {} if tf_config is None else {"TF_CONFIG": tf_config}
+    with pytest.raises(ParamError) as err:
+        cluster_worker("multi_worker", environ)
+    message = str(err.value)
+    assert message.startswith("param train.strategy: multi_worker needs the TF_CONFIG environment variable")
+    assert why in message and "\n" not in message  # one line
+
+
+def test_workers_and_the_chief_from_tf_config():
+    def worker(cluster, task_type, index):
+        return cluster_worker(
+            "multi_worker", {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})}
+        )
+
+    assert cluster_worker("auto", {}) == Worker(0, 1)  # TF_CONFIG is read for multi_worker only
+    assert worker(CLUSTER, "worker", 0) == Worker(0, 2) and Worker(0, 2).chief
+    assert worker(CLUSTER, "worker", 1) == Worker(1, 2) and not Worker(1, 2).chief
+    with_chief = {"chief": ["localhost:20000"], **CLUSTER}
+    assert worker(with_chief, "chief", 0) == Worker(0, 3)
+    assert worker(with_chief, "worker", 0) == Worker(1, 3)  # with a chief, worker 0 is not the chief
+
+
+def test_the_stage_without_tf_config_stops_with_one_line(project, monkeypatch):
+    write_params(project / "params.yaml", {"train": {"strategy": "multi_worker"}})
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    from stages import train
+
+    with pytest.raises(ParamError, match="TF_CONFIG is not set"):
+        train.main(["--quiet"])  # before anything is read or started
+
+
+# -- the workers' share of the batches ------------------------------------------------------------------
+
+
+def _steps(streams, epoch):
+    """Per step, the batches of every stream joined (worker 0's rows first)."""
+    for parts in zip(*(s.epoch(epoch) for s in streams)):
+        yield np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+
+def _assert_same_batches(single, workers, epochs=(0, 1)):
+    assert all(len(w) == len(single) for w in workers)
+    for epoch in epochs:
+        got, want = list(_steps(workers, epoch)), list(_steps([single], epoch))
+        assert len(got) == len(want) == len(single)
+        for (x, y), (x1, y1) in zip(got, want):
+            assert np.array_equal(x, x1) and np.array_equal(y, y1)
+    # own=False: every worker sees every batch of the stream, the same on each (BatchNorm recalibration)
+    every = [list(w.epoch(0, own=False)) for w in workers]
+    assert len(every[0]) == len(single) * len(workers)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(every[0], every[1]))
+
+
+def test_two_workers_read_the_batches_of_one_process_with_the_global_batch(rendered):
+    """Worker w takes batches w, w + 2, ...: the two halves of each step are, row for row, the batch
+    that one process with twice the batch reads; a full pass (steps None) counts global batches."""
+    from doodle.cache import open_split
+    from doodle.datasets import BatchStream
+
+    split = open_split(rendered / "data/cache", "train")
+    kw = dict(shuffle=True, seed=3, block_rows=8, buffer_blocks=3)
+    for steps in (7, None):  # 7 x 22 rows: more than one pass (157 rows), buffers cut mid-batch
+        single = BatchStream(split, 22, steps=steps, **kw)
+        workers = [BatchStream(split, 11, steps=steps, workers=2, worker=w, **kw) for w in (0, 1)]
+        _assert_same_batches(single, workers)
+    assert len(single) == -(-split.rows // 22)
+    with pytest.raises(ValueError, match="worker"):
+        BatchStream(split, 11, workers=2, worker=2, **kw)
+
+
+def test_two_workers_draw_the_images_of_one_process_on_the_fly(rendered):
+    """On the fly: each worker renders only its own batches. Without augmentation they are the
+    global batch's images; with it, the augmentation numbers of the other worker's batches are
+    drawn too, so each image is the one a single process with the per-worker batch draws."""
+    from doodle.augment import StrokeAugmentParams
+    from doodle.raster import RenderParams
+    from doodle.stroke_stream import StrokeStream, shard_paths
+
+    shards = shard_paths(rendered / "data/shards", "train")
+    kw = dict(shuffle=True, seed=5, steps=5, buffer_groups=1, threads=2)
+    single = StrokeStream(shards, RenderParams(32), 26, **kw)
+    workers = [StrokeStream(shards, RenderParams(32), 13, workers=2, worker=w, **kw) for w in (0, 1)]
+    _assert_same_batches(single, workers)
+
+    augment = StrokeAugmentParams(scale=0.2, aspect=0.2, shift=0.1, rotation=20, shear=0.2, stroke_dropout=0.2)
+    kw = {**kw, "augment": augment}
+    single = StrokeStream(shards, RenderParams(32), 13, **{**kw, "steps": 10})  # the per-worker batch
+    workers = [StrokeStream(shards, RenderParams(32), 13, workers=2, worker=w, **kw) for w in (0, 1)]
+    for epoch in (0, 1):
+        want = list(single.epoch(epoch))
+        for w, stream in enumerate(workers):
+            got = list(stream.epoch(epoch))
+            assert len(got) == 5 and all(np.array_equal(a[0], b[0]) for a, b in zip(got, want[w::2]))
+    # (not those of a single process with the global batch: a transform is drawn per batch)
+    first = next(iter(StrokeStream(shards, RenderParams(32), 26, **kw).epoch(1)))[0]
+    assert not np.array_equal(first[:13], want[0][0])
+
+
+# -- a real two-worker run ------------------------------------------------------------------------------
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _wait_all(procs, timeout: float) -> list[int | None]:
+    """Exit codes of ``procs``; once one fails (the others would wait for it) or time is up, None for the rest."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        codes = [p.poll() for p in procs]
+        if all(c is not None for c in codes) or any(c not in (None, 0) for c in codes):
+            return codes
+        time.sleep(0.5)
+    return [p.poll() for p in procs]
+
+
+# One process, two replicas (two logical CPUs) with the same global batch: what the two workers must equal.
+MIRRORED_ON_TWO_CPUS = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from stages import _cli, train
+train.device_strategy = lambda *a: (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), "2 CPUs, MirroredStrategy")
+_cli.run(lambda: train.main(["--quiet"]))
+"""
+
+
+def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered, tmp_path):
+    """Two CPU processes of `python -m stages.train` with TF_CONFIG (MultiWorkerMirroredStrategy),
+    each in its own copy of the project, as on two machines. Both finish; only the chief (worker
+    0) writes models/, metrics/train.json and dvclive/; worker 1 saves into a scratch directory
+    (every worker must take part in the saves' collective reads), which it deletes at the end.
+    The run equals one process training the same global batch on two replicas, epoch for epoch.
+    Two epochs, so the validation iterator is started again (a Keras 3 pitfall under a strategy)."""
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    train = {"batch_size": 16, "steps_per_epoch": 2, "epochs": 2}  # per replica: a global batch of 32
+    runs = {
+        "worker0": ({**train, "strategy": "multi_worker"}, ["-m", "stages.train", "--quiet"]),
+        "worker1": ({**train, "strategy": "multi_worker"}, ["-m", "stages.train", "--quiet"]),
+        "reference": (train, ["-c", MIRRORED_ON_TWO_CPUS]),
+    }
+    procs, logs = [], []
+    try:
+        for index, (name, (params, args)) in enumerate(runs.items()):
+            proj = tmp_path / name
+            shutil.copytree(rendered, proj)
+            write_params(proj / "params.yaml", {"train": params})
+            if name == "worker0":  # a backup of a killed run: multi-worker runs start over instead of resuming
+                (proj / "models/backup/epoch-0001").mkdir(parents=True)
+            env = subprocess_env()
+            env["TMPDIR"] = str(tmp_path / f"tmp-{name}")
+            os.mkdir(env["TMPDIR"])
+            if name.startswith("worker"):
+                env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            logs.append((tmp_path / f"{name}.log").open("w"))
+            cmd = [sys.executable, "-u", *args]
+            procs.append(subprocess.Popen(cmd, cwd=proj, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
+        codes = _wait_all(procs, timeout=300)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
+    out = {name: (tmp_path / f"{name}.log").read_text() for name in runs}
+    assert codes == [0, 0, 0], "\n\n".join(f"{name}:\n{text}" for name, text in out.items())
+
+    chief, other, reference = (tmp_path / name for name in runs)
+    import keras
+
+    model = keras.saving.load_model(chief / "models/model.keras")
+    meta = json.loads((chief / "models/model.json").read_text())
+    assert model.output_shape == (None, 4) and len(meta["history"]["loss"]) == 2
+    assert meta["device"] == "2 workers x CPU, MultiWorkerMirroredStrategy (2 replicas), float32"
+    assert (chief / "metrics/train.json").is_file() and (chief / "dvclive/metrics.json").is_file()
+    assert not (chief / "models/backup").exists() and "multi-worker runs do not resume" in out["worker0"]
+    assert "batch 32 (16 on each of 2 workers) x 2 steps" in out["worker0"]
+    assert "this is worker 0 (the chief)" in out["worker0"]
+
+    assert not (other / "models").exists(), "the non-chief wrote into its project's models/"
+    assert not (other / "metrics/train.json").exists() and not (other / "dvclive").exists()
+    assert list((tmp_path / "tmp-worker1").iterdir()) == []  # its scratch directory is gone
+    assert "this is worker 1\n" in out["worker1"] and "train: worker 1 of 2 done" in out["worker1"]
+
+    # the same global batches, dropout streams and averaged gradients as one process with two replicas
+    want = json.loads((reference / "models/model.json").read_text())["history"]
+    assert "batch 32 x 2 steps" in out["reference"] and meta["history"].keys() == want.keys()
+    for key, values in want.items():
+        np.testing.assert_allclose(meta["history"][key], values, rtol=1e-5, err_msg=key)
