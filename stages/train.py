@@ -14,6 +14,7 @@ multi-worker run does not resume: it starts again from epoch 0.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import shutil
@@ -91,7 +92,7 @@ def train_model(cfg: TrainParams, render_cfg: CacheParams, strategy, device: str
         flush=True,
     )
 
-    scope = strategy.scope() if strategy is not None else _null()
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = build_model(cfg.model, shape, len(classes), width=cfg.width, augment=cfg.augment_params, seed=cfg.seed)
         model.compile(
@@ -270,14 +271,6 @@ def training_stream(cfg: TrainParams, render_cfg: CacheParams, cache: dict, batc
     )
     source = {"shards": read_manifest(SHARDS), "train_shards": render_cfg.train_shards}
     return stream, {**source, "max_per_shard": render_cfg.max_per_shard}
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":

@@ -59,3 +59,22 @@ def subprocess_env() -> dict:
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return env
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory):
+    """A tiny project with sample, shard and render done, built once per test run. Tests read
+    it or copy it (``shutil.copytree``) before running later stages in it."""
+    d = tmp_path_factory.mktemp("proj")
+    write_params(d / "params.yaml")
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        from stages import render, sample, shard
+
+        sample.main(["--quiet"])
+        shard.main(["--quiet"])
+        render.main(["--quiet"])
+    finally:
+        os.chdir(cwd)
+    return d

@@ -2,7 +2,6 @@
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +9,6 @@ import zipfile
 
 import h5py
 import numpy as np
-import pytest
 
 from tests.conftest import subprocess_env, write_params
 
@@ -29,24 +27,6 @@ EXACT = {
 }
 KILL_AFTER = 8
 TRAIN = [sys.executable, "-u", "-m", "stages.train", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
-    """A tiny project with sample, shard and render done."""
-    d = tmp_path_factory.mktemp("proj")
-    write_params(d / "params.yaml")
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        from stages import render, sample, shard
-
-        sample.main(["--quiet"])
-        shard.main(["--quiet"])
-        render.main(["--quiet"])
-    finally:
-        os.chdir(cwd)
-    return d
 
 
 def _project(rendered, path, overrides):

@@ -21,24 +21,6 @@ from tests.conftest import subprocess_env, write_params
 CLUSTER = {"worker": ["localhost:20001", "localhost:20002"]}
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
-    """A tiny project with sample, shard and render done (as in test_training_pipeline)."""
-    d = tmp_path_factory.mktemp("proj")
-    write_params(d / "params.yaml")
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        from stages import render, sample, shard
-
-        sample.main(["--quiet"])
-        shard.main(["--quiet"])
-        render.main(["--quiet"])
-    finally:
-        os.chdir(cwd)
-    return d
-
-
 # -- choosing the strategy ----------------------------------------------------------------------------
 
 

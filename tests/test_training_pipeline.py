@@ -11,26 +11,6 @@ import pytest
 from tests.conftest import REPO, subprocess_env, write_params
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
-    """A tiny project with sample, shard and render done (shared by the tests below)."""
-    import os
-
-    d = tmp_path_factory.mktemp("proj")
-    write_params(d / "params.yaml")
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        from stages import render, sample, shard
-
-        sample.main(["--quiet"])
-        shard.main(["--quiet"])
-        render.main(["--quiet"])
-    finally:
-        os.chdir(cwd)
-    return d
-
-
 def test_render_stage_outputs(rendered):
     man = json.loads((rendered / "data/cache/manifest.json").read_text())
     assert man["render"]["size"] == 32 and {f["split"] for f in man["files"]} == {"train", "val"}
