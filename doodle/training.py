@@ -39,6 +39,7 @@ class TrainParams:
     label_smoothing: float = 0.0
     schedule: str = "plateau"  # plateau | cosine | onecycle | constant
     early_stopping_patience: int = 4
+    time_budget_s: int | None = None  # wall-clock seconds of model.fit; stops at an epoch end (null = none)
     mixed_precision: bool = True  # float16/bfloat16 compute, on GPUs only
     strategy: str = "auto"  # auto | one_device | mirrored | multi_worker | tpu (see device_strategy)
     seed: int = 0
@@ -78,6 +79,7 @@ class TrainParams:
         require(self.learning_rate > 0, f"{where}.learning_rate", "must be > 0")
         require(0 <= self.label_smoothing < 1, f"{where}.label_smoothing", "must be in [0, 1)")
         require(self.width > 0, f"{where}.width", "must be > 0")
+        require(self.time_budget_s is None or self.time_budget_s > 0, f"{where}.time_budget_s", "must be > 0 or null")
         require(self.bn_recalibration_batches >= 0, f"{where}.bn_recalibration_batches", "must be >= 0")
         self.augment_params = from_mapping(AugmentParams, self.augment, f"{where}.augment")
         require(self.stroke_buffer_groups >= 1, f"{where}.stroke_buffer_groups", "must be >= 1")
@@ -351,6 +353,58 @@ class EpochLog(_Timed):
             f"epoch {epoch + 1}/{self.epochs} done: {shown} lr={lr:.2e} {seconds:.1f}s {speed:,.0f} img/s",
             flush=True,
         )
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop at an epoch end when the next epoch would end past ``budget_s`` seconds of training.
+
+    The clock starts when ``fit`` starts (this process's training: a resumed run gets the budget
+    anew). The next epoch is estimated as the longest epoch so far, leaving out the first one
+    (tracing and warm-up) once there are others, so the estimate errs long. Each epoch is measured
+    from one epoch end to the next, so validation and the other callbacks' work count too. Put it
+    before ``TrainingState``, so a stop is saved with the epoch. One epoch always runs: an epoch
+    longer than the whole budget overruns it (a warning says so); keep epochs well below the budget.
+    """
+
+    def __init__(self, budget_s: float, clock=time.perf_counter, printer=print):
+        super().__init__()
+        self.budget_s = float(budget_s)
+        self.clock = clock
+        self.printer = printer
+        self.t0 = self.last = 0.0
+        self.durations: list[float] = []
+        self.elapsed_s = 0.0  # from the start of training to the end of the last epoch
+        self.stopped_epoch: int | None = None  # 0-based epoch after which the budget stopped training
+
+    def on_train_begin(self, logs=None):
+        self.t0 = self.last = self.clock()
+        self.durations = []
+        self.elapsed_s = 0.0
+        self.stopped_epoch = None
+
+    def next_epoch_s(self) -> float:
+        """The estimated length of the next epoch, in seconds."""
+        return max(self.durations[1:] or self.durations)
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        self.durations.append(now - self.last)
+        self.last = now
+        elapsed = self.elapsed_s = now - self.t0
+        if elapsed > self.budget_s:
+            self.printer(
+                f"WARNING time budget: epoch {epoch + 1} ended at {elapsed:.0f}s, past the {self.budget_s:.0f}s "
+                "budget: shorten the epochs (train.steps_per_epoch)",
+                flush=True,
+            )
+        if elapsed + self.next_epoch_s() > self.budget_s:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            self.printer(
+                f"time budget: stopping after epoch {epoch + 1}: {elapsed:.0f}s trained, the next epoch "
+                f"(~{self.next_epoch_s():.0f}s) would end past the {self.budget_s:.0f}s budget",
+                flush=True,
+            )
 
 
 def steps_for(rows: int, batch: int) -> int:

@@ -34,7 +34,16 @@ from doodle.params import ParamError, load_section, read_params
 from doodle.resume import TrainingState, reopen_live
 from doodle.shards import read_manifest
 from doodle.stroke_stream import StrokeStream, shard_paths
-from doodle.training import EpochLog, LiveLog, TrainParams, Worker, cluster_worker, device_strategy, make_optimizer
+from doodle.training import (
+    EpochLog,
+    LiveLog,
+    TimeBudget,
+    TrainParams,
+    Worker,
+    cluster_worker,
+    device_strategy,
+    make_optimizer,
+)
 from stages import _cli
 
 CACHE = Path("data/cache")
@@ -43,7 +52,8 @@ MODEL = Path("models/model.keras")
 META = Path("models/model.json")
 BACKUP = Path("models/backup")
 LIVE = Path("dvclive")
-TIMINGS = ("seconds", "images_per_s", "bn_recalibration_seconds")  # in reports/train.json, never in models/
+# in reports/train.json, never in models/ (whether train.time_budget_s stopped the run depends on timings too)
+TIMINGS = ("seconds", "images_per_s", "bn_recalibration_seconds", "stopped_by_time_budget", "time_budget_used_s")
 RECALIBRATION_EPOCHS = 1_000_000  # the recalibration stream's epochs: apart from the training ones
 
 
@@ -145,7 +155,19 @@ def train_model(cfg: TrainParams, render_cfg: CacheParams, strategy, device: str
     recalibration = RecalibrateBatchNorm(recalibration_batches, len(train))
     # In this order at each epoch end: decide, write the DVCLive row, save it all, then print the
     # "epoch i/N done" line, so that a printed epoch is one a rerun continues after.
-    callbacks = [*decisions, LiveLog(live, images), state, EpochLog(images, cfg.epochs), ChanceWatch(len(classes))]
+    # train.time_budget_s decides with them, before the state is saved (a budget stop is kept on resume).
+    # Each worker would read its own clock, and workers that disagree on stopping would hang.
+    if cfg.time_budget_s and worker.count > 1:
+        raise ParamError("param train.time_budget_s: not supported with train.strategy multi_worker; use null")
+    budget = [TimeBudget(cfg.time_budget_s)] if cfg.time_budget_s else []
+    callbacks = [
+        *decisions,
+        *budget,
+        LiveLog(live, images),
+        state,
+        EpochLog(images, cfg.epochs),
+        ChanceWatch(len(classes)),
+    ]
     if cfg.bn_recalibration_batches and batchnorm_layers(model):
         callbacks.insert(0, recalibration)
     t0 = time.perf_counter()
@@ -180,6 +202,8 @@ def train_model(cfg: TrainParams, render_cfg: CacheParams, strategy, device: str
         "seconds": round(seconds, 1),
         "images_per_s": round(trained * images / seconds, 1) if seconds else 0.0,
         "bn_recalibration_seconds": round(recalibration.seconds, 1),
+        "stopped_by_time_budget": bool(budget and budget[0].stopped_epoch is not None),
+        "time_budget_used_s": round(budget[0].elapsed_s, 1) if budget else None,  # to the last epoch's end
     }
     _cli.write_metrics("train", metrics, headline=("val_map_at_3", "epochs_run"), root=out)
     meta_path.write_text(
