@@ -1,47 +1,52 @@
 """Benchmark training throughput: the train stage's own path against a plain ``model.fit`` on numpy arrays.
 
     python -m benchmarks.train_throughput [--steps 8] [--epochs 2] [--workdir /tmp/doodle-bench-train-throughput]
-    python -m benchmarks.train_throughput --configs stage+fix stage+fix+nocb plain+fix+inter1 ...
+    python -m benchmarks.train_throughput --steps 4 --epochs 1 --configs stage+nocb stage+inter1 plain+intra1 ...
 
 Builds (or reuses, in --workdir) shards and a 64x64x1 render cache of real drawings
 (``/work/shared/data/quickdraw-real15``: 15 classes x 400, 8 shards, the last for validation, so
 5,231 training images = 41 batches of 128, as the train stage sees them; else the embedded
 sample) with the project's own shard and render code. Then, for MobileNet alpha 1.0 at 64 px,
-15 classes, batch 128, each configuration runs in a fresh process (the allocator state that this
-benchmark found to matter is per process, and depends on what the process did before):
+15 classes, batch 128, each configuration runs in a fresh process (what this benchmark found is
+per process, and depended on what the process had run before):
 
 - ``stage``: compiled as stages/train.py does (Adam from ``make_optimizer``, its loss, accuracy,
   top-3 and MAP@3), fed by ``tf_dataset(BatchStream(...))`` over the memory-mapped cache, with the
   stage's callbacks (BatchNorm recalibration, ReduceLROnPlateau, EarlyStopping, DVCLive rows,
   TrainingState backups, the epoch line, ChanceWatch) and the validation split after every epoch;
+- ``stage+unfixed``: the same without the fix (``doodle.datasets.restore_malloc_thresholds``
+  made a no-op): how the train stage ran before;
 - ``plain``: ``model.fit(x, y, batch_size=128)`` of the same model on the same training images
   held in memory as numpy (Adam, sparse cross-entropy, accuracy), nothing else.
+
+The cause found: ``tf.data.Dataset.from_generator`` (in ``tf_dataset``) makes TensorFlow call
+glibc's ``mallopt(M_MMAP_THRESHOLD, 128 KiB)``, so every tensor above 128 KiB was mmapped and
+unmapped each step and its pages faulted in again (see ``doodle.datasets.restore_malloc_thresholds``).
 
 Each runs a warm-up (tracing; for ``stage`` also one validation pass and a short recalibration),
 then ``--epochs`` epochs of ``--steps`` steps, timed together. Reported per configuration: the
 images/s of the training steps and of the whole timed run, the user and system CPU seconds and
-minor page faults of the process over the timed run, and for ``stage`` the seconds of each phase
-(training steps, recalibration, validation, the epoch-end callbacks). A ``stage`` epoch of the real
-length (41 steps) is projected as 41 x its step time + its per-epoch phases, against 41 plain steps.
+minor page faults of the process over the timed run, its peak RSS, and for ``stage`` the seconds
+of each phase (training steps, recalibration, validation, the epoch-end callbacks). A ``stage``
+epoch of the real length (41 steps) is projected as 41 x its step time + its per-epoch phases,
+against 41 plain steps. CPU seconds a step are the figure to trust on a loaded machine: wall
+time there depends on what else runs.
 
-Modifiers, joined with ``+`` (e.g. ``stage+fix+inter1``):
-  fix        glibc ``mallopt(M_MMAP_MAX, 0)`` at start: the fix (see ``no_mmap_malloc``)
+Modifiers, joined with ``+`` (e.g. ``stage+nocb+metrics0``):
+  unfixed    TensorFlow's allocator setting left in place (the train stage before the fix)
+  nommap     ``mallopt(M_MMAP_MAX, 0)`` at start: the other fix tried (no block is ever mmapped)
+  nogen      (stage) the same batches through ``Dataset.range(n).map(numpy_function)``: no GeneratorDataset
+             kernel, so TensorFlow never calls mallopt (one live iterator per dataset assumed: a benchmark only)
   inter1/intra1   ``tf.config.threading`` inter-op / intra-op pool of 1 thread
   omp1       OMP_NUM_THREADS=1 in the child's environment
   metrics0   compile without metrics (loss only)
   jit        ``jit_compile=True``;  spe4: ``steps_per_execution=4``
-  noopt      tf.data ``experimental_optimization.apply_default_optimizations = False``
+  noopt      tf.data ``experimental_optimization.apply_default_optimizations = False``, autotune off
   pool1      tf.data ``threading.private_threadpool_size = 1``
   prefetch1  prefetch depth 1 instead of AUTOTUNE (the same generator otherwise)
   copy       the cache split read into memory instead of memory-mapped
   nocb       (stage) no callbacks and no validation: the stage's feed and compile only
   recalgraph (stage) BatchNorm recalibration as one traced function instead of eager calls
-  trim       also ``mallopt(M_TRIM_THRESHOLD, 2**31 - 1)``: freed heap memory is never handed back
-  arena2     also ``mallopt(M_ARENA_MAX, 2)``: at most 2 malloc arenas (less memory kept per thread)
-  thr32      let TensorFlow's from_generator patch happen first, then ``mallopt(M_MMAP_THRESHOLD, 32 MB)``
-             and ``mallopt(M_TRIM_THRESHOLD, 64 MB)`` (what glibc's dynamic threshold would reach)
-  nogen      (stage) the same batches through ``Dataset.range(n).map(numpy_function)``: no GeneratorDataset
-             op, so TensorFlow never calls mallopt (one live iterator per dataset assumed: a benchmark only)
 
 The load average is printed with each number: this machine is shared, so compare figures measured in
 the same run, back to back. Last line: one JSON object.
@@ -64,9 +69,10 @@ import numpy as np
 from benchmarks.common import last_line, source_folder
 
 REAL15 = Path(__file__).resolve().parents[2] / "shared" / "data" / "quickdraw-real15"
-DEFAULT_CONFIGS = ["stage", "plain", "stage+fix", "plain+fix"]
+DEFAULT_CONFIGS = ["stage+unfixed", "plain", "stage"]
 MODIFIERS = {
-    "fix",
+    "unfixed",
+    "nommap",
     "inter1",
     "intra1",
     "omp1",
@@ -79,9 +85,6 @@ MODIFIERS = {
     "copy",
     "nocb",
     "recalgraph",
-    "trim",
-    "arena2",
-    "thr32",
     "nogen",
 }
 BATCH = 128
@@ -93,22 +96,13 @@ def load() -> float:
 
 
 def no_mmap_malloc() -> bool:
-    """The fix: glibc serves every allocation from its heaps, never from a fresh ``mmap``.
-
-    glibc hands out blocks above its mmap threshold (at most 32 MB on 64-bit) as their own
-    ``mmap`` and returns them with ``munmap`` when freed. MobileNet at 64 px, batch 128, has
-    activations and gradients of 16-34 MB a tensor, so a training step mapped and unmapped ~3 GB,
-    and the kernel zero-filled every page again on first touch: ~750,000 page faults a step (half
-    the CPU time in the kernel, and a process in a VM also waits on the host for the pages).
-    Whether a process fell into this depended on its history (a large free heap block left by an
-    earlier array copy would serve them); ``M_MMAP_MAX = 0`` makes it never happen. Freed memory
-    then stays in the heap for the next step (peak RSS +~10% measured). A no-op off glibc."""
+    """The alternative fix tried: glibc serves every block from its heaps, never from its own mmap
+    (TensorFlow's setting of the threshold then no longer matters). About as fast as the fix
+    kept, but it also keeps blocks above 32 MiB in the heap after they are freed."""
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-4, 0))  # M_MMAP_MAX = -4 in malloc.h
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-4, 0))  # M_MMAP_MAX = -4 in malloc.h
     except (OSError, AttributeError):
         return False
 
@@ -162,20 +156,13 @@ class Phases:
 def child(config: str, cache: Path, run_dir: Path, steps: int, epochs: int, warmup: int) -> dict:
     mods = set(config.split("+")[1:])
     kind = config.split("+")[0]
-    fixed = no_mmap_malloc() if "fix" in mods else False
-    if mods & {"trim", "arena2"}:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        if "trim" in mods:
-            libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD (an int: 2 GB)
-        if "arena2" in mods:
-            libc.mallopt(-8, 2)  # M_ARENA_MAX
+    no_mmap = no_mmap_malloc() if "nommap" in mods else False
     import itertools
 
     import keras
     import tensorflow as tf
 
+    import doodle.datasets
     from doodle.batchnorm import ChanceWatch, RecalibrateBatchNorm, batchnorm_layers, recalibrate
     from doodle.cache import CacheSplit, open_split
     from doodle.datasets import BatchStream, tf_dataset
@@ -184,15 +171,8 @@ def child(config: str, cache: Path, run_dir: Path, steps: int, epochs: int, warm
     from doodle.resume import TrainingState, reopen_live
     from doodle.training import EpochLog, LiveLog, TrainParams, make_optimizer
 
-    if "thr32" in mods:
-        import ctypes
-
-        # TensorFlow's GeneratorDataset kernel calls mallopt(M_MMAP_THRESHOLD, 128 KiB) when the first one
-        # is built in the process; build one now, then set the thresholds after it.
-        list(tf.data.Dataset.from_generator(lambda: iter(()), output_signature=tf.TensorSpec((), tf.int32)))
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: glibc's maximum
-        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+    if "unfixed" in mods:  # how tf_dataset was: TensorFlow's 128 KiB mmap threshold stays
+        doodle.datasets.restore_malloc_thresholds = lambda: False
     if "inter1" in mods:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     if "intra1" in mods:
@@ -238,7 +218,11 @@ def child(config: str, cache: Path, run_dir: Path, steps: int, epochs: int, warm
             ds = ds.map(lambda x, y: (tf.ensure_shape(x, shape), tf.ensure_shape(y, (None,))))
             ds = ds.prefetch(tf.data.AUTOTUNE)
         elif "prefetch1" in mods:
-            gen = (lambda: stream.forever()) if repeat else (lambda: stream.epoch(0))
+
+            def gen():  # tf_dataset's generator, fix included
+                doodle.datasets.restore_malloc_thresholds()
+                return stream.forever() if repeat else stream.epoch(0)
+
             spec = (tf.TensorSpec((None, *stream.image_shape), tf.uint8), tf.TensorSpec((None,), tf.int32))
             ds = tf.data.Dataset.from_generator(gen, output_signature=spec).prefetch(1)
         else:
@@ -255,7 +239,7 @@ def child(config: str, cache: Path, run_dir: Path, steps: int, epochs: int, warm
 
     phases = Phases()
     images = steps * epochs * BATCH
-    info = {"config": config, "mallopt_no_mmap": fixed, "steps": steps, "epochs": epochs, "batch": BATCH}
+    info = {"config": config, "mallopt_no_mmap": no_mmap, "steps": steps, "epochs": epochs, "batch": BATCH}
     if kind == "plain":
         x = np.concatenate(split.images)
         y = np.concatenate(split.labels).astype(np.int32)
@@ -302,6 +286,7 @@ def child(config: str, cache: Path, run_dir: Path, steps: int, epochs: int, warm
             if cfg.bn_recalibration_batches and batchnorm_layers(model):
                 callbacks.insert(0, recal)
             callbacks.insert(0, _phase_callback_class()(phases, steps))
+            callbacks.append(_phase_callback_class()(phases, steps, last=True))
             fit_kw = {"validation_data": dataset(val, False), "validation_steps": len(val)}
         info["load_before"] = load()
         total = Phases()
@@ -318,6 +303,7 @@ def child(config: str, cache: Path, run_dir: Path, steps: int, epochs: int, warm
         info["total"] = info["phases"]["train_steps"]
     step = info["phases"]["train_steps"]
     info["train_images_per_s"] = round(images / step["seconds"], 1)
+    info["train_cpu_s_per_step"] = round((step["user_s"] + step["sys_s"]) / (steps * epochs), 3)
     info["images_per_s"] = round(images / info["total"]["seconds"], 1)
     per_epoch = sum(v["seconds"] for k, v in info["phases"].items() if k != "train_steps") / epochs
     info["per_epoch_extra_s"] = round(per_epoch, 2)
@@ -335,24 +321,31 @@ def _phase_callback_class():
 
     class PhaseCallback(keras.callbacks.Callback):
         """First in the list: splits the timed fit into training steps, recalibration (it runs in
-        the last step's ``on_train_batch_end``), validation and the epoch-end callbacks."""
+        the last step's ``on_train_batch_end``), validation and the epoch-end callbacks; a second
+        one, ``last``, at the end of the list, marks where the epoch-end callbacks are done."""
 
-        def __init__(self, phases: Phases, steps: int):
+        def __init__(self, phases: Phases, steps: int, last: bool = False):
             super().__init__()
-            self.phases, self.steps = phases, steps
+            self.phases, self.steps, self.last = phases, steps, last
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.phases.mark("train_steps")
+            if not self.last:
+                self.phases.mark("train_steps")
 
         def on_train_batch_end(self, batch, logs=None):
-            if batch >= self.steps - 1:
+            if batch >= self.steps - 1 and not self.last:
                 self.phases.mark("recalibration")
 
         def on_test_begin(self, logs=None):
-            self.phases.mark("validation")
+            if not self.last:
+                self.phases.mark("validation")
 
         def on_test_end(self, logs=None):
-            self.phases.mark("epoch_end_callbacks")
+            if not self.last:
+                self.phases.mark("after_validation")
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.phases.mark("between_epochs" if self.last else "epoch_end_callbacks")
 
     return PhaseCallback
 
@@ -420,7 +413,8 @@ def run_config(config: str, a, cache: Path) -> dict:
 def show(info: dict) -> None:
     t = info["total"]
     print(
-        f"{info['config']:<22} train steps {info['train_images_per_s']:6.1f} img/s, "
+        f"{info['config']:<22} train steps {info['train_images_per_s']:6.1f} img/s "
+        f"({info['train_cpu_s_per_step']:.2f} CPU-s a step), "
         f"whole run {info['images_per_s']:6.1f} img/s ({t['seconds']:6.1f}s); "
         f"CPU user {t['user_s']:6.1f}s sys {t['sys_s']:6.1f}s "
         f"({100 * t['sys_s'] / max(t['user_s'] + t['sys_s'], 1e-9):3.0f}% sys), {t['minflt']:>10,} minor faults; "
@@ -468,23 +462,28 @@ def main() -> None:
         results[c] = run_config(c, a, cache)
         show(results[c])
     summary = {"configs": results, "steps": a.steps, "epochs": a.epochs, "batch": BATCH}
-    for s, pl in (("stage", "plain"), ("stage+fix", "plain+fix")):
-        if s in results and pl in results:
-            key = "after" if "fix" in s else "before"
-            rs, rp = results[s], results[pl]
-            summary[f"{key}_stage_train_per_s"] = rs["train_images_per_s"]
-            summary[f"{key}_stage_per_s"] = rs["images_per_s"]
-            summary[f"{key}_plain_per_s"] = rp["images_per_s"]
-            summary[f"{key}_ratio_train_steps"] = round(rp["images_per_s"] / rs["train_images_per_s"], 3)
-            summary[f"{key}_ratio_41_step_epoch"] = round(
-                rs["projected_41_step_epoch_s"] / rp["projected_41_step_epoch_s"], 3
-            )
-            print(
-                f"{key} the fix: plain / stage training-step time {summary[f'{key}_ratio_train_steps']:.2f}x; "
-                f"a 41-step epoch: stage {rs['projected_41_step_epoch_s']:.1f}s (recalibration, validation and "
-                f"saving included) vs plain {rp['projected_41_step_epoch_s']:.1f}s = "
-                f"{summary[f'{key}_ratio_41_step_epoch']:.2f}x"
-            )
+    for key, st in (("before", "stage+unfixed"), ("after", "stage")):
+        if st not in results or "plain" not in results:
+            continue
+        rs, rp = results[st], results["plain"]
+        summary[key] = {
+            "stage_train_images_per_s": rs["train_images_per_s"],
+            "stage_images_per_s": rs["images_per_s"],
+            "plain_images_per_s": rp["images_per_s"],
+            "stage_train_cpu_s_per_step": rs["train_cpu_s_per_step"],
+            "plain_cpu_s_per_step": rp["train_cpu_s_per_step"],
+            "step_time_ratio": round(rp["images_per_s"] / rs["train_images_per_s"], 3),
+            "step_cpu_ratio": round(rs["train_cpu_s_per_step"] / rp["train_cpu_s_per_step"], 3),
+            "epoch_41_ratio": round(rs["projected_41_step_epoch_s"] / rp["projected_41_step_epoch_s"], 3),
+        }
+        r = summary[key]
+        print(
+            f"{key} the fix ({st} vs plain): a training step takes {r['step_time_ratio']:.2f}x the time and "
+            f"{r['step_cpu_ratio']:.2f}x the CPU of a plain one ({rs['train_cpu_s_per_step']:.2f} vs "
+            f"{rp['train_cpu_s_per_step']:.2f} CPU-s); a 41-step epoch (recalibration, validation and saving "
+            f"included): {rs['projected_41_step_epoch_s']:.1f}s vs {rp['projected_41_step_epoch_s']:.1f}s = "
+            f"{r['epoch_41_ratio']:.2f}x"
+        )
     summary["loadavg_1min"] = load()
     last_line(summary)
 
