@@ -165,11 +165,12 @@ def child(config: str, cache: Path, run_dir: Path, steps: int, epochs: int, warm
     import doodle.datasets
     from doodle.batchnorm import ChanceWatch, RecalibrateBatchNorm, batchnorm_layers, recalibrate
     from doodle.cache import CacheSplit, open_split
+    from doodle.callbacks import EpochLog, LiveLog
     from doodle.datasets import BatchStream, tf_dataset
     from doodle.metrics import MapAt3, SmoothedSparseCrossentropy
     from doodle.models import build_model
     from doodle.resume import TrainingState, reopen_live
-    from doodle.training import EpochLog, LiveLog, TrainParams, make_optimizer
+    from doodle.training import TrainParams, make_optimizer
 
     if "unfixed" in mods:  # how tf_dataset was: TensorFlow's 128 KiB mmap threshold stays
         doodle.datasets.restore_malloc_thresholds = lambda: False

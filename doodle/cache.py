@@ -3,6 +3,11 @@
 Training reads these directly; the full Kaggle set at 64x64x1 is ~204 GB, far larger than RAM,
 so nothing here ever loads a whole array: shards are rendered row group by row group into an
 ``np.lib.format.open_memmap`` and read back with ``mmap_mode="r"``.
+
+Image shards (the pixel sources: digits, numpy_bitmap) pass through into the same format, fitted
+to ``render.size`` and ``render.channels`` by :func:`doodle.images.fit_images`; their manifest
+adds ``"content": "images"``. They need the cache for training (``render.train_cache: true``):
+training on the fly draws strokes, and image shards have none.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .params import require
+from .images import fit_images
+from .params import ParamError, require
 from .raster import RenderParams, render
-from .shards import iter_shard_batches, read_classes, read_manifest
+from .shards import iter_image_batches, iter_shard_batches, read_classes, read_manifest
 from .workers import fork_map
 
 
@@ -57,21 +63,30 @@ def _files(prefix: Path) -> dict[str, Path]:
     return {k: prefix.with_name(f"{prefix.name}.{k}.npy") for k in ("images", "labels", "keys")}
 
 
-def _render_one(shard_path: Path, prefix: Path, rows: int, raster: RenderParams, progress) -> dict:
-    """Render the first ``rows`` drawings of one shard into ``prefix``.{images,labels,keys}.npy."""
+def _render_one(
+    shard_path: Path, prefix: Path, rows: int, raster: RenderParams, progress, image_shape: tuple | None = None
+) -> dict:
+    """Render the first ``rows`` drawings of one shard into ``prefix``.{images,labels,keys}.npy
+    (or, for an image shard of ``image_shape`` images, fit them: :func:`doodle.images.fit_images`)."""
     files = _files(prefix)
     images = np.lib.format.open_memmap(files["images"], mode="w+", dtype=np.uint8, shape=(rows, *raster.shape()))
     labels = np.empty(rows, np.int16)
     keys = np.empty(rows, np.int64)
     done = blank = dots_only = 0
-    for lab, key, strokes in iter_shard_batches(shard_path, limit=rows):
+    if image_shape is None:
+        batches = iter_shard_batches(shard_path, limit=rows)
+    else:
+        batches = iter_image_batches(shard_path, tuple(image_shape), limit=rows)
+    for lab, key, content in batches:
         n = len(lab)
-        render(strokes, raster, out=images[done : done + n])
+        if image_shape is None:
+            render(content, raster, out=images[done : done + n])
+            dots_only += int((content.point_counts() == content.stroke_counts()).sum())
+        else:
+            fit_images(content, raster, out=images[done : done + n])
         labels[done : done + n] = lab
         keys[done : done + n] = key
         blank += int((images[done : done + n].reshape(n, -1).max(axis=1) == 0).sum())
-        pts, strk = strokes.point_counts(), strokes.stroke_counts()
-        dots_only += int((pts == strk).sum())
         done += n
         progress(n)
     images.flush()
@@ -84,6 +99,7 @@ def _render_one(shard_path: Path, prefix: Path, rows: int, raster: RenderParams,
 def plan(shard_dir: str | Path, cfg: CacheParams) -> list[dict]:
     """Which shards to render and how many rows each, from the shard manifest."""
     man = read_manifest(shard_dir)
+    require_cache_for_images(cfg.train_cache, man)
     train = man["train_shards"][: cfg.train_shards] if cfg.train_shards else man["train_shards"]
     if not cfg.train_cache:  # training draws its batches from the shards (doodle.stroke_stream)
         train = []
@@ -99,6 +115,16 @@ def plan(shard_dir: str | Path, cfg: CacheParams) -> list[dict]:
     return jobs
 
 
+def require_cache_for_images(train_cache: bool, shard_manifest: dict) -> None:
+    """``render.train_cache: false`` trains on strokes drawn on the fly; image shards have no
+    strokes, so refuse it for them with the one line that says what to set."""
+    if not train_cache and shard_manifest.get("content") == "images":
+        raise ParamError(
+            f"param render.train_cache: false draws training batches from strokes, but the shards hold images "
+            f"({shard_manifest.get('source_kind')} source): set render.train_cache: true"
+        )
+
+
 def cache_bytes(jobs: list[dict], raster: RenderParams) -> int:
     return sum(j["rows"] for j in jobs) * int(np.prod(raster.shape()))
 
@@ -111,6 +137,7 @@ def build_cache(shard_dir: str | Path, out_dir: str | Path, cfg: CacheParams, pr
     out.mkdir(parents=True, exist_ok=True)
     raster = cfg.raster()
     jobs = plan(shard_dir, cfg)
+    image_shape = read_manifest(shard_dir).get("image_shape")  # image shards (pixel sources)
     total = sum(j["rows"] for j in jobs)
     log(
         f"render: {len(jobs)} shards, {total:,} drawings at {raster.shape()} -> "
@@ -120,7 +147,8 @@ def build_cache(shard_dir: str | Path, out_dir: str | Path, cfg: CacheParams, pr
     with tqdm(total=total, unit="img", desc="render", disable=not progress) as bar:
         rendered = fork_map(
             lambda w, todo, tick: (
-                _render_one(shard_dir / j["shard"], out / j["prefix"], j["rows"], raster, tick) for j in todo
+                _render_one(shard_dir / j["shard"], out / j["prefix"], j["rows"], raster, tick, image_shape)
+                for j in todo
             ),
             jobs,
             workers,
@@ -139,6 +167,8 @@ def build_cache(shard_dir: str | Path, out_dir: str | Path, cfg: CacheParams, pr
         "blank_images": sum(r["blank"] for r in results.values()),
         "dots_only_drawings": sum(r["dots_only"] for r in results.values()),
     }
+    if image_shape is not None:  # stroke caches keep their manifest as it was (same bytes)
+        manifest["content"] = "images"
     # no timings in the output: the same shards and params give the same bytes, so DVC does not
     # retrain after a rerun that only took a different time
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -100,33 +100,6 @@ class BatchStream:
             at += len(rows)
         return x, y
 
-    def _batches(self, chunks, limit: int | None, keep_last: bool):
-        """The (images, labels, rows) pieces of each batch of ``batch_size`` rows, across buffer
-        boundaries, ``limit`` in all (gathered by the caller: a worker gathers only its own)."""
-        size = self.batch_size
-        carry, carried, steps = [], 0, 0
-        for images, labels, rows in chunks:
-            at = 0
-            if carried:
-                at = min(size - carried, len(rows))
-                carry.append((images, labels, rows[:at]))
-                carried += at
-                if carried < size:
-                    continue
-                yield carry
-                carry, carried, steps = [], 0, steps + 1
-                if limit is not None and steps >= limit:
-                    return
-            while at + size <= len(rows):
-                yield [(images, labels, rows[at : at + size])]
-                at, steps = at + size, steps + 1
-                if limit is not None and steps >= limit:
-                    return
-            if at < len(rows):
-                carry, carried = [(images, labels, rows[at:])], len(rows) - at
-        if keep_last and carried:
-            yield carry
-
     def epoch(self, epoch: int = 0, own: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Training (shuffle): exactly ``len(self)`` full batches, passes repeat as needed.
         Validation (no shuffle): one ordered pass, its last batch possibly short.
@@ -134,7 +107,7 @@ class BatchStream:
         With ``workers`` > 1 these are this worker's batches; ``own=False`` gives every batch of the
         stream instead, the same on every worker (for work all workers must agree on)."""
         if not self.shuffle:
-            yield from map(self._gather, self._batches(self._rows(0), self.steps, keep_last=True))
+            yield from map(self._gather, batch_pieces(self._rows(0), self.batch_size, self.steps, keep_last=True))
             return
 
         def passes():
@@ -143,7 +116,7 @@ class BatchStream:
                 yield from self._rows(epoch * 1_000_003 + p)
                 p += 1
 
-        batches = self._batches(passes(), self.steps * self.workers, keep_last=False)
+        batches = batch_pieces(passes(), self.batch_size, self.steps * self.workers, keep_last=False)
         yield from map(self._gather, share(batches, self.workers, self.worker) if own else batches)
 
     def forever(self, start_epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -151,6 +124,38 @@ class BatchStream:
         while True:
             yield from self.epoch(e)
             e += 1
+
+
+def batch_pieces(chunks, size: int, limit: int | None, keep_last: bool):
+    """Cut a stream of buffers into batches of ``size`` rows, ``limit`` batches in all.
+
+    ``chunks`` yields ``(data, labels, rows)``: a shuffled buffer and the order of its rows. Each
+    batch is yielded as the list of ``(data, labels, rows)`` pieces it takes from one or two buffers
+    (a batch may span a buffer boundary); the caller gathers them, so a worker gathers only its own
+    batches. Both streams use it: :class:`BatchStream` (images) and
+    :class:`doodle.stroke_stream.StrokeStream` (strokes), so they cut batches the same way."""
+    carry, carried, steps = [], 0, 0
+    for data, labels, rows in chunks:
+        at = 0
+        if carried:
+            at = min(size - carried, len(rows))
+            carry.append((data, labels, rows[:at]))
+            carried += at
+            if carried < size:
+                continue
+            yield carry
+            carry, carried, steps = [], 0, steps + 1
+            if limit is not None and steps >= limit:
+                return
+        while at + size <= len(rows):
+            yield [(data, labels, rows[at : at + size])]
+            at, steps = at + size, steps + 1
+            if limit is not None and steps >= limit:
+                return
+        if at < len(rows):
+            carry, carried = [(data, labels, rows[at:])], len(rows) - at
+    if keep_last and carried:
+        yield carry
 
 
 def check_share(workers: int, worker: int, shuffle: bool) -> None:

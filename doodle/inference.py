@@ -2,7 +2,9 @@
 trained with, and average over models and test-time augmentation.
 
 The render params come from the model's own metadata (written by the train stage from the
-cache it trained on), so a test drawing is drawn exactly as its training drawings were.
+cache it trained on), so a test drawing is drawn exactly as its training drawings were; test
+images of a pixel source (a Digit Recognizer ``test.csv``) are fitted to them the same way as
+the training images were (:func:`doodle.images.fit_images`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .images import fit_images
+from .pixel_sources import digit_header, iter_digit_rows
 from .raster import RenderParams, render
 from .sources import MALFORMED_ROW, SourceError, iter_test_blocks
 from .strokes import DRAWING_REASONS, StrokeBatch, parse_drawings
@@ -53,13 +57,26 @@ def predict_probs(
     models: list[TrainedModel], strokes: StrokeBatch, batch_size: int, tta_flip: bool, timing: Timing | None = None
 ) -> np.ndarray:
     """Mean class probabilities over ``models`` (and horizontal flips if ``tta_flip``)."""
+    return _mean_probs(models, lambda params: render(strokes, params), batch_size, tta_flip, timing)
+
+
+def predict_images(
+    models: list[TrainedModel], images: np.ndarray, batch_size: int, tta_flip: bool, timing: Timing | None = None
+) -> np.ndarray:
+    """:func:`predict_probs` for pixel images (n, H, W), fitted to each model's render params."""
+    return _mean_probs(models, lambda params: fit_images(images, params), batch_size, tta_flip, timing)
+
+
+def _mean_probs(models: list[TrainedModel], draw, batch_size: int, tta_flip: bool, timing: Timing | None):
+    """Mean probabilities over ``models`` of the images ``draw(render_params)`` (and their mirror
+    images if ``tta_flip``); members that share render params share the images."""
     timing = timing or Timing()
     total = None
     rendered: dict[RenderParams, np.ndarray] = {}
     for m in models:
         t0 = time.perf_counter()
-        if m.render not in rendered:  # members that share render params share the images
-            rendered[m.render] = render(strokes, m.render)
+        if m.render not in rendered:
+            rendered[m.render] = draw(m.render)
         images = rendered[m.render]
         t1 = time.perf_counter()
         probs = _predict(m.model, images, batch_size)
@@ -146,3 +163,31 @@ def _repeated(keys: list[str]) -> list[str]:
             repeated[k] = None
         seen.add(k)
     return list(repeated)
+
+
+def predict_digit_file(
+    models: list[TrainedModel],
+    path: str | Path,
+    batch_size: int,
+    tta_flip: bool,
+    block_bytes: int = 4 << 20,
+    timing: Timing | None = None,
+    progress=None,
+) -> TestPredictions:
+    """Stream a Digit Recognizer ``test.csv`` block by block, in file order: ``key_ids`` are the
+    ImageIds (the 1-based row numbers). A malformed row still gets a prediction, from a blank
+    image, and is counted by reason, as a malformed test drawing is."""
+    timing = timing or Timing()
+    shape = digit_header(path, labelled=False)
+    keys: list[int] = []
+    chunks, rejected = [], {}
+    for block in iter_digit_rows(path, False, shape, block_bytes):
+        for reason in block.reason[~block.ok]:
+            rejected[reason] = rejected.get(reason, 0) + 1
+        chunks.append(predict_images(models, block.images, batch_size, tta_flip, timing))
+        keys.extend(block.key_id.tolist())
+        if progress is not None:
+            progress(block.nbytes)
+    n_classes = len(models[0].classes)
+    probs = np.concatenate(chunks) if chunks else np.zeros((0, n_classes), np.float32)
+    return TestPredictions(keys, probs, rejected)

@@ -1,4 +1,4 @@
-"""Pictures for people: sample grids, galleries, curves and histograms as PNG files."""
+"""Pictures for people: sample grids, galleries, curves, histograms, embeddings and activation maps as PNGs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 
 
 def image_grid(
@@ -55,6 +56,82 @@ def binned_histogram(
     ax.set_ylabel("count")
     ax.set_title(title)
     ax.legend()
+    return _save(fig, path)
+
+
+LEGEND_MAX_CLASSES = 20  # above this, class names are written at their centroids instead of a legend
+
+
+def scatter_by_class(
+    points: np.ndarray, labels: np.ndarray, predicted: np.ndarray, classes: list[str], path: str | Path, title: str
+) -> Path:
+    """2-D ``points`` coloured by true class; misclassified points (``predicted != labels``) as x.
+    With few classes a legend names the colours; with many, each class's name is written at the
+    median of its points (a legend of 340 entries would hide the plot)."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    present = np.unique(labels)
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "turbo")
+    colour = {c: cmap(c % cmap.N if cmap.N < 256 else c / max(len(classes) - 1, 1)) for c in present.tolist()}
+    fig, ax = plt.subplots(figsize=(8, 7))
+    wrong = predicted != labels
+    for c in present.tolist():
+        for miss, marker, size in ((False, "o", 12), (True, "x", 20)):
+            sel = (labels == c) & (wrong == miss)
+            if sel.any():
+                ax.scatter(
+                    points[sel, 0], points[sel, 1], s=size, marker=marker, color=colour[c], alpha=0.6, linewidths=1
+                )
+    if len(classes) <= LEGEND_MAX_CLASSES:
+        handles = [
+            Line2D([], [], marker="o", linestyle="", color=colour[c], label=classes[c]) for c in present.tolist()
+        ] + [Line2D([], [], marker="x", linestyle="", color="0.3", label="misclassified")]
+        ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    else:
+        for c in present.tolist():
+            x, y = np.median(points[labels == c], axis=0)
+            ax.text(x, y, classes[c], fontsize=6, ha="center", va="center", alpha=0.85)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def activation_grid(
+    images: np.ndarray,
+    captions: list[str],
+    maps: list[np.ndarray],
+    layer_names: list[str],
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """For each of ``images`` (n, S, S, C) uint8: the image, then one row per layer of its channel
+    maps (``maps[l]`` is (n, H, W, K)), each map scaled to its own range (viridis)."""
+    n, channels = len(images), max(m.shape[-1] for m in maps)
+    rows = n * len(maps)
+    fig, axes = plt.subplots(rows, channels + 1, figsize=((channels + 1) * 1.1, rows * 1.15), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        first = axes[i * len(maps), 0]
+        img = images[i]
+        first.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        first.set_title(captions[i], fontsize=7)
+        for j, (m, name) in enumerate(zip(maps, layer_names)):
+            row = axes[i * len(maps) + j]
+            row[1].set_title(name, fontsize=6, loc="left")
+            for k in range(m.shape[-1]):
+                row[k + 1].imshow(m[i, ..., k], cmap="viridis", interpolation="nearest")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def message_figure(text: str, path: str | Path) -> Path:
+    """A small picture holding one line of text: for a report that has nothing to show, so every
+    declared output still exists and says why it is empty."""
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, transform=ax.transAxes)
     return _save(fig, path)
 
 

@@ -29,6 +29,8 @@ SECTIONS = {
     "render": "doodle.cache:CacheParams",
     "train": "doodle.training:TrainParams",
     "predict": "stages.predict:PredictParams",
+    "baseline": "doodle.baseline:BaselineParams",
+    "evaluate": "doodle.views:ViewParams",
 }
 
 #: Sections and keys a recipe may not set: they describe the data and the run, not the method.

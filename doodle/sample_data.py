@@ -7,6 +7,7 @@ stroke now and then) and written as ``train_simplified/<word>.csv``, ``test_simp
 ``sample_submission.csv``, plus ``test_labels.csv`` with the true test labels (Kaggle keeps
 those secret; here they let the default run score its own submission). Everything follows from
 the seed. A small share of deliberately broken rows exercises the quarantine downstream.
+``sample.kind: digits`` writes a Digit Recognizer folder instead (doodle.sample_digits).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import sample_digits
 from .params import require
 
 Poly = np.ndarray  # (k, 2) float points in roughly [-1, 1]
@@ -222,19 +224,31 @@ def draw(word: str, rng: np.random.Generator) -> list[list[list[int]]]:
     return out
 
 
+KINDS = ("doodles", "digits")
+
+
 @dataclass
 class SampleParams:
-    """params.yaml section ``sample``."""
+    """params.yaml section ``sample``. ``kind`` picks the data set: ``doodles`` (Quick, Draw!
+    layout, this module) or ``digits`` (Digit Recognizer layout, doodle.sample_digits)."""
 
     seed: int = 42
     classes: list[str] | None = None
     train_per_class: int = 1500
     test_per_class: int = 50
     corrupt_fraction: float = 0.002
+    kind: str = "doodles"
 
     def validate(self, where: str = "sample") -> None:
-        unknown = sorted(set(self.classes or []) - set(SHAPES))
-        require(not unknown, f"{where}.classes", f"unknown class(es) {unknown}; available: {sorted(SHAPES)}")
+        require(self.kind in KINDS, f"{where}.kind", f"{self.kind!r} is not one of {', '.join(KINDS)}")
+        available = self.available()
+        unknown = sorted(set(self.classes or []) - set(available))
+        require(
+            not unknown,
+            f"{where}.classes",
+            f"unknown {self.kind} class(es) {unknown}; available: {available}"
+            + (" (as strings, e.g. ['3', '8'])" if self.kind == "digits" else ""),
+        )
         require(
             self.train_per_class >= 1 and self.test_per_class >= 0,
             where,
@@ -242,8 +256,11 @@ class SampleParams:
         )
         require(0 <= self.corrupt_fraction < 0.5, f"{where}.corrupt_fraction", "must be in [0, 0.5)")
 
+    def available(self) -> list[str]:
+        return list(sample_digits.DIGITS) if self.kind == "digits" else sorted(SHAPES)
+
     def class_names(self) -> list[str]:
-        return sorted(self.classes or SHAPES)
+        return sorted(self.classes or self.available())
 
 
 def _corrupt(row: list, rng, kind: str, other_word: str) -> list:
@@ -279,8 +296,13 @@ CORRUPTIONS = [
 ]
 
 
-def generate(out_dir: str | Path, cfg: SampleParams) -> dict:
-    """Write the sample data set under ``out_dir``; return counts per file kind."""
+def generate(out_dir: str | Path, cfg: SampleParams, progress: Callable[[int], object] | None = None) -> dict:
+    """Write the sample data set of ``cfg.kind`` under ``out_dir``; return counts per file kind.
+    ``progress(n)`` is told of every ``n`` drawings made, ``(train_per_class + test_per_class) *
+    classes`` in all."""
+    if cfg.kind == "digits":
+        return sample_digits.generate(out_dir, cfg, progress)
+    progress = progress or (lambda n: None)
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
@@ -325,6 +347,7 @@ def generate(out_dir: str | Path, cfg: SampleParams) -> dict:
                 rows[int(i)] = _corrupt(rows[int(i)], rng, kind, words[(words.index(w) + 1) % len(words)])
             n_bad += 1
         n_train += len(rows)
+        progress(cfg.train_per_class)
         with (out / "train_simplified" / f"{w}.csv").open("w", newline="") as fh:
             wr = csv.writer(fh)
             wr.writerow(header)
@@ -335,6 +358,7 @@ def generate(out_dir: str | Path, cfg: SampleParams) -> dict:
         for w in words
         for _ in range(cfg.test_per_class)
     ]
+    progress(len(test))
     test = [test[i] for i in rng.permutation(len(test))]
     with (out / "test_simplified.csv").open("w", newline="") as fh:
         wr = csv.writer(fh)

@@ -6,6 +6,10 @@ each row to the Arrow spill file of its shard, chosen by a stable hash of its ke
 (:func:`doodle.shards.shard_of`). Pass 2 (:mod:`doodle.shuffle`) orders each shard by a second,
 seeded hash and drops repeated key_ids.
 
+Pixel sources (:mod:`doodle.pixel_sources`) take the same two passes with image rows
+(:mod:`doodle.pixel_sharding`, :func:`doodle.shards.image_layout`): their rows are checked, not
+parsed, and their manifest says ``"content": "images"`` and the ``image_shape``.
+
 Both passes run in ``workers`` forked processes (class files in pass 1, shards in pass 2), and
 the result is byte-identical for any number of them: rows carry their input position
 (``seq``), and every order is decided by key hashes and ``seq``, never by which worker was
@@ -31,8 +35,10 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from .params import require
-from .shards import SPILL_SCHEMA, Quarantine, join_quarantine, shard_name, shard_of
-from .shuffle import ShuffleSpec, grouped, write_shard
+from .pixel_sharding import shard_pixel_file
+from .pixel_sources import PIXEL_REASONS, check_class_keys, image_shape
+from .shards import SPILL_SCHEMA, STROKES, Layout, Quarantine, image_layout, join_quarantine, shard_name, shard_of
+from .shuffle import ShuffleSpec, append_to_spills, write_shard
 from .sources import MALFORMED_ROW, ROW_REASONS, TRAIN_COLUMNS, Source, clean_block, iter_class_blocks
 from .strokes import DRAWING_REASONS
 from .workers import fork_map, limit_heap_retention
@@ -100,6 +106,8 @@ class _Job:
     classes: list[str]
     spill_dir: Path
     parts_dir: Path
+    layout: Layout = STROKES
+    image_shape: tuple[int, int] | None = None  # pixel sources
 
 
 def write_shards(source: Source, out_dir: str | Path, cfg: ShardParams, progress: bool = True) -> dict:
@@ -128,9 +136,15 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
     if out.exists():
         shutil.rmtree(out)
     job = _Job(source, cfg, source.classes, out / "_spill", out / "_parts")
+    files = source.input_files()
+    if source.pixels:
+        require(not cfg.recognized_only, "shard.recognized_only", f"{source.kind} sources have no recognized flag")
+        job.image_shape = image_shape(source.kind, files)
+        job.layout = image_layout(job.image_shape)
+        check_class_keys(job.classes)
     job.spill_dir.mkdir(parents=True)
     job.parts_dir.mkdir()
-    workers = max(1, min(cfg.resolved_workers(), len(job.classes)))
+    workers = max(1, min(cfg.resolved_workers(), len(files)))
     stats = {
         "rows_in": 0,
         "rows_out": 0,
@@ -143,9 +157,9 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
     rejected: dict[str, int] = {}
 
     # ---- pass 1: stream, clean, route to shard spills (biggest files first: the last to finish are short)
-    order = sorted(range(len(job.classes)), key=lambda i: -source.class_files[job.classes[i]].stat().st_size)
-    total_bytes = sum(p.stat().st_size for p in source.class_files.values())
-    if workers > 1:
+    order = sorted(range(len(files)), key=lambda i: -files[i].stat().st_size)
+    total_bytes = sum(p.stat().st_size for p in files)
+    if workers > 1 and not source.pixels:
         _warm_up()
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="shard: read", disable=not progress) as bar:
         read = fork_map(
@@ -162,7 +176,7 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
             stats["filtered_unrecognized"] += file_stats["filtered_unrecognized"]
             stats["truncated_classes"] += file_stats["truncated"]
             if file_stats["rows_in"] == 0:
-                name = source.class_files[job.classes[file_stats["index"]]]
+                name = files[file_stats["index"]]
                 stats["empty_class_files"].append(name.name)
                 log.warning("class file %s is empty", name)
             for r, c in file_stats["rejected"].items():
@@ -172,7 +186,7 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
 
     # ---- pass 2: order each shard by its seeded key, drop duplicates, write parquet
     spec = ShuffleSpec(
-        job.classes, job.spill_dir, job.parts_dir, cfg.seed, int(cfg.memory_mb * 2**20), cfg.row_group_rows
+        job.classes, job.spill_dir, job.parts_dir, cfg.seed, int(cfg.memory_mb * 2**20), cfg.row_group_rows, job.layout
     )
     rows_per_shard = [0] * cfg.count
     per_class = np.zeros(len(job.classes), np.int64)
@@ -209,6 +223,8 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
         "rows_per_shard": rows_per_shard,
         "num_classes": len(job.classes),
     }
+    if source.pixels:  # stroke manifests stay as they were: their shards are byte-identical
+        manifest.update(content="images", image_shape=list(job.image_shape))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     with (out / "classes.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -217,7 +233,8 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
 
     seconds = time.perf_counter() - t0
     stats["rows_out"] = int(sum(rows_per_shard))
-    stats["rejected"] = {r: rejected.get(r, 0) for r in [*DRAWING_REASONS.values(), *ROW_REASONS]}
+    reasons = PIXEL_REASONS if source.pixels else [*DRAWING_REASONS.values(), *ROW_REASONS]
+    stats["rejected"] = {r: rejected.get(r, 0) for r in reasons}
     stats["rejected_total"] = int(sum(rejected.values()))
     stats["rows_per_shard"] = rows_per_shard
     stats["rows_per_class"] = {w: int(c) for w, c in zip(job.classes, per_class)}
@@ -238,8 +255,9 @@ def _read_files(job: _Job, indices, worker: int, on_bytes):
     closed at the end; yield each file's counts."""
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     try:
+        shard_file = shard_pixel_file if job.image_shape is not None else _shard_file
         for index in indices:
-            yield _shard_file(job, index, writers, f"w{worker:03d}", on_bytes)
+            yield shard_file(job, index, writers, f"w{worker:03d}", on_bytes)
     finally:
         for w in writers.values():
             w.close()
@@ -312,8 +330,4 @@ def _route(block, keep, index, seq0, cfg, writers, spill_dir, prefix) -> None:
         ],
         schema=SPILL_SCHEMA,
     )
-    for s, part in grouped(batch, shard_of(key_id, cfg.count), cfg.count):
-        w = writers.get(s)
-        if w is None:
-            w = writers[s] = pa.ipc.new_stream(spill_dir / f"{s:03d}-{prefix}.arrow", SPILL_SCHEMA)
-        w.write_batch(part)
+    append_to_spills(batch, shard_of(key_id, cfg.count), cfg.count, writers, spill_dir, prefix)

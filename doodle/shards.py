@@ -2,6 +2,10 @@
 file, and reading shards back. Writing them is :mod:`doodle.sharding` (pass 1) and
 :mod:`doodle.shuffle` (pass 2).
 
+A shard holds either drawings as strokes (:data:`STROKES`) or, for the pixel sources, images
+(:func:`image_layout`: one ``image`` column of H x W bytes a row); both share key_id, word and
+label, the sharding and the shuffle.
+
 A drawing's shard depends only on its key_id (and the shard count), so adding data never moves
 an existing drawing, and the validation shards stay the validation shards.
 """
@@ -10,7 +14,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +52,67 @@ SHARD_SCHEMA = pa.schema(
     ]
 )
 QUARANTINE_COLUMNS = ["word", "key_id", "reason", "drawing"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a shard holds besides key_id, word and label: ``columns``, copied from the spill."""
+
+    spill_schema: pa.Schema
+    shard_schema: pa.Schema
+    columns: tuple[str, ...]
+    dictionary_columns: tuple[str, ...]  # parquet dictionary encoding
+    describe: Callable[[pa.Table, np.ndarray], list[str]]  # rows as text, for the quarantine
+
+
+def _describe_strokes(table: pa.Table, rows: np.ndarray) -> list[str]:
+    strokes = StrokeBatch.from_arrow(*(table[c] for c in STROKE_COLUMNS)).take(rows)
+    return [strokes_json(strokes, j) for j in range(len(rows))]
+
+
+def _describe_images(table: pa.Table, rows: np.ndarray) -> list[str]:
+    images = image_array(table["image"].take(pa.array(rows)))
+    return [",".join(map(str, img.ravel().tolist())) for img in images]
+
+
+STROKES = Layout(
+    SPILL_SCHEMA,
+    SHARD_SCHEMA,
+    ("countrycode", "recognized", "timestamp", *STROKE_COLUMNS),
+    ("word", "countrycode"),
+    _describe_strokes,
+)
+
+
+def image_layout(shape: tuple[int, int]) -> Layout:
+    """Image shards of ``shape`` (H, W) images: key_id, word, label, image (H*W bytes, row-major)."""
+    image = ("image", pa.binary(int(shape[0]) * int(shape[1])))
+    return Layout(
+        pa.schema([("key_id", pa.int64()), ("label", pa.int16()), image, ("seq", pa.int64())]),
+        pa.schema([("key_id", pa.int64()), ("word", SHARD_SCHEMA.field("word").type), ("label", pa.int16()), image]),
+        ("image",),
+        ("word",),
+        _describe_images,
+    )
+
+
+def image_column(images: np.ndarray) -> pa.Array:
+    """(n, H, W) uint8 -> a fixed-size binary column, one image a value, without a copy."""
+    images = np.ascontiguousarray(images, np.uint8)
+    n, width = len(images), int(np.prod(images.shape[1:]))
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(images)])
+
+
+def image_array(column, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A fixed-size binary column back to (n, H, W) uint8 (square images unless ``shape``)."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    width = column.type.byte_width
+    if shape is None:
+        side = math.isqrt(width)
+        shape = (side, width // side)
+    data = np.frombuffer(column.buffers()[1], np.uint8)
+    start = column.offset * width
+    return data[start : start + len(column) * width].reshape(len(column), *shape)
 
 
 def shard_name(i: int) -> str:
@@ -145,3 +213,17 @@ def iter_shard_batches(path: str | Path, limit: int | None = None):
             t["key_id"].to_numpy(),
             StrokeBatch.from_arrow(*(t[c] for c in STROKE_COLUMNS)),
         )
+
+
+def iter_image_batches(path: str | Path, shape: tuple[int, int], limit: int | None = None):
+    """(labels int64, key_ids int64, images (n, H, W) uint8) per row group of an image shard."""
+    pf = pq.ParquetFile(path)
+    done = 0
+    for g in range(pf.num_row_groups):
+        if limit is not None and done >= limit:
+            return
+        t = pf.read_row_group(g, columns=["key_id", "label", "image"])
+        if limit is not None and done + t.num_rows > limit:
+            t = t.slice(0, limit - done)
+        done += t.num_rows
+        yield t["label"].to_numpy().astype(np.int64), t["key_id"].to_numpy(), image_array(t["image"], shape)

@@ -5,6 +5,9 @@ uniform random key *is* a uniform shuffle; it makes the order independent of fil
 puts duplicate key_ids next to each other, so they are found in shard-sized memory. A shard
 larger than the memory budget is first split into key-range buckets that are each sorted
 alone; concatenated in order, they equal the full sort.
+
+The shard's content columns come from its :class:`doodle.shards.Layout` (strokes, or images for
+the pixel sources); the order and the duplicate handling are the same for both.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .shards import SHARD_SCHEMA, SPILL_SCHEMA, Quarantine, order_key, shard_name, strokes_json
-from .strokes import STROKE_COLUMNS, StrokeBatch
+from .shards import STROKES, Layout, Quarantine, order_key, shard_name
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,12 @@ class ShuffleSpec:
     seed: int
     budget_bytes: int  # memory for one bucket
     row_group_rows: int
+    layout: Layout = STROKES
 
 
 def write_shard(spec: ShuffleSpec, shard: int) -> dict:
     """Shuffle one shard's spills, drop duplicate key_ids, write its parquet file; its counts."""
-    classes = spec.classes
+    classes, layout = spec.classes, spec.layout
     quarantine = Quarantine(spec.parts_dir / f"dups-{shard:05d}.csv")
     per_class = np.zeros(len(classes), np.int64)
     dictionary = pa.array(classes, pa.string())
@@ -42,13 +45,13 @@ def write_shard(spec: ShuffleSpec, shard: int) -> dict:
     n_out = 0
     with pq.ParquetWriter(
         spec.spill_dir.parent / shard_name(shard),
-        SHARD_SCHEMA,
+        layout.shard_schema,
         compression="snappy",
-        use_dictionary=["word", "countrycode"],
+        use_dictionary=list(layout.dictionary_columns),
         write_statistics=["key_id", "label"],
     ) as writer:
-        for table, order in _ordered_buckets(spills, spec.seed, spec.budget_bytes):
-            order = _drop_duplicates(table, order, quarantine, classes)
+        for table, order in _ordered_buckets(spills, spec.seed, spec.budget_bytes, layout):
+            order = _drop_duplicates(table, order, quarantine, classes, layout)
             labels = table["label"].to_numpy()
             per_class += np.bincount(labels[order], minlength=len(classes))
             # gather one row group at a time: memory holds the bucket plus one row group
@@ -60,12 +63,9 @@ def write_shard(spec: ShuffleSpec, shard: int) -> dict:
                             "key_id": part["key_id"],
                             "word": pa.DictionaryArray.from_arrays(part["label"].combine_chunks(), dictionary),
                             "label": part["label"],
-                            "countrycode": part["countrycode"],
-                            "recognized": part["recognized"],
-                            "timestamp": part["timestamp"],
-                            **{c: part[c] for c in STROKE_COLUMNS},
+                            **{c: part[c] for c in layout.columns},
                         },
-                        schema=SHARD_SCHEMA,
+                        schema=layout.shard_schema,
                     )
                 )
             n_out += len(order)
@@ -83,7 +83,17 @@ def grouped(data, group: np.ndarray, groups: int):
         yield int(g), data.slice(bounds[g], bounds[g + 1] - bounds[g])
 
 
-def _ordered_buckets(spills: list[Path], seed: int, budget_bytes: int):
+def append_to_spills(batch, shards: np.ndarray, count: int, writers: dict, spill_dir: Path, prefix: str) -> None:
+    """Pass 1: append each shard's rows of ``batch`` to this reader's spill file of that shard
+    (``writers``: shard -> open stream, opened here on the first rows)."""
+    for s, part in grouped(batch, shards, count):
+        w = writers.get(s)
+        if w is None:
+            w = writers[s] = pa.ipc.new_stream(spill_dir / f"{s:03d}-{prefix}.arrow", batch.schema)
+        w.write_batch(part)
+
+
+def _ordered_buckets(spills: list[Path], seed: int, budget_bytes: int, layout: Layout = STROKES):
     """Yield a shard's rows (from all its spill files) bucket by bucket, each bucket within
     ``budget_bytes``, as (table, order): ``order`` sorts the table by (order key, key_id, seq)."""
     size = sum(p.stat().st_size for p in spills)
@@ -93,7 +103,7 @@ def _ordered_buckets(spills: list[Path], seed: int, budget_bytes: int):
     else:  # split by key range into buckets that each fit the memory budget
         stem = spills[0].name.split("-")[0]
         paths = [spills[0].with_name(f"{stem}.b{b:04d}.arrow") for b in range(k)]
-        writers = [pa.ipc.new_stream(p, SPILL_SCHEMA) for p in paths]
+        writers = [pa.ipc.new_stream(p, layout.spill_schema) for p in paths]
         for spill in spills:
             for table in _coalesced(spill, budget_bytes // 4):
                 key = order_key(table["key_id"].to_numpy(), seed)
@@ -135,7 +145,9 @@ def _coalesced(spill: Path, chunk_bytes: int):
         yield pa.Table.from_batches(pending)
 
 
-def _drop_duplicates(table: pa.Table, order: np.ndarray, quarantine: Quarantine, classes) -> np.ndarray:
+def _drop_duplicates(
+    table: pa.Table, order: np.ndarray, quarantine: Quarantine, classes, layout: Layout = STROKES
+) -> np.ndarray:
     """``order`` without repeats of a key_id (kept: the first in input order, which the sort put
     first); the repeats go to the quarantine."""
     key_id = table["key_id"].to_numpy()[order]
@@ -144,10 +156,9 @@ def _drop_duplicates(table: pa.Table, order: np.ndarray, quarantine: Quarantine,
     if not dup.any():
         return order
     gone = order[dup]
-    strokes = StrokeBatch.from_arrow(*(table[c] for c in STROKE_COLUMNS)).take(gone)
     labels = table["label"].to_numpy()[gone]
     quarantine.add(
-        (classes[int(lab)], str(int(k)), "duplicate_key_id", strokes_json(strokes, j))
-        for j, (lab, k) in enumerate(zip(labels, key_id[dup]))
+        (classes[int(lab)], str(int(k)), "duplicate_key_id", text)
+        for lab, k, text in zip(labels, key_id[dup], layout.describe(table, gone))
     )
     return order[~dup]

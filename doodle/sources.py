@@ -1,4 +1,6 @@
-"""Input data sources: Kaggle's CSV folder, Google's ndjson folder, and the embedded sample.
+"""Input data sources: Kaggle's CSV folder, Google's ndjson folder, and the embedded sample, and
+which layout a folder holds (:func:`resolve_source`, also for the pixel sources of
+:mod:`doodle.pixel_sources`: a Digit Recognizer folder and numpy_bitmap files).
 
 Every reader streams: a class file is read in blocks of about ``block_bytes`` so memory never
 depends on the size of the input (Kaggle's train set is 340 files, 49.7M rows, ~24 GB).
@@ -20,6 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .errors import UserError
+from .params import require
+from .pixel_sources import DIGIT_CLASSES
 from .strokes import DRAWING_REASONS, OK, StrokeBatch, parse_drawings
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,14 @@ TEST_COLUMNS = ["key_id", "countrycode", "drawing"]
 #: Why a row is rejected, besides its drawing (:data:`doodle.strokes.DRAWING_REASONS`).
 ROW_REASONS = ("bad_key_id", "word_mismatch", "bad_recognized", "duplicate_key_id", "malformed_csv_row")
 MALFORMED_ROW = "malformed_csv_row"  # a line the CSV parser could not split into the file's columns
+#: The layouts a data.source folder can hold, each with what identifies it.
+KINDS = {
+    "kaggle": "a Kaggle Quick Draw folder (train_simplified/<word>.csv and test_simplified.csv)",
+    "ndjson": "a folder of Google simplified <word>.ndjson files",
+    "digits": "a Kaggle Digit Recognizer folder (train.csv, test.csv)",
+    "numpy_bitmap": "a folder of Google numpy_bitmap <word>.npy files",
+}
+PIXEL_KINDS = ("digits", "numpy_bitmap")
 
 
 class SourceError(UserError, ValueError):
@@ -41,6 +53,11 @@ class DataParams:
     """params.yaml section ``data``: the input folder (see :func:`resolve_source`)."""
 
     source: str = "data/sample"
+    kind: str = "auto"  # auto (detected) | kaggle | ndjson | digits | numpy_bitmap
+
+    def validate(self, where: str = "data") -> None:
+        kinds = ["auto", *KINDS]
+        require(self.kind in kinds, f"{where}.kind", f"must be one of {', '.join(kinds)}, got {self.kind!r}")
 
 
 @dataclass
@@ -48,17 +65,29 @@ class Source:
     """A resolved input folder: its layout and its class files, sorted by class name."""
 
     root: Path
-    kind: str  # "kaggle" or "ndjson"
-    class_files: dict[str, Path]  # word -> file
+    kind: str  # one of KINDS
+    class_files: dict[str, Path]  # word -> file (none for digits: train.csv holds every class)
     skipped: list[str] = field(default_factory=list)
 
     @property
     def classes(self) -> list[str]:
-        return sorted(self.class_files)
+        return list(DIGIT_CLASSES) if self.kind == "digits" else sorted(self.class_files)
+
+    @property
+    def pixels(self) -> bool:
+        """Whether the drawings are images already (image shards), not strokes."""
+        return self.kind in PIXEL_KINDS
+
+    def input_files(self) -> list[Path]:
+        """What the shard stage reads, in order: one file a class, or the digits' one train.csv."""
+        return [self.root / "train.csv"] if self.kind == "digits" else [self.class_files[c] for c in self.classes]
 
     @property
     def test_file(self) -> Path | None:
-        p = self.root / "test_simplified.csv"
+        """The test set to predict, if the folder has one (numpy_bitmap folders never do)."""
+        if self.kind == "numpy_bitmap":
+            return None
+        p = self.root / ("test.csv" if self.kind == "digits" else "test_simplified.csv")
         return p if p.is_file() else None
 
     @property
@@ -67,13 +96,11 @@ class Source:
         return p if p.is_file() else None
 
 
-def resolve_source(source: str | Path) -> Source:
-    """Find which layout ``source`` holds; fail naming the path and what was expected."""
+def resolve_source(source: str | Path, kind: str = "auto") -> Source:
+    """Find which layout ``source`` holds (or check it holds ``kind``); fail naming the path and
+    what was expected. A folder that matches several layouts needs ``data.kind``."""
     root = SAMPLE_DIR if str(source) == "sample" else Path(source)
-    expected = (
-        "a Kaggle folder (train_simplified/<word>.csv and test_simplified.csv) "
-        "or a folder of Google simplified <word>.ndjson files"
-    )
+    expected = " or ".join(KINDS.values()) if kind == "auto" else KINDS[kind]
     if not root.exists():
         raise SourceError(
             f"data.source: {root} does not exist; expected {expected}"
@@ -81,13 +108,28 @@ def resolve_source(source: str | Path) -> Source:
         )
     if not root.is_dir():
         raise SourceError(f"data.source: {root} is not a folder; expected {expected}")
-    train_dir = root / "train_simplified"
-    if train_dir.is_dir():
-        kind, folder, suffix = "kaggle", train_dir, ".csv"
-    elif any(root.glob("*.ndjson")):
-        kind, folder, suffix = "ndjson", root, ".ndjson"
-    else:
+    found = [
+        k
+        for k, present in (
+            ("kaggle", (root / "train_simplified").is_dir()),
+            ("digits", (root / "train.csv").is_file()),
+            ("numpy_bitmap", any(root.glob("*.npy"))),
+            ("ndjson", any(root.glob("*.ndjson"))),
+        )
+        if present
+    ]
+    if kind == "auto" and len(found) > 1:
+        raise SourceError(f"data.source: {root} holds several layouts ({', '.join(found)}); set data.kind to one")
+    if kind != "auto" and kind not in found:
+        raise SourceError(f"data.source: {root} is not {expected} (data.kind: {kind})")
+    if not found:
         raise SourceError(f"data.source: {root} holds neither layout; expected {expected}")
+    kind = found[0] if kind == "auto" else kind
+    if kind == "digits":
+        return Source(root, kind, {})
+    folder, suffix = {"kaggle": (root / "train_simplified", ".csv"), "ndjson": (root, ".ndjson")}.get(
+        kind, (root, ".npy")
+    )
     files, skipped = {}, []
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix == suffix and not path.name.startswith("."):

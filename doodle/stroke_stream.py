@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from .augment import StrokeAugmentParams, sample
-from .datasets import check_share
+from .datasets import batch_pieces, check_share
 from .raster import RenderParams, render
 from .shards import read_manifest
 from .strokes import STROKE_COLUMNS, StrokeBatch
@@ -225,33 +225,6 @@ class StrokeStream:
         if pending is not None:
             yield _finish(pending)
 
-    def _batches(self, chunks, limit: int | None, keep_last: bool):
-        """The (strokes, labels, rows) pieces of each batch of ``batch_size`` rows, across buffer
-        boundaries, ``limit`` batches in all (the same walk as BatchStream's)."""
-        size = self.batch_size
-        carry, carried, steps = [], 0, 0
-        for strokes, labels, rows in chunks:
-            at = 0
-            if carried:
-                at = min(size - carried, len(rows))
-                carry.append((strokes, labels, rows[:at]))
-                carried += at
-                if carried < size:
-                    continue
-                yield carry
-                carry, carried, steps = [], 0, steps + 1
-                if limit is not None and steps >= limit:
-                    return
-            while at + size <= len(rows):
-                yield [(strokes, labels, rows[at : at + size])]
-                at, steps = at + size, steps + 1
-                if limit is not None and steps >= limit:
-                    return
-            if at < len(rows):
-                carry, carried = [(strokes, labels, rows[at:])], len(rows) - at
-        if keep_last and carried:
-            yield carry
-
     def epoch(self, epoch: int = 0, own: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Training (shuffle): exactly ``len(self)`` full batches, passes repeat as needed.
         Validation (no shuffle): one ordered pass, its last batch possibly short.
@@ -260,7 +233,7 @@ class StrokeStream:
         stream instead, the same on every worker (for work all workers must agree on)."""
         rng = np.random.default_rng([self.seed, epoch, _AUGMENT_STREAM]) if self.augment is not None else None
         if not self.shuffle:
-            yield from self._drawn(self._batches(self._rows(0), self.steps, keep_last=True), rng)
+            yield from self._drawn(batch_pieces(self._rows(0), self.batch_size, self.steps, keep_last=True), rng)
             return
 
         def passes():
@@ -270,7 +243,9 @@ class StrokeStream:
                 p += 1
 
         limit = self.steps * self.workers
-        yield from self._drawn(self._batches(passes(), limit, keep_last=False), rng, own and self.workers > 1)
+        yield from self._drawn(
+            batch_pieces(passes(), self.batch_size, limit, keep_last=False), rng, own and self.workers > 1
+        )
 
     def forever(self, start_epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         e = start_epoch

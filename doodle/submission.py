@@ -2,6 +2,9 @@
 
 Format: ``key_id,word`` where ``word`` is the three most likely labels, best first, separated by
 spaces, with spaces inside a label written as ``_`` (``The_Eiffel_Tower``).
+
+The Digit Recognizer's format is ``ImageId,Label``: one digit per test row, ImageId counting the
+rows of test.csv from 1, in order (:func:`write_digit_submission` and its checks).
 """
 
 from __future__ import annotations
@@ -35,16 +38,18 @@ def write_submission(path: str | Path, key_ids: list[str], top3: np.ndarray, cla
     return path
 
 
-def write_top_k(path: str | Path, key_ids: list[str], probs: np.ndarray, classes: list[str], k: int) -> Path:
+def write_top_k(
+    path: str | Path, key_ids: list, probs: np.ndarray, classes: list[str], k: int, key: str = "key_id"
+) -> Path:
     """The ``k`` best labels and their probabilities per row, as parquet (for blending and
-    stacking: ``key_id, label_1, prob_1, ... label_k, prob_k``)."""
+    stacking: ``key_id, label_1, prob_1, ... label_k, prob_k``; ``ImageId`` first for digits)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     k = min(k, len(classes))
     order = top_k(probs, k)
     names = np.array([kaggle_label(c) for c in classes], dtype=object)
-    cols = {"key_id": pa.array(key_ids, pa.string())}
+    cols = {key: pa.array(key_ids, pa.string() if key == "key_id" else pa.int64())}
     for j in range(k):
         cols[f"label_{j + 1}"] = pa.array(names[order[:, j]].tolist(), pa.string())
         cols[f"prob_{j + 1}"] = pa.array(np.take_along_axis(probs, order[:, j : j + 1], 1)[:, 0])
@@ -87,6 +92,80 @@ def validate_submission(path: str | Path, expected_key_ids: list[str], classes: 
     if problems:
         raise SubmissionError(f"{path}: " + "; ".join(problems))
     return len(rows)
+
+
+def write_digit_submission(path: str | Path, image_ids: list[int], top1: np.ndarray, classes: list[str]) -> Path:
+    """Kaggle's Digit Recognizer file: ``ImageId,Label``, one label (a class name: a digit) a row."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["ImageId", "Label"])
+        w.writerows(zip(image_ids, (classes[int(c)] for c in top1)))
+    return path
+
+
+def validate_digit_submission(path: str | Path, rows: int) -> int:
+    """Check ``path`` is what Kaggle takes for a test.csv of ``rows`` rows: the header, ImageIds
+    1..rows in order, and a label 0-9 in every row; raise SubmissionError listing what is wrong."""
+    problems: list[str] = []
+    with Path(path).open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header != ["ImageId", "Label"]:
+            problems.append(f"header is {header}, expected ['ImageId', 'Label']")
+        body = list(reader)
+    if len(body) != rows:
+        problems.append(f"{len(body)} rows, expected {rows} (one per test.csv row)")
+    wrong_id = [i for i, r in enumerate(body, 1) if not r or r[0] != str(i)]
+    if wrong_id:
+        problems.append(f"{len(wrong_id)} row(s) whose ImageId is not its row number, e.g. row {wrong_id[0]}")
+    bad = [r for r in body if len(r) != 2 or r[1] not in {str(d) for d in range(10)}]
+    if bad:
+        problems.append(f"{len(bad)} row(s) without one label 0-9, e.g. {bad[0]!r}")
+    if problems:
+        raise SubmissionError(f"{path}: " + "; ".join(problems))
+    return len(body)
+
+
+def score_digits(labels_path: str | Path, submission: str | Path, probs: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy of a digits submission against a ``test_labels.csv`` (``ImageId,Label``), and
+    MAP@3 of the probabilities (row ``i`` is ImageId ``i + 1``); every answer must be scored."""
+    truth = _read_csv_pairs(labels_path, ["ImageId", "Label"])
+    guesses = _read_csv_pairs(submission, ["ImageId", "Label"])
+    index = {c: i for i, c in enumerate(classes)}
+    missing = [k for k in truth if k not in guesses]
+    unknown = sorted({v for v in truth.values() if v not in index})
+    if missing or unknown:
+        raise SubmissionError(
+            f"{labels_path}: "
+            + (f"{len(missing)} labelled ImageId(s) not in the test set, e.g. {missing[:3]}" if missing else "")
+            + ("; " if missing and unknown else "")
+            + (f"labels {unknown[:5]} are not classes of the model" if unknown else "")
+        )
+    ids = np.array([int(k) for k in truth]) - 1
+    labels = np.array([index[v] for v in truth.values()])
+    return {
+        "test_accuracy": float(np.mean([guesses[k] == v for k, v in truth.items()])) if truth else 0.0,
+        "test_map_at_3": map_at_3(labels, np.asarray(probs)[ids]),
+        "test_labelled_rows": len(truth),
+    }
+
+
+def _read_csv_pairs(path: str | Path, header: list[str]) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"labels file not found: {path}")
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        first = next(reader, None)
+        if first != header:
+            raise SubmissionError(f"{path}: header is {first}, expected {header}")
+        rows = [r for r in reader if r]
+    bad = [r for r in rows if len(r) != 2 or not r[0].strip().isdigit() or int(r[0]) < 1]
+    if bad:
+        raise SubmissionError(f"{path}: {len(bad)} row(s) not of the form <ImageId>,<Label>, e.g. {bad[0]!r}")
+    return {str(int(r[0])): r[1].strip() for r in rows}
 
 
 def balance(probs: np.ndarray, iterations: int = 50, rate: float = 0.5, tol: float = 0.01) -> np.ndarray:

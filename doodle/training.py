@@ -1,4 +1,7 @@
-"""Training: devices, optimizers, params and the per-epoch logging around ``model.fit``.
+"""Training: params, devices and distribution strategies, optimizers and schedules.
+
+The callbacks around ``model.fit`` (epoch lines, DVCLive rows, progress, time budget) are in
+:mod:`doodle.callbacks`.
 
 Resumption lives in :mod:`doodle.resume`: after every epoch the complete state of the run is saved
 (weights, optimizer, random seeds, best score, early-stopping and learning-rate counters), so a killed
@@ -11,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 
 import keras
@@ -295,116 +297,6 @@ def make_optimizer(cfg: TrainParams, steps_per_epoch: int):
         "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True),
         "rmsprop": keras.optimizers.RMSprop,
     }[cfg.optimizer](learning_rate=lr)
-
-
-class _Timed(keras.callbacks.Callback):
-    """Times each epoch, for the images/s of the DVCLive row and of the printed line."""
-
-    def __init__(self, images_per_epoch: int):
-        super().__init__()
-        self.images = images_per_epoch
-        self.t0 = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.t0 = time.perf_counter()
-
-    def elapsed(self) -> tuple[float, float]:
-        """(seconds, images/s) since the epoch began."""
-        seconds = time.perf_counter() - self.t0
-        return seconds, self.images / seconds if seconds else 0.0
-
-
-class LiveLog(_Timed):
-    """One DVCLive row per epoch (metrics, learning rate, images/s) for `dvc plots` / `dvc metrics`.
-
-    Put it before ``TrainingState``: a row is then never missing after a kill, and a row whose epoch
-    was not saved is dropped on resume (``doodle.resume.reopen_live``).
-    """
-
-    def __init__(self, live, images_per_epoch: int):
-        super().__init__(images_per_epoch)
-        self.live = live
-
-    def on_epoch_end(self, epoch, logs=None):
-        # The rate this epoch trained with. ReduceLROnPlateau (first in the list) has already logged it,
-        # before lowering it for the next epoch; for the other schedules it is read here. Set in `logs`
-        # itself, so the saved history and the printed line show the same value.
-        logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
-        for k, v in logs.items():
-            split = "val" if k.startswith("val_") else "train"
-            self.live.log_metric(f"{split}/{k.removeprefix('val_')}", float(v))
-        self.live.log_metric("images_per_s", self.elapsed()[1])
-        self.live.next_step()
-
-
-class EpochLog(_Timed):
-    """The ``epoch i/N done:`` line. Put it after ``TrainingState``: a printed epoch survives a kill."""
-
-    def __init__(self, images_per_epoch: int, epochs: int, printer=print):
-        super().__init__(images_per_epoch)
-        self.epochs = epochs
-        self.printer = printer
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds, speed = self.elapsed()
-        lr = logs.get("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
-        shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k != "learning_rate")
-        self.printer(
-            f"epoch {epoch + 1}/{self.epochs} done: {shown} lr={lr:.2e} {seconds:.1f}s {speed:,.0f} img/s",
-            flush=True,
-        )
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stop at an epoch end when the next epoch would end past ``budget_s`` seconds of training.
-
-    The clock starts when ``fit`` starts (this process's training: a resumed run gets the budget
-    anew). The next epoch is estimated as the longest epoch so far, leaving out the first one
-    (tracing and warm-up) once there are others, so the estimate errs long. Each epoch is measured
-    from one epoch end to the next, so validation and the other callbacks' work count too. Put it
-    before ``TrainingState``, so a stop is saved with the epoch. One epoch always runs: an epoch
-    longer than the whole budget overruns it (a warning says so); keep epochs well below the budget.
-    """
-
-    def __init__(self, budget_s: float, clock=time.perf_counter, printer=print):
-        super().__init__()
-        self.budget_s = float(budget_s)
-        self.clock = clock
-        self.printer = printer
-        self.t0 = self.last = 0.0
-        self.durations: list[float] = []
-        self.elapsed_s = 0.0  # from the start of training to the end of the last epoch
-        self.stopped_epoch: int | None = None  # 0-based epoch after which the budget stopped training
-
-    def on_train_begin(self, logs=None):
-        self.t0 = self.last = self.clock()
-        self.durations = []
-        self.elapsed_s = 0.0
-        self.stopped_epoch = None
-
-    def next_epoch_s(self) -> float:
-        """The estimated length of the next epoch, in seconds."""
-        return max(self.durations[1:] or self.durations)
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = self.clock()
-        self.durations.append(now - self.last)
-        self.last = now
-        elapsed = self.elapsed_s = now - self.t0
-        if elapsed > self.budget_s:
-            self.printer(
-                f"WARNING time budget: epoch {epoch + 1} ended at {elapsed:.0f}s, past the {self.budget_s:.0f}s "
-                "budget: shorten the epochs (train.steps_per_epoch)",
-                flush=True,
-            )
-        if elapsed + self.next_epoch_s() > self.budget_s:
-            self.stopped_epoch = epoch
-            self.model.stop_training = True
-            self.printer(
-                f"time budget: stopping after epoch {epoch + 1}: {elapsed:.0f}s trained, the next epoch "
-                f"(~{self.next_epoch_s():.0f}s) would end past the {self.budget_s:.0f}s budget",
-                flush=True,
-            )
 
 
 def steps_for(rows: int, batch: int) -> int:

@@ -5,6 +5,9 @@ reports/ (per-class accuracy worst first, confusion data for `dvc plots`, most-c
 gallery of mistakes, confidence histograms). The split is streamed in batches, so memory does not
 grow with its size (see doodle.analysis); reports/confusion.csv holds the first
 doodle.analysis.SAMPLE_ROWS validation drawings (a uniform sample: the shards are shuffled).
+reports/embedding.png and reports/activations.png show what the network sees (doodle.views,
+params section ``evaluate``): its penultimate features of the first ``evaluate.embedding_samples``
+validation drawings in 2-D, and its first conv layers' activations for a few of them.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from doodle.analysis import ErrorAnalysis, analyse_split
+from doodle.analysis import ErrorAnalysis, analyse_split, iter_batches
 from doodle.cache import open_split, read_cache_manifest
 from doodle.errors import UserError
 from doodle.inference import TrainedModel, _predict
+from doodle.params import load_section, read_params
 from doodle.plots import binned_histogram, image_grid
+from doodle.views import ViewParams, write_views
 from stages import _cli
 
 CACHE = Path("data/cache")
@@ -30,6 +35,8 @@ BATCH = 512
 
 def main(argv=None) -> None:
     args = _cli.parser(__doc__).parse_args(argv)
+    _cli.setup_logging()
+    views = load_section(ViewParams, "evaluate", read_params(args.params))
     model = TrainedModel.load(MODEL)
     cache = read_cache_manifest(CACHE)
     if cache["render"] != model.render.to_dict():
@@ -51,6 +58,12 @@ def main(argv=None) -> None:
         f"evaluate: val MAP@3 {metrics['val_map_at_3']:.4f}, top-1 {metrics['val_top1']:.4f}, "
         f"top-3 {metrics['val_top3']:.4f} on {result.rows:,} drawings; worst: "
         + ", ".join(f"{classes[i]} {accuracy[i]:.2f}" for i in ranked[:5])
+    )
+    seen = write_views(model.model, iter_batches(val, BATCH), classes, views, REPORTS)
+    print(
+        f"evaluate: {seen['embedding']} embedding of {seen['embedding_points']:,} drawings "
+        f"({seen['embedding_seconds']:.1f}s), activations of {seen['activation_layers']} conv layers "
+        f"-> {REPORTS / 'embedding.png'}, {REPORTS / 'activations.png'}"
     )
 
 

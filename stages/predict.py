@@ -2,6 +2,11 @@
 
 Also writes the top-k probabilities (parquet, for blending) and, when the source has answers
 (the embedded sample's test_labels.csv), the test MAP@3.
+
+A Digit Recognizer source gets Kaggle's ``ImageId,Label`` file instead (test.csv read in order:
+ImageId is the row number), scored for accuracy and MAP@3 when a test_labels.csv is present. A
+source without a test set (numpy_bitmap, an ndjson folder) has nothing to submit: the stage says
+so, writes no submission, and removes one left by an earlier source.
 """
 
 from __future__ import annotations
@@ -13,10 +18,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from doodle.inference import Timing, TrainedModel, predict_test_file
+from doodle.inference import Timing, TrainedModel, predict_digit_file, predict_test_file
 from doodle.params import ParamError, load_section, read_params, require
-from doodle.sources import DataParams, resolve_source
-from doodle.submission import balance, score_submission, top3, validate_submission, write_submission, write_top_k
+from doodle.pixel_sources import DIGIT_CLASSES
+from doodle.sources import DataParams, Source, resolve_source
+from doodle.submission import (
+    balance,
+    score_digits,
+    score_submission,
+    top3,
+    validate_digit_submission,
+    validate_submission,
+    write_digit_submission,
+    write_submission,
+    write_top_k,
+)
 from stages import _cli
 
 SUBMISSION = Path("submissions/submission.csv")
@@ -58,14 +74,21 @@ def main(argv=None) -> None:
     _cli.setup_logging()
     params = read_params(args.params)
     cfg = load_section(PredictParams, "predict", params)
-    source = resolve_source(load_section(DataParams, "data", params).source)
+    data = load_section(DataParams, "data", params)
+    source = resolve_source(data.source, data.kind)
     if source.test_file is None:
-        raise FileNotFoundError(f"{source.root}/test_simplified.csv not found: predict needs Kaggle's test file")
+        if source.kind == "kaggle":
+            raise FileNotFoundError(f"{source.root}/test_simplified.csv not found: predict needs Kaggle's test file")
+        no_test_set(source)
+        return
     models = [TrainedModel.load(p) for p in cfg.models]
     classes = models[0].classes
     for m in models[1:]:
         if m.classes != classes:
             raise ParamError(f"predict.models: {m.path} was trained on other classes than {models[0].path}")
+    if source.kind == "digits":
+        predict_digits(source, models, cfg, args.quiet)
+        return
 
     t0 = time.perf_counter()
     timing = Timing()
@@ -111,6 +134,78 @@ def main(argv=None) -> None:
     print(
         f"predict: {len(keys):,} rows -> {SUBMISSION} (valid; balanced={do_balance}, tta={cfg.tta_flip}, "
         f"{len(models)} model(s)) in {seconds:.1f}s, rendering {timing.render_s:.2f}s{score}"
+    )
+
+
+def no_test_set(source: Source) -> None:
+    """Nothing to predict: say so, and leave no submission (an earlier source's would pretend to
+    be this one's). metrics/test.json is empty; reports/test.json says why."""
+    for stale in (SUBMISSION, PROBS):
+        if stale.exists():
+            stale.unlink()
+            log.info("removed %s: it was written for an earlier data.source", stale)
+    SUBMISSION.parent.mkdir(parents=True, exist_ok=True)
+    _cli.write_metrics(
+        "test",
+        {"test_rows": 0, "test_set": None, "source_kind": source.kind},
+        headline=("test_map_at_3", "test_accuracy"),
+    )
+    print(f"predict: {source.root} has no test set ({source.kind}); nothing to submit")
+
+
+def predict_digits(source: Source, models: list[TrainedModel], cfg: PredictParams, quiet: bool) -> None:
+    """Kaggle's Digit Recognizer submission: one ``ImageId,Label`` row per test.csv row, in order."""
+    if models[0].classes != DIGIT_CLASSES:
+        raise ParamError(
+            f"predict.models: {models[0].path} was trained on classes {models[0].classes[:5]}..., "
+            f"not the digits 0-9 of {source.root}: rerun train on this data.source"
+        )
+    t0 = time.perf_counter()
+    timing = Timing()
+    size = source.test_file.stat().st_size
+    with tqdm(total=size, unit="B", unit_scale=True, desc="predict", disable=quiet) as bar:
+        result = predict_digit_file(
+            models,
+            source.test_file,
+            cfg.batch_size,
+            cfg.tta_flip,
+            cfg.block_mb << 20,
+            timing,
+            progress=lambda n: bar.update(min(n, size - bar.n)),
+        )
+    ids, probs, rejected = result.key_ids, result.probs, result.rejected
+    if rejected:
+        log.warning("%d malformed test row(s) predicted from a blank image: %s", sum(rejected.values()), rejected)
+    # The digits test set is not balanced by design (Quick Draw's is): balancing only when asked.
+    do_balance = cfg.balance == "on"
+    if do_balance:
+        probs = balance(probs)
+    write_digit_submission(SUBMISSION, ids, probs.argmax(axis=1), DIGIT_CLASSES)
+    validate_digit_submission(SUBMISSION, len(ids))
+    write_top_k(PROBS, ids, probs, DIGIT_CLASSES, cfg.top_k_saved, key="ImageId")
+    seconds = time.perf_counter() - t0
+    metrics = {
+        "test_rows": len(ids),
+        "malformed_rows": sum(rejected.values()),
+        "malformed_reasons": rejected,
+        "balanced": do_balance,
+        "tta_flip": cfg.tta_flip,
+        "models": len(models),
+        "seconds": round(seconds, 2),
+        "render_seconds": round(timing.render_s, 2),
+        "model_seconds": round(timing.model_s, 2),
+    }
+    if source.test_labels_file is not None:
+        metrics.update(score_digits(source.test_labels_file, SUBMISSION, probs, DIGIT_CLASSES))
+    _cli.write_metrics("test", metrics, headline=("test_accuracy", "test_map_at_3"))
+    score = (
+        f", test accuracy {metrics['test_accuracy']:.4f}, MAP@3 {metrics['test_map_at_3']:.4f}"
+        if "test_accuracy" in metrics
+        else ""
+    )
+    print(
+        f"predict: {len(ids):,} rows -> {SUBMISSION} (ImageId,Label; valid; {len(models)} model(s), "
+        f"tta={cfg.tta_flip}) in {seconds:.1f}s{score}"
     )
 
 

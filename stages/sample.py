@@ -1,8 +1,11 @@
-"""Stage `sample`: generate the embedded default data set in Kaggle's layout (data/sample)."""
+"""Stage `sample`: generate the embedded data set in Kaggle's layout (data/sample): Quick, Draw!
+doodles by default, or Digit Recognizer digits with ``sample.kind: digits``."""
 
 from __future__ import annotations
 
 import time
+
+from tqdm import tqdm
 
 from doodle.params import load_section, read_params
 from doodle.sample_data import SampleParams, generate
@@ -14,9 +17,11 @@ def main(argv=None) -> None:
     args = _cli.parser(__doc__).parse_args(argv)
     cfg = load_section(SampleParams, "sample", read_params(args.params))
     t0 = time.perf_counter()
-    counts = generate(SAMPLE_DIR, cfg)
+    total = (cfg.train_per_class + cfg.test_per_class) * len(cfg.class_names())
+    with tqdm(total=total, unit="drawing", desc=f"sample {cfg.kind}", disable=args.quiet) as bar:
+        counts = generate(SAMPLE_DIR, cfg, bar.update)
     print(
-        f"sample: {counts['classes']} classes, {counts['train_rows']:,} train rows "
+        f"sample ({cfg.kind}): {counts['classes']} classes, {counts['train_rows']:,} train rows "
         f"({counts['corrupted_rows']} deliberately broken), {counts['test_rows']:,} test rows "
         f"-> {SAMPLE_DIR} in {time.perf_counter() - t0:.1f}s"
     )

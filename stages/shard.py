@@ -18,10 +18,11 @@ def main(argv=None) -> None:
     params = read_params(args.params)
     data = load_section(DataParams, "data", params)
     cfg = load_section(ShardParams, "shard", params)
-    source = resolve_source(data.source)
+    source = resolve_source(data.source, data.kind)
+    content = "image shards" if source.pixels else "shards"
     print(
         f"shard: {source.kind} source {source.root} with {len(source.classes)} classes -> "
-        f"{cfg.count} shards in {OUT}, {min(cfg.resolved_workers(), len(source.classes))} worker process(es)"
+        f"{cfg.count} {content} in {OUT}, {min(cfg.resolved_workers(), len(source.input_files()))} worker process(es)"
     )
     stats = write_shards(source, OUT, cfg, progress=not args.quiet)
     details = {k: stats[k] for k in ("rows_in", "rows_out", "rejected_total", "seconds", "rows_per_s", "workers")}

@@ -27,17 +27,14 @@ import numpy as np
 
 from doodle.batchnorm import ChanceWatch, RecalibrateBatchNorm, batchnorm_layers
 from doodle.cache import CacheParams, open_split, read_cache_manifest
+from doodle.callbacks import EpochLog, LiveLog, StepProgress, TimeBudget
 from doodle.datasets import BatchStream, tf_dataset
+from doodle.inputs import CACHE, fit_data, training_stream
 from doodle.metrics import MapAt3, SmoothedSparseCrossentropy
 from doodle.models import build_model
 from doodle.params import ParamError, load_section, read_params
 from doodle.resume import TrainingState, reopen_live
-from doodle.shards import read_manifest
-from doodle.stroke_stream import StrokeStream, shard_paths
 from doodle.training import (
-    EpochLog,
-    LiveLog,
-    TimeBudget,
     TrainParams,
     Worker,
     cluster_worker,
@@ -46,8 +43,6 @@ from doodle.training import (
 )
 from stages import _cli
 
-CACHE = Path("data/cache")
-SHARDS = Path("data/shards")
 MODEL = Path("models/model.keras")
 META = Path("models/model.json")
 BACKUP = Path("models/backup")
@@ -66,7 +61,7 @@ def main(argv=None) -> None:
     worker = cluster_worker(cfg.strategy)  # TF_CONFIG checked before anything starts
     strategy, device = device_strategy(cfg.mixed_precision, cfg.strategy)  # before TensorFlow runs anything
     if worker.chief:
-        train_model(cfg, render_cfg, strategy, device, worker, Path("."))
+        train_model(cfg, render_cfg, strategy, device, worker, Path("."), progress=not args.quiet)
         return
     # Not the chief: the same training, its files in a scratch directory (see the module doc).
     scratch = Path(tempfile.mkdtemp(prefix=f"doodle-train-worker{worker.index}-"))
@@ -76,7 +71,15 @@ def main(argv=None) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def train_model(cfg: TrainParams, render_cfg: CacheParams, strategy, device: str, worker: Worker, out: Path) -> None:
+def train_model(
+    cfg: TrainParams,
+    render_cfg: CacheParams,
+    strategy,
+    device: str,
+    worker: Worker,
+    out: Path,
+    progress: bool = False,
+) -> None:
     """Train and write the outputs under ``out`` (the project for the chief, a scratch directory else)."""
     model_path, meta_path, backup, live_dir = (out / p for p in (MODEL, META, BACKUP, LIVE))
     keras.utils.set_random_seed(cfg.seed)
@@ -167,6 +170,7 @@ def train_model(cfg: TrainParams, render_cfg: CacheParams, strategy, device: str
         state,
         EpochLog(images, cfg.epochs),
         ChanceWatch(len(classes)),
+        StepProgress(len(train), batch, cfg.epochs, cfg.time_budget_s, bar=progress),
     ]
     if cfg.bn_recalibration_batches and batchnorm_layers(model):
         callbacks.insert(0, recalibration)
@@ -228,73 +232,6 @@ def train_model(cfg: TrainParams, render_cfg: CacheParams, strategy, device: str
         f"train: best val MAP@3 {metrics['val_map_at_3']:.4f}, top-1 {metrics['val_accuracy']:.4f}, "
         f"top-3 {metrics['val_top3']:.4f} after {epochs_run} epochs in {seconds:.0f}s -> {MODEL}"
     )
-
-
-def fit_data(strategy, worker: Worker, stream, start_epoch: int = 0):
-    """What ``model.fit`` reads ``stream`` from: a tf.data.Dataset, which Keras splits over the
-    replicas of this machine; with several workers, each worker's own dataset, of this worker's
-    batches (``stream`` yields only those), split over its replicas and neither sharded again by
-    tf.data (a Python generator cannot be sharded by file) nor re-batched across workers.
-
-    Repeated, for validation too (``validation_steps`` ends each pass, and every epoch starts a new
-    iterator at the first batch): under a distribution strategy Keras 3 peeks at a batch of the
-    previous epoch's validation iterator before it starts the next one, which must not be exhausted.
-    """
-    if worker.count == 1:
-        return tf_dataset(stream, repeat=True, start_epoch=start_epoch)
-    per_replica = stream.batch_size * worker.count // strategy.num_replicas_in_sync
-
-    def dataset(context):
-        if context.num_input_pipelines != worker.count:
-            raise RuntimeError(f"{context.num_input_pipelines} input pipelines for {worker.count} TF_CONFIG workers")
-        ds = tf_dataset(stream, repeat=True, start_epoch=start_epoch)
-        return ds.rebatch(per_replica) if per_replica < stream.batch_size else ds  # one piece per local replica
-
-    return strategy.distribute_datasets_from_function(dataset)
-
-
-def training_stream(cfg: TrainParams, render_cfg: CacheParams, cache: dict, batch: int, worker: Worker | None = None):
-    """(stream, what it reads): the render cache's training images, or with
-    ``render.train_cache: false`` batches drawn on the fly from the training shards, with the
-    same render params as the cache (so the same images without stroke augmentation).
-    ``batch`` is this worker's batch; the stream yields this worker's share of the steps."""
-    worker = worker or Worker()
-    if render_cfg.train_cache:
-        if cfg.stroke_augment_params.any():
-            raise ParamError(
-                "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
-            )
-        stream = BatchStream(
-            open_split(CACHE, "train"),
-            batch,
-            shuffle=True,
-            seed=cfg.seed,
-            steps=cfg.steps_per_epoch,
-            block_rows=cfg.shuffle_block_rows,
-            buffer_blocks=cfg.shuffle_buffer_blocks,
-            workers=worker.count,
-            worker=worker.index,
-        )
-        return stream, "cache"
-    raster = render_cfg.raster()
-    if raster.to_dict() != cache["render"]:
-        raise ParamError(f"render params {raster.to_dict()} differ from {CACHE}'s {cache['render']}: rerun render")
-    stream = StrokeStream(
-        shard_paths(SHARDS, "train", render_cfg.train_shards),
-        raster,
-        batch,
-        shuffle=True,
-        seed=cfg.seed,
-        steps=cfg.steps_per_epoch,
-        buffer_groups=cfg.stroke_buffer_groups,
-        augment=cfg.stroke_augment_params,
-        max_per_shard=render_cfg.max_per_shard,
-        threads=cfg.render_threads,
-        workers=worker.count,
-        worker=worker.index,
-    )
-    source = {"shards": read_manifest(SHARDS), "train_shards": render_cfg.train_shards}
-    return stream, {**source, "max_per_shard": render_cfg.max_per_shard}
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ TINY = {
     "render": {"size": 32, "workers": 1},
     "train": {"epochs": 2, "batch_size": 32, "steps_per_epoch": 3, "width": 0.125},
     "predict": {"batch_size": 64},
+    "evaluate": {"embedding": "pca"},  # t-SNE is the default view; PCA keeps the tests quick
 }
 
 

@@ -222,6 +222,7 @@ def test_evaluate_stage_on_a_synthetic_cache(tmp_path, monkeypatch):
     model.save(tmp_path / "models" / "model.keras")
     (tmp_path / "models" / "model.json").write_text(json.dumps({"classes": classes, "render": render}))
 
+    (tmp_path / "params.yaml").write_text("evaluate:\n  embedding: pca\n")  # the stage's only params section
     monkeypatch.chdir(tmp_path)
     evaluate.main(["--quiet"])
     ev = json.loads((tmp_path / "reports" / "eval.json").read_text())
@@ -243,7 +244,7 @@ def test_evaluate_stage_on_a_synthetic_cache(tmp_path, monkeypatch):
     ]
     assert rows("confused_pairs.csv")[1:] == [[classes[a], classes[b], str(c)] for a, b, c in ref["pairs"]]
     assert rows("confusion.csv")[1:] == [[classes[a], classes[b]] for a, b in zip(*ref["confusion"])]
-    for png in ("confidence.png", "misclassified.png"):
+    for png in ("confidence.png", "misclassified.png", "embedding.png", "activations.png"):
         assert (tmp_path / "reports" / png).stat().st_size > 1000
 
     manifest["render"] = {**render, "line_width": 8.0}  # a cache drawn differently from the model's training

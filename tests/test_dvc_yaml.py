@@ -83,11 +83,13 @@ def test_the_closure_sees_imports_inside_functions():
 
 
 def sections():
+    from doodle.baseline import BaselineParams
     from doodle.cache import CacheParams
     from doodle.sample_data import SampleParams
     from doodle.sharding import ShardParams
     from doodle.sources import DataParams
     from doodle.training import TrainParams
+    from doodle.views import ViewParams
     from stages.predict import PredictParams
 
     return {
@@ -97,10 +99,12 @@ def sections():
         "render": CacheParams,
         "train": TrainParams,
         "predict": PredictParams,
+        "baseline": BaselineParams,
+        "evaluate": ViewParams,
     }
 
 
-@pytest.mark.parametrize("section", ["data", "sample", "shard", "render", "train", "predict"])
+@pytest.mark.parametrize("section", ["data", "sample", "shard", "render", "train", "predict", "baseline", "evaluate"])
 def test_code_defaults_equal_params_yaml(section):
     cls = sections()[section]
     params = yaml.safe_load((REPO / "params.yaml").read_text())[section]

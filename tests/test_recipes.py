@@ -115,7 +115,7 @@ class FakeModel:
 
 def budget_run(budget, epoch_seconds):
     """Feed TimeBudget epochs of the given lengths (fake time); the epochs it lets run to their end."""
-    from doodle.training import TimeBudget
+    from doodle.callbacks import TimeBudget
 
     clock, said = FakeClock(), []
     cb = TimeBudget(budget, clock=clock, printer=lambda *a, **k: said.append(a[0]))

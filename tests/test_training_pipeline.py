@@ -69,12 +69,12 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path):
             shutil.copy(src, proj / path)
     write_params(proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3}})
     first = _ran(_dvc(["repro"], proj))
-    assert first == ["sample", "shard", "render", "train", "predict", "evaluate"]
+    assert first == ["sample", "shard", "render", "train", "predict", "baseline", "evaluate"]
     assert _ran(_dvc(["repro"], proj)) == []
     write_params(
         proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3}, "render": {"line_width": 8}}
     )
-    assert _ran(_dvc(["repro"], proj)) == ["render", "train", "predict", "evaluate"]
+    assert _ran(_dvc(["repro"], proj)) == ["render", "train", "predict", "baseline", "evaluate"]
     metrics = _dvc(["metrics", "show"], proj)
     assert "val_map_at_3" in metrics and "test_map_at_3" in metrics
 

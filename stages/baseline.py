@@ -1,0 +1,52 @@
+"""Stage `baseline`: a classical PCA + SVM on a bounded sample of the training images, scored on the
+validation split the network is scored on.
+
+metrics/baseline.json holds val MAP@3, top-1 and top-3 under the keys metrics/eval.json uses, so
+`dvc metrics show` prints the baseline's figures in the network's columns; reports/baseline.json holds
+the rest (rows, components, explained variance, support vectors, timings, per-class top-1). See
+doodle.baseline for the sampling, the features and why the PCA is not whitened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from doodle.baseline import BaselineParams, run
+from doodle.cache import CacheParams
+from doodle.params import load_section, read_params
+from stages import _cli
+
+CACHE = Path("data/cache")
+SHARDS = Path("data/shards")  # the training drawings with render.train_cache: false
+HEADLINE = ("val_map_at_3", "val_top1", "val_top3")
+
+
+def main(argv=None) -> None:
+    args = _cli.parser(__doc__).parse_args(argv)
+    params = read_params(args.params)
+    cfg = load_section(BaselineParams, "baseline", params)
+    render_cfg = load_section(CacheParams, "render", params)
+    bars = []
+
+    def progress(desc: str, total: int):
+        bars.append(tqdm(total=total, unit="img", desc=desc, disable=args.quiet))
+        return bars[-1].update
+
+    try:
+        values = run(CACHE, SHARDS, cfg, render_cfg, progress, log=lambda line: print(line, flush=True))
+    finally:
+        for bar in bars:
+            bar.close()
+    _cli.write_metrics("baseline", values, headline=HEADLINE)
+    print(
+        f"baseline: val MAP@3 {values['val_map_at_3']:.4f}, top-1 {values['val_top1']:.4f}, "
+        f"top-3 {values['val_top3']:.4f} on {values['val_rows']:,} drawings; fit {values['fit_seconds']:.1f}s on "
+        f"{values['train_rows']:,} rows ({values['explained_variance']:.0%} of the variance in "
+        f"{values['pca_components']} components), predict {values['predict_seconds']:.1f}s"
+    )
+
+
+if __name__ == "__main__":
+    _cli.run(main)

@@ -1,0 +1,178 @@
+"""The evaluate stage's views (doodle.views): the embedding of penultimate features and the conv
+activation maps, for every architecture, any class count, 1 or 3 channels, and a model without convs."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from doodle.analysis import iter_batches
+from doodle.cache import open_split
+from doodle.models import build_model
+from doodle.params import ParamError, from_mapping
+from doodle.plots import scatter_by_class
+from doodle.views import ACTIVATION_LAYERS, ViewParams, conv_model, embed, sample_views, write_views
+from tests.conftest import write_params
+
+
+def batches_of(images, labels, size, consumed=None):
+    for a in range(0, len(labels), size):
+        if consumed is not None:
+            consumed.append(a)
+        yield images[a : a + size], labels[a : a + size]
+
+
+def synthetic(n, classes, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *shape), dtype=np.uint8), rng.integers(0, classes, n).astype(np.int16)
+
+
+def test_trained_model_views_from_the_evaluate_stage(rendered, tmp_path, monkeypatch, capsys):
+    """Train the tiny sample model, run the stage: both PNGs are written, and the embedding holds
+    exactly the first ``embedding_samples`` validation drawings."""
+    proj = tmp_path / "p"
+    shutil.copytree(rendered, proj)
+    monkeypatch.chdir(proj)
+    from stages import evaluate, train
+
+    write_params(
+        Path("params.yaml"), {"evaluate": {"embedding": "tsne", "embedding_samples": 50, "activation_images": 3}}
+    )
+    train.main(["--quiet"])
+    capsys.readouterr()
+    evaluate.main(["--quiet"])
+    out = capsys.readouterr().out
+    assert "t-SNE embedding of 50 drawings" in out and "activations of 3 conv layers" in out
+    for png in ("embedding.png", "activations.png"):
+        assert (Path("reports") / png).stat().st_size > 5000
+    assert set(json.loads(Path("reports/eval.json").read_text())) == {
+        "val_map_at_3",
+        "val_top1",
+        "val_top3",
+        "val_rows",
+    }
+
+    from doodle.inference import TrainedModel
+
+    model = TrainedModel.load("models/model.keras")
+    val = open_split("data/cache", "val")
+    labels = val.all_labels()
+    consumed = []
+
+    def counted():
+        for batch in iter_batches(val, 16):
+            consumed.append(len(batch[1]))
+            yield batch
+
+    emb, examples = sample_views(model.model, counted(), 40, 3, "pca")
+    assert emb.points.shape == (40, 2) and emb.method == "PCA"
+    assert np.array_equal(emb.labels, labels[:40])  # the first rows, in cache order
+    assert sum(consumed) < 40 + 16  # stops reading once it has the sample
+    assert len({lab for _, lab in examples}) == 3  # images of different classes
+    emb, _ = sample_views(model.model, iter_batches(val, 16), 10_000, 3, "pca")
+    assert len(emb.points) == val.rows  # a sample larger than the split takes the whole split
+
+
+@pytest.mark.parametrize(
+    "name,shape",
+    [("cnn", (32, 32, 3)), ("seed_cnn", (32, 32, 1)), ("mobilenet", (32, 32, 1)), ("efficientnet", (32, 32, 3))],
+)
+def test_activation_taps_equal_the_conv_layers_outputs(name, shape):
+    """The first Conv2D outputs, reached inside a nested backbone too, equal that layer's own output."""
+    keras.utils.set_random_seed(0)
+    model = build_model(name, shape, 7, width=0.25)
+    taps, names = conv_model(model)
+    assert len(names) == ACTIVATION_LAYERS
+    x, _ = synthetic(2, 7, shape)
+    got = [np.asarray(t) for t in taps(x, training=False)]
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    inner = nested[0] if nested else model
+    for layer_name, g in zip(names, got):
+        layer = inner.get_layer(layer_name)
+        assert isinstance(layer, keras.layers.Conv2D)
+        if nested:  # the backbone's own graph, fed the rescaled image (the input head)
+            ref = keras.Model(inner.input, layer.output)(x.astype(np.float32) / 255, training=False)
+        else:
+            ref = keras.Model(model.input, layer.output)(x, training=False)
+        np.testing.assert_allclose(g, np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_model_without_conv_layers_skips_the_activations_cleanly(tmp_path, caplog):
+    model = build_model("mlp", (32, 32, 1), 5, width=0.25)
+    images, labels = synthetic(60, 5, (32, 32, 1))
+    with caplog.at_level(logging.INFO, logger="doodle.views"):
+        seen = write_views(model, batches_of(images, labels, 25), list("abcde"), ViewParams(30, "pca", 4), tmp_path)
+    assert seen["activation_layers"] == 0 and seen["embedding_points"] == 30
+    assert any("has no Conv2D layer" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "activations.png").stat().st_size > 1000 and (tmp_path / "embedding.png").stat().st_size > 5000
+
+
+def test_many_classes_and_three_channels(tmp_path):
+    """40 classes (names at centroids, no legend), 3 channels; an empty split still writes both files."""
+    keras.utils.set_random_seed(0)
+    classes = [f"class {i}" for i in range(40)]
+    model = build_model("cnn", (32, 32, 3), len(classes), width=0.125)
+    images, labels = synthetic(120, len(classes), (32, 32, 3))
+    seen = write_views(model, batches_of(images, labels, 50), classes, ViewParams(60, "pca", 2), tmp_path)
+    assert seen == {
+        "embedding": "PCA",
+        "embedding_points": 60,
+        "embedding_seconds": seen["embedding_seconds"],
+        "activation_layers": ACTIVATION_LAYERS,
+        "activation_images": 2,
+    }
+    assert (tmp_path / "embedding.png").stat().st_size > 5000 and (tmp_path / "activations.png").stat().st_size > 5000
+    empty = write_views(model, iter([]), classes, ViewParams(), tmp_path / "empty")
+    assert empty["embedding_points"] == 0 and {p.name for p in (tmp_path / "empty").iterdir()} == {
+        "embedding.png",
+        "activations.png",
+    }
+
+
+def test_scatter_legend_or_centroid_labels(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    calls = {"legend": 0, "text": 0}
+    real_legend, real_text = matplotlib.axes.Axes.legend, matplotlib.axes.Axes.text
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "legend",
+        lambda self, *a, **k: calls.__setitem__("legend", 1) or real_legend(self, *a, **k),
+    )
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "text",
+        lambda self, *a, **k: calls.__setitem__("text", calls["text"] + 1) or real_text(self, *a, **k),
+    )
+    rng = np.random.default_rng(0)
+    for n_classes, legend, texts in ((3, 1, 0), (40, 0, 40)):
+        calls.update(legend=0, text=0)
+        labels = np.arange(200) % n_classes
+        scatter_by_class(
+            rng.normal(size=(200, 2)), labels, labels[::-1], [str(i) for i in range(n_classes)], tmp_path / "s.png", "t"
+        )
+        assert (calls["legend"], calls["text"]) == (legend, texts)
+
+
+def test_pca_embedding_matches_the_principal_components():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6)) * np.array([5.0, 2.0, 1.0, 0.5, 0.1, 0.1])
+    points, name = embed(x, "pca")
+    assert name == "PCA" and points.shape == (300, 2)
+    centred = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    np.testing.assert_allclose(np.abs(points), np.abs(centred @ vt[:2].T), atol=1e-9)
+    np.testing.assert_allclose(points.std(axis=0, ddof=1), s[:2] / np.sqrt(299), rtol=1e-9)
+    assert embed(x[:5], "tsne")[1] == "PCA"  # too few points for t-SNE
+
+
+def test_view_params_are_checked():
+    assert ViewParams() == from_mapping(ViewParams, {}, "evaluate")
+    with pytest.raises(ParamError, match="evaluate.embedding"):
+        from_mapping(ViewParams, {"embedding": "umap"}, "evaluate")
+    with pytest.raises(ParamError, match="evaluate.embedding_samples"):
+        from_mapping(ViewParams, {"embedding_samples": 1}, "evaluate")
