@@ -199,12 +199,23 @@ def read_cache_manifest(cache_dir: str | Path) -> dict:
 
 
 def open_split(cache_dir: str | Path, split: str) -> CacheSplit:
+    """The cache files the render stage marked ``split`` (``train`` or ``val``), memory-mapped."""
+    man = read_cache_manifest(cache_dir)
+    return open_files(cache_dir, [f["prefix"] for f in man["files"] if f["split"] == split])
+
+
+def open_files(cache_dir: str | Path, prefixes) -> CacheSplit:
+    """The cache files ``prefixes`` (one per shard, e.g. ``shard-003``), memory-mapped, in the order
+    given; empty ones are skipped. A cross-validation fold (doodle.folds) is such a list of shards."""
     cache_dir = Path(cache_dir)
     man = read_cache_manifest(cache_dir)
-    parts = [f for f in man["files"] if f["split"] == split and f["rows"] > 0]
+    rows = {f["prefix"]: f["rows"] for f in man["files"]}
+    missing = [p for p in prefixes if p not in rows]
+    if missing:
+        raise FileNotFoundError(f"{cache_dir} holds no {', '.join(missing)}: rerun the render stage")
     out = CacheSplit([], [], [])
-    for f in parts:
-        files = _files(cache_dir / f["prefix"])
+    for prefix in (p for p in prefixes if rows[p] > 0):
+        files = _files(cache_dir / prefix)
         out.images.append(np.load(files["images"], mmap_mode="r"))
         out.labels.append(np.load(files["labels"]))
         out.keys.append(np.load(files["keys"]))

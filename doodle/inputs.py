@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cache import CacheParams, open_split, require_cache_for_images
+from .cache import CacheParams, CacheSplit, open_split, require_cache_for_images
 from .datasets import BatchStream, tf_dataset
 from .params import ParamError
 from .shards import read_manifest
@@ -48,19 +48,22 @@ def training_stream(
     worker: Worker | None = None,
     cache_dir: Path = CACHE,
     shards_dir: Path = SHARDS,
+    split: CacheSplit | None = None,
 ):
     """(stream, what it reads): the render cache's training images, or with
     ``render.train_cache: false`` batches drawn on the fly from the training shards, with the
     same render params as the cache (so the same images without stroke augmentation).
-    ``batch`` is this worker's batch; the stream yields this worker's share of the steps."""
+    ``batch`` is this worker's batch; the stream yields this worker's share of the steps.
+    ``split``: the cache images to train on instead of the ``train`` split (a cross-validation
+    fold's training shards, doodle.folds)."""
     worker = worker or Worker()
-    if render_cfg.train_cache:
+    if render_cfg.train_cache or split is not None:
         if cfg.stroke_augment_params.any():
             raise ParamError(
                 "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
             )
         stream = BatchStream(
-            open_split(cache_dir, "train"),
+            split if split is not None else open_split(cache_dir, "train"),
             batch,
             shuffle=True,
             seed=cfg.seed,

@@ -52,6 +52,8 @@ class TrainParams:
     stroke_augment: dict = field(default_factory=lambda: asdict(StrokeAugmentParams()))
     bn_recalibration_batches: int = 20  # recompute BatchNorm statistics each epoch (doodle.batchnorm); 0 = off
     augment: dict = field(default_factory=lambda: asdict(AugmentParams()))
+    folds: int = 1  # K-fold cross-validation over the shards (doodle.folds); 1 = the shard.val_shards holdout
+    seeds: int = 1  # models per fold, seeded train.seed, train.seed + 1, ...; folds x seeds = the ensemble
 
     def validate(self, where: str = "train") -> None:
         from .models import ARCHITECTURES
@@ -82,6 +84,8 @@ class TrainParams:
         require(0 <= self.label_smoothing < 1, f"{where}.label_smoothing", "must be in [0, 1)")
         require(self.width > 0, f"{where}.width", "must be > 0")
         require(self.time_budget_s is None or self.time_budget_s > 0, f"{where}.time_budget_s", "must be > 0 or null")
+        require(self.folds >= 1, f"{where}.folds", "must be >= 1 (1 = the shard.val_shards holdout)")
+        require(self.seeds >= 1, f"{where}.seeds", "must be >= 1 (models trained per fold)")
         require(self.bn_recalibration_batches >= 0, f"{where}.bn_recalibration_batches", "must be >= 0")
         self.augment_params = from_mapping(AugmentParams, self.augment, f"{where}.augment")
         require(self.stroke_buffer_groups >= 1, f"{where}.stroke_buffer_groups", "must be >= 1")

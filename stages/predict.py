@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -35,6 +35,8 @@ from doodle.submission import (
 )
 from stages import _cli
 
+MODEL = Path("models/model.keras")
+MEMBERS = Path("models/members")  # where stages.train writes an ensemble's members
 SUBMISSION = Path("submissions/submission.csv")
 PROBS = Path("submissions/probabilities.parquet")
 log = logging.getLogger("stages.predict")
@@ -44,7 +46,7 @@ log = logging.getLogger("stages.predict")
 class PredictParams:
     """params.yaml section ``predict``."""
 
-    models: list[str] = field(default_factory=lambda: ["models/model.keras"])  # >1 = ensemble
+    models: str | list[str] = "auto"  # auto (see resolve_models) or a list of models to average
     batch_size: int = 512
     tta_flip: bool = False
     balance: str | bool = "auto"  # auto | on | off (YAML reads on/off as true/false: both work)
@@ -52,6 +54,8 @@ class PredictParams:
     block_mb: int = 4
 
     def validate(self, where: str = "predict") -> None:
+        if isinstance(self.models, str):
+            require(self.models == "auto", f"{where}.models", f"must be auto or a list of models, got {self.models!r}")
         require(bool(self.models), f"{where}.models", "name at least one model")
         if isinstance(self.balance, bool):
             self.balance = "on" if self.balance else "off"
@@ -59,7 +63,7 @@ class PredictParams:
         require(
             self.balance in ("auto", "on", "off"), f"{where}.balance", f"must be auto, on or off, got {self.balance}"
         )
-        for m in self.models:
+        for m in [] if self.models == "auto" else self.models:
             require(
                 Path(m).parts[:1] == ("models",) and ".." not in Path(m).parts,
                 f"{where}.models",
@@ -81,7 +85,9 @@ def main(argv=None) -> None:
             raise FileNotFoundError(f"{source.root}/test_simplified.csv not found: predict needs Kaggle's test file")
         no_test_set(source)
         return
-    models = [TrainedModel.load(p) for p in cfg.models]
+    paths = resolve_models(cfg.models)
+    log.info("predicting with %d model(s): %s", len(paths), ", ".join(map(str, paths)))
+    models = [TrainedModel.load(p) for p in paths]
     classes = models[0].classes
     for m in models[1:]:
         if m.classes != classes:
@@ -92,20 +98,7 @@ def main(argv=None) -> None:
 
     t0 = time.perf_counter()
     timing = Timing()
-    size = source.test_file.stat().st_size
-    with tqdm(total=size, unit="B", unit_scale=True, desc="predict", disable=args.quiet) as bar:
-        result = predict_test_file(
-            models,
-            source.test_file,
-            cfg.batch_size,
-            cfg.tta_flip,
-            cfg.block_mb << 20,
-            timing,
-            progress=lambda n: bar.update(min(n, size - bar.n)),
-        )
-    keys, probs, rejected = result.key_ids, result.probs, result.rejected
-    if rejected:
-        log.warning("%d malformed test row(s) predicted from a blank image: %s", sum(rejected.values()), rejected)
+    keys, probs, rejected = read_test_set(predict_test_file, models, source, cfg, timing, args.quiet)
 
     n_classes = len(classes)
     do_balance = cfg.balance == "on" or (cfg.balance == "auto" and len(keys) >= 20 * n_classes)
@@ -137,6 +130,37 @@ def main(argv=None) -> None:
     )
 
 
+def resolve_models(models: str | list[str]) -> list[Path]:
+    """The models to average: an explicit list as given; ``auto``: the members of the ensemble the
+    train stage wrote (models/members/*.keras, with train.folds or train.seeds > 1), else the
+    single models/model.keras. (With an ensemble, models/model.keras is a copy of one member, so
+    ``auto`` leaves it out rather than count that member twice.)"""
+    if models != "auto":
+        return [Path(m) for m in models]
+    members = sorted(MEMBERS.glob("*.keras"))
+    return members or [MODEL]
+
+
+def read_test_set(predict_file, models: list[TrainedModel], source: Source, cfg: PredictParams, timing, quiet: bool):
+    """(ids, probabilities, rejected counts) of the test file, streamed through ``predict_file``
+    (the Quick Draw or the Digit Recognizer reader) with a progress bar over its bytes."""
+    size = source.test_file.stat().st_size
+    with tqdm(total=size, unit="B", unit_scale=True, desc="predict", disable=quiet) as bar:
+        result = predict_file(
+            models,
+            source.test_file,
+            cfg.batch_size,
+            cfg.tta_flip,
+            cfg.block_mb << 20,
+            timing,
+            progress=lambda n: bar.update(min(n, size - bar.n)),
+        )
+    if result.rejected:
+        n = sum(result.rejected.values())
+        log.warning("%d malformed test row(s) predicted from a blank image: %s", n, result.rejected)
+    return result.key_ids, result.probs, result.rejected
+
+
 def no_test_set(source: Source) -> None:
     """Nothing to predict: say so, and leave no submission (an earlier source's would pretend to
     be this one's). metrics/test.json is empty; reports/test.json says why."""
@@ -162,20 +186,7 @@ def predict_digits(source: Source, models: list[TrainedModel], cfg: PredictParam
         )
     t0 = time.perf_counter()
     timing = Timing()
-    size = source.test_file.stat().st_size
-    with tqdm(total=size, unit="B", unit_scale=True, desc="predict", disable=quiet) as bar:
-        result = predict_digit_file(
-            models,
-            source.test_file,
-            cfg.batch_size,
-            cfg.tta_flip,
-            cfg.block_mb << 20,
-            timing,
-            progress=lambda n: bar.update(min(n, size - bar.n)),
-        )
-    ids, probs, rejected = result.key_ids, result.probs, result.rejected
-    if rejected:
-        log.warning("%d malformed test row(s) predicted from a blank image: %s", sum(rejected.values()), rejected)
+    ids, probs, rejected = read_test_set(predict_digit_file, models, source, cfg, timing, quiet)
     # The digits test set is not balanced by design (Quick Draw's is): balancing only when asked.
     do_balance = cfg.balance == "on"
     if do_balance:

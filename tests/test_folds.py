@@ -1,0 +1,263 @@
+"""K-fold cross-validation over the shards and seed ensembles in the train stage (doodle/folds.py),
+and predict averaging the members."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from doodle.params import ParamError, from_mapping
+from tests.conftest import write_params
+
+SHARD_COUNT = 3  # tests/conftest.py TINY; the validation shard is the last, 2
+
+
+def _shard_keys(shard_dir: Path) -> dict[int, int]:
+    """key_id -> index of the shard file holding it."""
+    man = json.loads((shard_dir / "manifest.json").read_text())
+    out = {}
+    for i, name in enumerate(man["files"]):
+        for key in pq.read_table(shard_dir / name, columns=["key_id"])["key_id"].to_pylist():
+            out[key] = i
+    return out
+
+
+def _cache_rows(cache_dir: Path) -> dict[int, int]:
+    """key_id -> label of every drawing in the render cache."""
+    from doodle.cache import open_files, read_cache_manifest
+
+    split = open_files(cache_dir, [f["prefix"] for f in read_cache_manifest(cache_dir)["files"]])
+    keys, labels = np.concatenate(split.keys), split.all_labels()
+    assert len(set(keys.tolist())) == len(keys)
+    return dict(zip(keys.tolist(), labels.tolist()))
+
+
+def test_a_drawing_keeps_its_fold_when_data_is_added(rendered, tmp_path, monkeypatch):
+    """Shard a source with half of each class file, then compare with the whole source's shards:
+    every drawing of the smaller run is in the same fold in the larger one, for any K; the fold is
+    fold_of_keys(key_id), a function of the key_id alone."""
+    from doodle.folds import fold_of_keys
+
+    small = tmp_path / "small"
+    shutil.copytree(rendered / "data/sample", small)
+    for csv in (small / "train_simplified").glob("*.csv"):
+        lines = csv.read_text().splitlines(keepends=True)
+        csv.write_text("".join(lines[: len(lines) // 2]))
+    proj = tmp_path / "p"
+    proj.mkdir()
+    write_params(proj / "params.yaml", {"data": {"source": str(small)}})
+    monkeypatch.chdir(proj)
+    from stages import shard
+
+    shard.main(["--quiet"])
+    few, many = _shard_keys(proj / "data/shards"), _shard_keys(rendered / "data/shards")
+    assert 0 < len(few) < len(many) and set(few) <= set(many)
+    keys = np.array(sorted(few))
+    for k in (2, 3):
+        before = np.array([few[key] % k for key in keys])
+        after = np.array([many[key] % k for key in keys])
+        assert np.array_equal(before, after)
+        assert np.array_equal(fold_of_keys(keys, SHARD_COUNT, k), before)
+
+
+def test_folds_are_disjoint_and_cover_the_cache(rendered):
+    from doodle.cache import read_cache_manifest
+    from doodle.folds import fold_of_keys, open_fold, plan_folds, reference_fold
+    from doodle.shards import read_manifest
+
+    cache_dir = rendered / "data/cache"
+    cache, shards = read_cache_manifest(cache_dir), read_manifest(rendered / "data/shards")
+    everything = _cache_rows(cache_dir)
+    for k in (2, 3):
+        folds = plan_folds(cache, shards, k, train_cache=True)
+        assert [f.index for f in folds] == list(range(k))
+        held = []
+        for f in folds:
+            train, val = open_fold(cache_dir, f)
+            train_keys, val_keys = set(np.concatenate(train.keys).tolist()), np.concatenate(val.keys)
+            assert train_keys.isdisjoint(val_keys.tolist())
+            assert train_keys | set(val_keys.tolist()) == set(everything)
+            assert (fold_of_keys(val_keys, SHARD_COUNT, k) == f.index).all()
+            held.extend(val_keys.tolist())
+        assert sorted(held) == sorted(everything)  # each drawing held out by exactly one fold
+        assert reference_fold(folds, shards["val_shards"]) == 2 % k  # the fold holding out shard 2
+
+
+def test_fold_and_seed_params_are_checked_in_one_line(rendered, tmp_path, monkeypatch):
+    from doodle.folds import plan_folds
+    from doodle.training import TrainParams
+    from stages.predict import PredictParams
+
+    for bad, key in (({"folds": 0}, "train.folds"), ({"seeds": 0}, "train.seeds")):
+        with pytest.raises(ParamError, match=key):
+            from_mapping(TrainParams, bad, "train")
+    with pytest.raises(ParamError, match="predict.models: must be auto"):
+        from_mapping(PredictParams, {"models": "models/model.keras"}, "predict")
+    # a fold of shards the cache does not hold (render.train_shards: 1 renders shard 0 and the val shard 2)
+    cache = {"files": [{"prefix": "shard-000", "rows": 5}, {"prefix": "shard-002", "rows": 5}]}
+    shards = {"count": 3, "files": [f"shard-00{i}.parquet" for i in range(3)]}
+    with pytest.raises(ParamError, match="fold 0 of 2 has nothing to train on.*render.train_shards: null"):
+        plan_folds(cache, shards, 2, train_cache=True)  # fold 0 holds out both cached shards, 0 and 2
+    with pytest.raises(ParamError, match="fold 1 of 3 has nothing to validate on.*render.train_shards: null"):
+        plan_folds(cache, shards, 3, train_cache=True)  # shard 1 is not in the cache
+
+    proj = tmp_path / "p"
+    shutil.copytree(rendered, proj)
+    monkeypatch.chdir(proj)
+    from stages import train
+
+    for overrides, message in (
+        ({"train": {"folds": 4}}, "train.folds: 4 folds need at least 4 shards.*shard.count is 3"),
+        ({"train": {"folds": 2}, "render": {"train_cache": False}}, "train.folds.*render.train_cache: true"),
+    ):
+        write_params(proj / "params.yaml", overrides)
+        with pytest.raises(ParamError, match=message) as err:
+            train.main(["--quiet"])
+        assert "\n" not in str(err.value)
+    assert not Path("models").exists()  # stopped before training or clearing anything
+
+
+def _member_probs(paths, images):
+    from doodle.inference import TrainedModel, _predict
+
+    return np.mean([_predict(TrainedModel.load(p).model, images, 64) for p in paths], axis=0)
+
+
+def test_two_folds_by_two_seeds_and_predict_averages_the_members(rendered, tmp_path, monkeypatch):
+    """The single model's run writes the holdout's predictions; a 2 x 2 run in the same project
+    writes four members, mean and std metrics, an out-of-fold file with every cached drawing once,
+    and predict (models: auto) averages the four."""
+    from doodle.cache import open_files
+    from doodle.folds import fold_of_keys
+    from doodle.metrics import map_at_3
+
+    proj = tmp_path / "p"
+    shutil.copytree(rendered, proj)
+    monkeypatch.chdir(proj)
+    from stages import evaluate, predict, train
+
+    train.main(["--quiet"])  # folds = seeds = 1: today's files, plus the holdout's probabilities
+    assert sorted(p.name for p in Path("models/members").iterdir()) == ["oof.parquet"]
+    holdout = pq.read_table("models/members/oof.parquet").to_pydict()
+    val_keys = np.concatenate(open_files("data/cache", ["shard-002"]).keys).tolist()
+    assert holdout["key_id"] == val_keys and set(holdout["fold"]) == {0}
+    assert set(json.loads(Path("metrics/train.json").read_text())) == {"val_map_at_3", "epochs_run"}
+
+    write_params(proj / "params.yaml", {"train": {"folds": 2, "seeds": 2}})
+    train.main(["--quiet"])
+    names = ["fold0-seed0", "fold0-seed1", "fold1-seed0", "fold1-seed1"]
+    assert sorted(p.stem for p in Path("models/members").glob("*.keras")) == names
+    metas = {n: json.loads(Path(f"models/members/{n}.json").read_text())["member"] for n in names}
+    assert [(m["fold"], m["seed"]) for m in metas.values()] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert metas["fold0-seed0"]["val_shards"] == [0, 2] and metas["fold1-seed0"]["val_shards"] == [1]
+    metrics = json.loads(Path("metrics/train.json").read_text())
+    assert set(metrics) == {"val_map_at_3", "val_map_at_3_std", "oof_map_at_3", "epochs_run", "members"}
+    report = json.loads(Path("reports/train.json").read_text())
+    scores = [m["val_map_at_3"] for m in report["member_results"]]
+    assert metrics["members"] == 4 and sorted(m["name"] for m in report["member_results"]) == names
+    assert metrics["val_map_at_3"] == pytest.approx(np.mean(scores))
+    assert metrics["val_map_at_3_std"] == pytest.approx(np.std(scores))
+    # models/model.keras is the reference member: seed 0 of the fold holding out the val shard 2
+    assert json.loads(Path("models/model.json").read_text())["member"]["name"] == "fold0-seed0"
+    assert Path("dvclive/metrics.json").is_file() and not Path("models/backup").exists()
+    assert sorted(p.name for p in Path("dvclive/members").iterdir()) == names[1:]
+
+    # the out-of-fold file: every cached drawing once, in the fold holding out its shard, with its label
+    oof = pq.read_table("models/members/oof.parquet").to_pydict()
+    labels = _cache_rows(Path("data/cache"))
+    assert sorted(oof["key_id"]) == sorted(labels)
+    assert np.array_equal(oof["fold"], fold_of_keys(np.array(oof["key_id"]), SHARD_COUNT, 2))
+    assert oof["label"] == [labels[k] for k in oof["key_id"]]
+    top_labels, top_probs = np.array(oof["top_labels"]), np.array(oof["top_probs"])
+    assert top_labels.shape == (len(labels), 4)  # all 4 classes, best first
+    np.testing.assert_allclose(top_probs.sum(axis=1), 1, atol=1e-4)
+    assert metrics["oof_map_at_3"] == pytest.approx(map_at_3(np.array(oof["label"]), top_labels))
+    # a fold's rows are the mean of its two seeds' probabilities
+    fold0 = open_files("data/cache", ["shard-000"])
+    images, first = fold0.images[0][:5], oof["key_id"].index(int(fold0.keys[0][0]))
+    want = _member_probs(["models/members/fold0-seed0.keras", "models/members/fold0-seed1.keras"], images)
+    for row in range(5):
+        got = dict(zip(top_labels[first + row], top_probs[first + row]))
+        np.testing.assert_allclose([got[c] for c in range(4)], want[row], rtol=1e-4, atol=1e-6)
+
+    predict.main(["--quiet"])
+    assert json.loads(Path("reports/test.json").read_text())["models"] == 4
+    from doodle.inference import TrainedModel, predict_test_file
+
+    test_file = Path("data/sample/test_simplified.csv")
+    members = sorted(Path("models/members").glob("*.keras"))
+    each = [predict_test_file([TrainedModel.load(p)], test_file, 64, False).probs for p in members]
+    mean = np.mean(each, axis=0)
+    saved = pq.read_table("submissions/probabilities.parquet").to_pydict()
+    for row in range(4):
+        np.testing.assert_allclose(
+            [saved[f"prob_{j}"][row] for j in (1, 2, 3)], np.sort(mean[row])[::-1][:3], rtol=1e-4, atol=1e-6
+        )
+    evaluate.main(["--quiet"])  # scores models/model.keras, the reference member
+    assert set(json.loads(Path("metrics/eval.json").read_text())) == {"val_map_at_3", "val_top1", "val_top3"}
+
+
+def test_seeds_alone_average_on_the_holdout(rendered, tmp_path, monkeypatch):
+    """train.seeds 2 with one fold: two members on the shard.val_shards holdout; the OOF file holds the
+    validation shard's drawings, the mean of the two; an explicit predict.models list still works."""
+    proj = tmp_path / "p"
+    shutil.copytree(rendered, proj)
+    write_params(proj / "params.yaml", {"train": {"seeds": 2}, "predict": {"models": ["models/model.keras"]}})
+    monkeypatch.chdir(proj)
+    from doodle.cache import open_split
+    from stages import predict, train
+    from stages.predict import resolve_models
+
+    train.main(["--quiet"])
+    members = sorted(Path("models/members").glob("*.keras"))
+    assert [p.stem for p in members] == ["fold0-seed0", "fold0-seed1"]
+    seeds = [json.loads(p.with_suffix(".json").read_text())["member"]["seed"] for p in members]
+    assert seeds == [0, 1]
+    val = open_split("data/cache", "val")
+    oof = pq.read_table("models/members/oof.parquet").to_pydict()
+    assert oof["key_id"] == np.concatenate(val.keys).tolist() and set(oof["fold"]) == {0}
+    want = _member_probs(members, val.images[0][:3])
+    for row in range(3):
+        got = dict(zip(oof["top_labels"][row], oof["top_probs"][row]))
+        np.testing.assert_allclose([got[c] for c in range(4)], want[row], rtol=1e-4, atol=1e-6)
+    assert resolve_models("auto") == members and resolve_models(["models/x.keras"]) == [Path("models/x.keras")]
+    predict.main(["--quiet"])
+    assert json.loads(Path("reports/test.json").read_text())["models"] == 1  # the explicit list
+
+
+def test_a_stopped_ensemble_keeps_its_finished_members(rendered, tmp_path, monkeypatch, capsys):
+    """A run stopped while its second member starts: the rerun takes the first member from its
+    backup (no epoch trained again, the same model file) and trains the second."""
+    proj = tmp_path / "p"
+    shutil.copytree(rendered, proj)
+    write_params(proj / "params.yaml", {"train": {"seeds": 2}})
+    monkeypatch.chdir(proj)
+    from stages import train
+
+    real, started = train.train_member, []
+
+    def stopped_at_the_second(cfg, run, member):
+        started.append(member.name)
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        return real(cfg, run, member)
+
+    monkeypatch.setattr(train, "train_member", stopped_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(["--quiet"])
+    first = Path("models/members/fold0-seed0.keras").read_bytes()
+    history = json.loads(Path("models/members/fold0-seed0.json").read_text())["history"]
+    assert Path("models/backup/fold0-seed0").is_dir() and not Path("models/model.keras").exists()
+    monkeypatch.setattr(train, "train_member", real)
+    capsys.readouterr()
+    train.main(["--quiet"])
+    out = capsys.readouterr().out
+    assert re.search(r"^train \[fold0-seed0\]: [\d,]+ parameters; resuming from backup after epoch 2$", out, re.M)
+    assert re.search(r"^train \[fold0-seed1\]: [\d,]+ parameters$", out, re.M)  # trained from the start
+    assert Path("models/members/fold0-seed0.keras").read_bytes() == first
+    assert json.loads(Path("models/members/fold0-seed0.json").read_text())["history"] == history
+    assert Path("models/members/fold0-seed1.keras").is_file() and not Path("models/backup").exists()

@@ -1,0 +1,69 @@
+"""A queued DVC sweep, as users run one: two learning rates queued with ``dvc exp run --queue``, run
+with ``--run-all``, and read back from ``dvc exp show --json`` with their params and metrics."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, subprocess_env, write_params
+
+
+def _dvc(args, cwd, timeout=900):
+    r = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def _git(args, cwd):
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, check=True)
+
+
+def experiments(show: list) -> dict:
+    """``{name: (params.yaml data, {metrics file: data})}`` of every experiment in ``dvc exp show --json``."""
+    found = {}
+    for commit in show:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                metrics = {path: m.get("data", {}) for path, m in data.get("metrics", {}).items()}
+                found[rev.get("name") or exp.get("name")] = (params, metrics)
+    return found
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="DVC experiments need git")
+def test_queued_two_point_sweep_reads_back_both_results(tmp_path):
+    proj = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(proj)], check=True)
+    for path in ["dvc.yaml", "stages", "doodle", "benchmarks", ".dvc/config"]:  # the working tree, committed or not
+        src = REPO / path
+        if src.is_dir():
+            shutil.rmtree(proj / path, ignore_errors=True)
+            shutil.copytree(src, proj / path, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, proj / path)
+    write_params(proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3}})
+    _git(["add", "-A"], proj)
+    _git(["commit", "-qm", "tiny sweep base"], proj)
+
+    _dvc(["exp", "run", "--queue", "-S", "train.learning_rate=0.001,0.01"], proj)  # a grid of two points
+    _dvc(["exp", "run", "--run-all"], proj)
+    runs = experiments(json.loads(_dvc(["exp", "show", "--json"], proj)))
+
+    assert len(runs) == 2, runs.keys()
+    assert sorted(p["train"]["learning_rate"] for p, _ in runs.values()) == [0.001, 0.01]
+    for _, metrics in runs.values():
+        val = metrics["metrics/eval.json"]["val_map_at_3"]
+        assert 0.0 <= val <= 1.0 and metrics["metrics/train.json"]["epochs_run"] == 2
+        assert 0.0 <= metrics["metrics/test.json"]["test_map_at_3"] <= 1.0
+        assert "val_map_at_3" in metrics["metrics/baseline.json"]
