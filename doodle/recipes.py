@@ -34,7 +34,16 @@ SECTIONS = {
 }
 
 #: Sections and keys a recipe may not set: they describe the data and the run, not the method.
-RUN_KEYS = ("data", "sample", "shard", "train.epochs", "train.steps_per_epoch", "train.time_budget_s")
+RUN_KEYS = (
+    "data",
+    "sample",
+    "shard",
+    "train.epochs",
+    "train.steps_per_epoch",
+    "train.time_budget_s",
+    "train.folds",  # an ensemble multiplies the training time: the run decides, not the recipe
+    "train.seeds",
+)
 
 _NO_AUGMENT = {"shift": 0.0, "zoom": 0.0, "rotation": 0.0, "shear": 0.0, "flip": False}
 _NO_STROKE_AUGMENT = {"scale": 0.0, "aspect": 0.0, "shift": 0.0, "rotation": 0.0, "shear": 0.0, "stroke_dropout": 0.0}
