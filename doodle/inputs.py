@@ -74,7 +74,8 @@ def training_stream(
             worker=worker.index,
         )
         return stream, "cache"
-    require_cache_for_images(False, read_manifest(shards_dir))  # image shards have no strokes to draw
+    shards = read_manifest(shards_dir)
+    require_cache_for_images(False, shards)  # image shards have no strokes to draw
     raster = render_cfg.raster()
     if raster.to_dict() != cache["render"]:
         raise ParamError(f"render params {raster.to_dict()} differ from {cache_dir}'s {cache['render']}: rerun render")
@@ -92,5 +93,5 @@ def training_stream(
         workers=worker.count,
         worker=worker.index,
     )
-    source = {"shards": read_manifest(shards_dir), "train_shards": render_cfg.train_shards}
+    source = {"shards": shards, "train_shards": render_cfg.train_shards}
     return stream, {**source, "max_per_shard": render_cfg.max_per_shard}

@@ -109,17 +109,8 @@ def main(argv=None) -> None:
     write_top_k(PROBS, keys, probs, classes, cfg.top_k_saved)
 
     seconds = time.perf_counter() - t0
-    metrics = {
-        "test_rows": len(keys),
-        "malformed_rows": sum(rejected.values()),
-        "balanced": do_balance,
-        "tta_flip": cfg.tta_flip,
-        "models": len(models),
-        "seconds": round(seconds, 2),
-        "render_seconds": round(timing.render_s, 2),
-        "model_seconds": round(timing.model_s, 2),
-        "render_share": round(timing.render_s / seconds, 3) if seconds else 0.0,
-    }
+    metrics = run_report(len(keys), rejected, do_balance, cfg, len(models), seconds, timing)
+    metrics["render_share"] = round(timing.render_s / seconds, 3) if seconds else 0.0
     if source.test_labels_file is not None:
         metrics["test_map_at_3"], _ = score_submission(SUBMISSION, source.test_labels_file)
     _cli.write_metrics("test", metrics, headline=("test_map_at_3",))
@@ -161,6 +152,20 @@ def read_test_set(predict_file, models: list[TrainedModel], source: Source, cfg:
     return result.key_ids, result.probs, result.rejected
 
 
+def run_report(rows: int, rejected: dict, balanced: bool, cfg: PredictParams, models: int, seconds: float, timing):
+    """What reports/test.json says of any predict run: rows, malformed rows, options and timings."""
+    return {
+        "test_rows": rows,
+        "malformed_rows": sum(rejected.values()),
+        "balanced": balanced,
+        "tta_flip": cfg.tta_flip,
+        "models": models,
+        "seconds": round(seconds, 2),
+        "render_seconds": round(timing.render_s, 2),
+        "model_seconds": round(timing.model_s, 2),
+    }
+
+
 def no_test_set(source: Source) -> None:
     """Nothing to predict: say so, and leave no submission (an earlier source's would pretend to
     be this one's). metrics/test.json is empty; reports/test.json says why."""
@@ -195,17 +200,8 @@ def predict_digits(source: Source, models: list[TrainedModel], cfg: PredictParam
     validate_digit_submission(SUBMISSION, len(ids))
     write_top_k(PROBS, ids, probs, DIGIT_CLASSES, cfg.top_k_saved, key="ImageId")
     seconds = time.perf_counter() - t0
-    metrics = {
-        "test_rows": len(ids),
-        "malformed_rows": sum(rejected.values()),
-        "malformed_reasons": rejected,
-        "balanced": do_balance,
-        "tta_flip": cfg.tta_flip,
-        "models": len(models),
-        "seconds": round(seconds, 2),
-        "render_seconds": round(timing.render_s, 2),
-        "model_seconds": round(timing.model_s, 2),
-    }
+    metrics = run_report(len(ids), rejected, do_balance, cfg, len(models), seconds, timing)
+    metrics["malformed_reasons"] = rejected
     if source.test_labels_file is not None:
         metrics.update(score_digits(source.test_labels_file, SUBMISSION, probs, DIGIT_CLASSES))
     _cli.write_metrics("test", metrics, headline=("test_accuracy", "test_map_at_3"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,6 +62,39 @@ def subprocess_env() -> dict:
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return env
+
+
+def clone_project(dest: Path) -> Path:
+    """A git clone of the project at ``dest`` with the working tree's code and pipeline
+    (committed or not), for tests that run ``dvc`` as users do."""
+    subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
+    for path in ["dvc.yaml", "stages", "doodle", "benchmarks", ".dvc/config"]:
+        src = REPO / path
+        if src.is_dir():
+            shutil.rmtree(dest / path, ignore_errors=True)
+            shutil.copytree(src, dest / path, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dest / path)
+    return dest
+
+
+def run_dvc(args: list[str], cwd: Path, timeout: float | None = None) -> str:
+    """``dvc ARGS`` in ``cwd`` with the project on the path; its stdout. Fails the test on a non-zero exit."""
+    r = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def stages_run(dvc_output: str) -> list[str]:
+    """The stages a ``dvc repro`` / ``dvc exp run`` output says it ran, in order."""
+    return [ln.split("'")[1] for ln in dvc_output.splitlines() if ln.startswith("Running stage")]
 
 
 @pytest.fixture(scope="session")

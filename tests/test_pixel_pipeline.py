@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from doodle.pixels import DigitFolderWriter, IdxFile
-from tests.conftest import REPO, write_params
+from tests.conftest import clone_project, run_dvc, stages_run, write_params
 from tests.test_pixel_sources import BITMAP, MNIST, needs_bitmap, needs_mnist
-from tests.test_training_pipeline import _dvc, _ran
 
 TINY_PIXELS = {
     "render": {"size": 28},
@@ -24,20 +21,6 @@ TINY_PIXELS = {
     "evaluate": {"embedding": "pca", "embedding_samples": 200},
 }
 BROKEN = ["7," + ",".join(["0"] * 700), "x," + ",".join(["0"] * 784), "3," + ",".join(["300"] * 784)]
-
-
-def clone(tmp_path: Path) -> Path:
-    """A git clone of the project with the working tree's code (committed or not)."""
-    proj = tmp_path / "repo"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(proj)], check=True)
-    for path in ["dvc.yaml", "stages", "doodle", ".dvc/config"]:
-        src = REPO / path
-        if src.is_dir():
-            shutil.rmtree(proj / path, ignore_errors=True)
-            shutil.copytree(src, proj / path, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, proj / path)
-    return proj
 
 
 def mnist_folder(root: Path, train: int, test: int) -> Path:
@@ -55,11 +38,11 @@ def mnist_folder(root: Path, train: int, test: int) -> Path:
 @needs_mnist
 @needs_bitmap
 def test_dvc_repro_on_digits_then_on_numpy_bitmaps(tmp_path):
-    proj = clone(tmp_path)
+    proj = clone_project(tmp_path / "repo")
     mnist_folder(proj / "data" / "digits", train=600, test=120)
     write_params(proj / "params.yaml", {**TINY_PIXELS, "data": {"source": "data/digits"}})
-    out = _dvc(["repro"], proj)
-    assert {"shard", "render", "train", "predict", "evaluate"} <= set(_ran(out))
+    out = run_dvc(["repro"], proj)
+    assert {"shard", "render", "train", "predict", "evaluate"} <= set(stages_run(out))
     with (proj / "submissions" / "submission.csv").open(newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["ImageId", "Label"] and [r[0] for r in rows[1:]] == [str(i) for i in range(1, 121)]
@@ -81,8 +64,8 @@ def test_dvc_repro_on_digits_then_on_numpy_bitmaps(tmp_path):
     for path in sorted(BITMAP.glob("*.npy")):
         np.save(proj / "data" / "bitmap" / path.name, np.load(path, mmap_mode="r")[:150])
     write_params(proj / "params.yaml", {**TINY_PIXELS, "data": {"source": "data/bitmap"}})
-    out = _dvc(["repro"], proj)
-    assert {"shard", "render", "train", "predict", "evaluate"} <= set(_ran(out))
+    out = run_dvc(["repro"], proj)
+    assert {"shard", "render", "train", "predict", "evaluate"} <= set(stages_run(out))
     assert "data/bitmap has no test set (numpy_bitmap); nothing to submit" in out
     assert not (proj / "submissions" / "submission.csv").exists()
     assert not (proj / "submissions" / "probabilities.parquet").exists()
@@ -91,4 +74,4 @@ def test_dvc_repro_on_digits_then_on_numpy_bitmaps(tmp_path):
     classes = json.loads((proj / "models" / "model.json").read_text())["classes"]
     assert classes == ["apple", "bicycle", "cat", "diamond", "eye", "fish"]
     assert set(json.loads((proj / "metrics" / "eval.json").read_text())) == {"val_map_at_3", "val_top1", "val_top3"}
-    assert _ran(_dvc(["repro"], proj)) == []  # nothing missing, nothing changed
+    assert stages_run(run_dvc(["repro"], proj)) == []  # nothing missing, nothing changed

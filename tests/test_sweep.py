@@ -4,24 +4,10 @@ with ``--run-all``, and read back from ``dvc exp show --json`` with their params
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, subprocess_env, write_params
-
-
-def _dvc(args, cwd, timeout=900):
-    r = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=cwd,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
+from tests.conftest import clone_project, run_dvc, write_params
 
 
 def _git(args, cwd):
@@ -43,22 +29,15 @@ def experiments(show: list) -> dict:
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="DVC experiments need git")
 def test_queued_two_point_sweep_reads_back_both_results(tmp_path):
-    proj = tmp_path / "repo"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(proj)], check=True)
-    for path in ["dvc.yaml", "stages", "doodle", "benchmarks", ".dvc/config"]:  # the working tree, committed or not
-        src = REPO / path
-        if src.is_dir():
-            shutil.rmtree(proj / path, ignore_errors=True)
-            shutil.copytree(src, proj / path, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, proj / path)
+    proj = clone_project(tmp_path / "repo")
     write_params(proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3}})
     _git(["add", "-A"], proj)
     _git(["commit", "-qm", "tiny sweep base"], proj)
 
-    _dvc(["exp", "run", "--queue", "-S", "train.learning_rate=0.001,0.01"], proj)  # a grid of two points
-    _dvc(["exp", "run", "--run-all"], proj)
-    runs = experiments(json.loads(_dvc(["exp", "show", "--json"], proj)))
+    grid = ["-S", "train.learning_rate=0.001,0.01"]  # a grid of two points
+    run_dvc(["exp", "run", "--queue", *grid], proj, timeout=900)
+    run_dvc(["exp", "run", "--run-all"], proj, timeout=900)
+    runs = experiments(json.loads(run_dvc(["exp", "show", "--json"], proj, timeout=900)))
 
     assert len(runs) == 2, runs.keys()
     assert sorted(p["train"]["learning_rate"] for p, _ in runs.values()) == [0.001, 0.01]

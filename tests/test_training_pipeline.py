@@ -2,13 +2,11 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, subprocess_env, write_params
+from tests.conftest import clone_project, run_dvc, stages_run, write_params
 
 
 def test_render_stage_outputs(rendered):
@@ -44,38 +42,18 @@ def test_train_predict_evaluate_tiny(rendered, tmp_path, monkeypatch, capsys):
         assert (Path("reports") / f).exists()
 
 
-def _dvc(args, cwd):
-    r = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
-
-
-def _ran(out):
-    return [ln.split("'")[1] for ln in out.splitlines() if ln.startswith("Running stage")]
-
-
 def test_dvc_repro_reruns_only_what_changed(tmp_path):
     """The pipeline as users run it: repro, no-op rerun, a render param change reruns render onwards."""
-    proj = tmp_path / "repo"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(proj)], check=True)
-    for path in ["dvc.yaml", "stages", "doodle", "benchmarks", ".dvc/config"]:  # the working tree, committed or not
-        src = REPO / path
-        if src.is_dir():
-            shutil.rmtree(proj / path, ignore_errors=True)
-            shutil.copytree(src, proj / path, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, proj / path)
+    proj = clone_project(tmp_path / "repo")
     write_params(proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3}})
-    first = _ran(_dvc(["repro"], proj))
+    first = stages_run(run_dvc(["repro"], proj))
     assert first == ["sample", "shard", "render", "train", "predict", "baseline", "evaluate"]
-    assert _ran(_dvc(["repro"], proj)) == []
+    assert stages_run(run_dvc(["repro"], proj)) == []
     write_params(
         proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3}, "render": {"line_width": 8}}
     )
-    assert _ran(_dvc(["repro"], proj)) == ["render", "train", "predict", "baseline", "evaluate"]
-    metrics = _dvc(["metrics", "show"], proj)
+    assert stages_run(run_dvc(["repro"], proj)) == ["render", "train", "predict", "baseline", "evaluate"]
+    metrics = run_dvc(["metrics", "show"], proj)
     assert "val_map_at_3" in metrics and "test_map_at_3" in metrics
 
 
