@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,16 @@ KAGGLE = REPO.parent / "shared" / "data" / "quickdraw-kaggle"
 SAMPLE = REPO / "data" / "sample"
 
 csv.field_size_limit(sys.maxsize)
+
+
+def subprocess_env() -> dict:
+    """The environment for running this checkout's stages in a child process (tests and benchmarks
+    alike): the repo importable, this Python's scripts (dvc) first on PATH, TensorFlow quiet."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
 
 
 def source_folder() -> Path:

@@ -35,7 +35,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -45,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import REPO, last_line
+from benchmarks.common import REPO, last_line, subprocess_env
 from doodle import recipes
 from doodle.params import read_params
 
@@ -77,14 +76,6 @@ def recipe_params(recipe: recipes.Recipe, base: dict, settings: dict) -> dict:
     return params
 
 
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
-    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
-    e["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return e
-
-
 def stage(name: str, project: Path) -> tuple[bool, float]:
     """Run ``python -m stages.<name> --quiet`` in ``project``; its output goes to ``logs/<name>.log``."""
     log = project / "logs" / f"{name}.log"
@@ -92,7 +83,7 @@ def stage(name: str, project: Path) -> tuple[bool, float]:
     t0 = time.perf_counter()
     with log.open("w") as fh:
         command = [sys.executable, "-m", f"stages.{name}", "--quiet"]
-        rc = subprocess.run(command, cwd=project, env=env(), stdout=fh, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(command, cwd=project, env=subprocess_env(), stdout=fh, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - t0
     if rc:
         tail = "\n".join(log.read_text().splitlines()[-15:])

@@ -6,10 +6,12 @@ trains on the others. A drawing's shard depends only on its key_id and ``shard.c
 moves a drawing to another fold, and a fold's validation set only grows. Whole shards also keep the
 render cache's memory-mapped files intact: a fold is a list of cache files, nothing is copied.
 
-With ``K > 1`` the folds are drawn from every shard in the render cache, and ``shard.val_shards``
-does not choose what is held out (it still names the shards the evaluate and baseline stages score
-on). The cache must hold the training shards as images (``render.train_cache: true``);
-``render.train_shards`` leaves shards out of the cache, and so out of every fold.
+With ``K > 1`` the folds are drawn from every shard with images, and ``shard.val_shards`` does not
+choose what is held out (it still names the shards the evaluate and baseline stages score on).
+With ``render.train_cache: true`` those are the shards in the render cache (memory-mapped, nothing
+copied); with ``false`` each fold trains and validates on images drawn on the fly from its shards'
+strokes (:class:`doodle.stroke_stream.DrawnSplit`), so cross-validating all of Kaggle's drawings
+needs no image cache. ``render.train_shards`` leaves shards out of every fold either way.
 
 The OOF file (:class:`OofWriter`) holds, for every drawing of every fold's validation shards, the
 mean probabilities of that fold's members (its seeds): each drawing is predicted only by models
@@ -48,8 +50,8 @@ def member_name(fold: int, seed_index: int) -> str:
 
 @dataclass(frozen=True)
 class Fold:
-    """One fold: the render-cache files (prefixes) it trains and validates on, and the shard
-    indices it holds out."""
+    """One fold: the shards it trains and validates on, by file stem (``shard-003``, which is also
+    the shard's render-cache prefix), and the shard indices it holds out."""
 
     index: int
     train: tuple[str, ...]
@@ -57,35 +59,43 @@ class Fold:
     val_shards: tuple[int, ...]
 
 
-def plan_folds(cache_manifest: dict, shard_manifest: dict, folds: int, train_cache: bool) -> list[Fold]:
-    """The ``folds`` folds over the shards in the render cache (``folds > 1``; see the module doc).
+def plan_folds(
+    cache_manifest: dict, shard_manifest: dict, folds: int, train_cache: bool, train_shards: int | None = None
+) -> list[Fold]:
+    """The ``folds`` folds (``folds > 1``; see the module doc) over the shards there are images of:
+    with ``train_cache`` the shards in the render cache, else (images drawn on the fly from the
+    strokes) the validation shards and the first ``train_shards`` training shards (all when None),
+    as ``render.train_shards`` picks them for the cache.
 
     Raises a one-line ParamError naming the params to change when the folds cannot be made: more
-    folds than shards, a cache without the training images, or a fold the cache holds nothing of."""
+    folds than shards, or a fold with nothing to train or validate on."""
     count = int(shard_manifest["count"])
     if folds > count:
         raise ParamError(
             f"param train.folds: {folds} folds need at least {folds} shards (each fold validates on whole "
             f"shards), but shard.count is {count}: lower train.folds or raise shard.count"
         )
-    if not train_cache:
-        raise ParamError(
-            f"param train.folds: {folds} folds need every shard rendered into the cache, but "
-            "render.train_cache is false: set render.train_cache: true, or train.folds: 1"
-        )
     index = {Path(name).stem: i for i, name in enumerate(shard_manifest["files"])}
-    cached = [(f["prefix"], index[f["prefix"]]) for f in cache_manifest["files"] if f["rows"] > 0]
+    if train_cache:
+        where = "the render cache"
+        usable = [(f["prefix"], index[f["prefix"]]) for f in cache_manifest["files"] if f["rows"] > 0]
+    else:
+        where = "the shards (render.train_cache: false)"
+        picked = shard_manifest["train_shards"]
+        picked = sorted([*shard_manifest["val_shards"], *(picked if train_shards is None else picked[:train_shards])])
+        rows = shard_manifest["rows_per_shard"]
+        usable = [(Path(shard_manifest["files"][i]).stem, i) for i in picked if rows[i] > 0]
     out = []
     for f in range(folds):
-        val = tuple(p for p, i in cached if i % folds == f)
-        train = tuple(p for p, i in cached if i % folds != f)
+        val = tuple(p for p, i in usable if i % folds == f)
+        train = tuple(p for p, i in usable if i % folds != f)
         held = tuple(i for i in range(count) if i % folds == f)
         if not val or not train:
             what = "validate on" if not val else "train on"
             raise ParamError(
-                f"param train.folds: fold {f} of {folds} has nothing to {what} in the render cache (it holds "
-                f"out shards {list(held)}; the cache has {[p for p, _ in cached]}): set render.train_shards: "
-                "null so every shard is rendered, or lower train.folds"
+                f"param train.folds: fold {f} of {folds} has nothing to {what} in {where} (it holds "
+                f"out shards {list(held)}; there are {[p for p, _ in usable]}): set render.train_shards: "
+                "null so every shard is used, or lower train.folds"
             )
         out.append(Fold(f, train, val, held))
     return out
@@ -100,8 +110,13 @@ def reference_fold(folds: list[Fold], val_shards: list[int]) -> int:
 
 
 def open_fold(cache_dir: str | Path, fold: Fold) -> tuple[CacheSplit, CacheSplit]:
-    """(train, val) memory-mapped splits of ``fold``."""
+    """(train, val) memory-mapped render-cache splits of ``fold``."""
     return open_files(cache_dir, fold.train), open_files(cache_dir, fold.val)
+
+
+def fold_shard_paths(shard_dir: str | Path, stems: tuple[str, ...]) -> list[Path]:
+    """The parquet files of a fold's shards (``Fold.train`` or ``Fold.val``), to draw on the fly."""
+    return [Path(shard_dir) / f"{stem}.parquet" for stem in stems]
 
 
 class FoldAccumulator:

@@ -10,7 +10,7 @@ from .cache import CacheParams, CacheSplit, open_split, require_cache_for_images
 from .datasets import BatchStream, tf_dataset
 from .params import ParamError
 from .shards import read_manifest
-from .stroke_stream import StrokeStream, shard_paths
+from .stroke_stream import DrawnSplit, StrokeStream, shard_paths
 from .training import TrainParams, Worker
 
 CACHE = Path("data/cache")
@@ -48,22 +48,23 @@ def training_stream(
     worker: Worker | None = None,
     cache_dir: Path = CACHE,
     shards_dir: Path = SHARDS,
-    split: CacheSplit | None = None,
+    split: CacheSplit | list[Path] | None = None,
 ):
     """(stream, what it reads): the render cache's training images, or with
     ``render.train_cache: false`` batches drawn on the fly from the training shards, with the
     same render params as the cache (so the same images without stroke augmentation).
     ``batch`` is this worker's batch; the stream yields this worker's share of the steps.
-    ``split``: the cache images to train on instead of the ``train`` split (a cross-validation
-    fold's training shards, doodle.folds)."""
+    ``split``: what to train on instead of the ``train`` split, a cross-validation fold's
+    training shards (doodle.folds): their cache images, or with ``render.train_cache: false``
+    their parquet files, drawn on the fly."""
     worker = worker or Worker()
-    if render_cfg.train_cache or split is not None:
+    if isinstance(split, CacheSplit) or (render_cfg.train_cache and split is None):
         if cfg.stroke_augment_params.any():
             raise ParamError(
                 "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
             )
         stream = BatchStream(
-            split if split is not None else open_split(cache_dir, "train"),
+            split if isinstance(split, CacheSplit) else open_split(cache_dir, "train"),
             batch,
             shuffle=True,
             seed=cfg.seed,
@@ -80,7 +81,7 @@ def training_stream(
     if raster.to_dict() != cache["render"]:
         raise ParamError(f"render params {raster.to_dict()} differ from {cache_dir}'s {cache['render']}: rerun render")
     stream = StrokeStream(
-        shard_paths(shards_dir, "train", render_cfg.train_shards),
+        split if split is not None else shard_paths(shards_dir, "train", render_cfg.train_shards),
         raster,
         batch,
         shuffle=True,
@@ -95,3 +96,11 @@ def training_stream(
     )
     source = {"shards": shards, "train_shards": render_cfg.train_shards}
     return stream, {**source, "max_per_shard": render_cfg.max_per_shard}
+
+
+def validation_stream(split: CacheSplit | DrawnSplit, batch: int, steps: int | None = None):
+    """The ordered validation batches ``model.fit`` scores each epoch: ``steps`` of them, or all of
+    ``split`` (cache images, or a fold's held-out shards drawn on the fly)."""
+    if isinstance(split, DrawnSplit):
+        return split.stream(batch, steps=steps)
+    return BatchStream(split, batch, shuffle=False, steps=steps)

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 
 def image_grid(
@@ -121,6 +122,29 @@ def activation_grid(
             row[1].set_title(name, fontsize=6, loc="left")
             for k in range(m.shape[-1]):
                 row[k + 1].imshow(m[i, ..., k], cmap="viridis", interpolation="nearest")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def learning_curves(
+    histories: dict[str, dict[str, list[float]]], path: str | Path, keys: tuple[str, ...], title: str | None = None
+) -> Path:
+    """One panel per history key (e.g. ``val_map_at_3``, ``loss``), one line per run (an ensemble's
+    members side by side), epochs on x. A run without a key is left out of that panel."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False)
+    cmap = plt.get_cmap("tab10" if len(histories) <= 10 else "turbo")
+    for ax, key in zip(axes[0], keys):
+        for i, (name, history) in enumerate(histories.items()):
+            values = history.get(key) or []
+            colour = cmap(i % 10) if len(histories) <= 10 else cmap(i / max(len(histories) - 1, 1))
+            ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, lw=1.2, color=colour, label=name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(key, fontsize=9)
+        ax.grid(alpha=0.3)
+    if len(histories) <= 20:
+        axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)

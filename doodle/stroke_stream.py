@@ -260,3 +260,42 @@ def _finish(started) -> tuple[np.ndarray, np.ndarray]:
     for f in futures:
         f.result()  # re-raises a rendering error here
     return x, y
+
+
+class DrawnSplit:
+    """Shards read as a validation split whose images are drawn on the fly: what a
+    :class:`doodle.cache.CacheSplit` gives (``rows``, ``keys``, ``labels``, ``all_labels()`` and
+    ``images`` in order), for a cross-validation fold of ``render.train_cache: false``, where the
+    cache holds no image of the fold's held-out shards. Keys and labels are read up front (12 bytes
+    a drawing, as the cache's are); the images are drawn block by block as they are iterated, with
+    the same render params and row order as :meth:`stream`'s batches."""
+
+    def __init__(self, shards: list[str | Path], raster: RenderParams, max_per_shard: int | None = None):
+        self.paths = [Path(p) for p in shards]
+        self.raster = raster
+        self.max_per_shard = max_per_shard
+        probe = self.stream(1)  # the row groups and how much of each, as every stream of it reads them
+        self.keys, self.labels = [], []
+        for path, group, rows in probe.groups:
+            t = pq.ParquetFile(path).read_row_group(group, columns=["key_id", "label"]).slice(0, rows)
+            self.keys.append(t["key_id"].to_numpy().astype(np.int64))
+            self.labels.append(t["label"].to_numpy().astype(np.int64))
+
+    def stream(self, batch_size: int, steps: int | None = None) -> StrokeStream:
+        """An ordered stream of its batches (validation in ``model.fit``), ``steps`` of them or all."""
+        return StrokeStream(
+            self.paths, self.raster, batch_size, shuffle=False, steps=steps, max_per_shard=self.max_per_shard
+        )
+
+    @property
+    def rows(self) -> int:
+        return sum(len(lab) for lab in self.labels)
+
+    def all_labels(self) -> np.ndarray:
+        return np.concatenate(self.labels) if self.labels else np.zeros(0, np.int64)
+
+    @property
+    def images(self) -> Iterator[np.ndarray]:
+        """Every image in order, in blocks of up to 4,096 (drawn as they are asked for)."""
+        stream = self.stream(4096)
+        return (x for x, _ in stream.epoch(0))

@@ -61,13 +61,7 @@ def write_top_k(
 def validate_submission(path: str | Path, expected_key_ids: list[str], classes: list[str]) -> int:
     """Check ``path`` against the test key_ids; raise SubmissionError listing what is wrong."""
     known = {kaggle_label(c) for c in classes}
-    problems: list[str] = []
-    with Path(path).open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header != ["key_id", "word"]:
-            problems.append(f"header is {header}, expected ['key_id', 'word']")
-        rows = list(reader)
+    rows, problems = _read_submission(path, ["key_id", "word"])
     keys = [r[0] for r in rows if r]
     if len(rows) != len(expected_key_ids):
         problems.append(f"{len(rows)} rows, expected {len(expected_key_ids)} (one per test drawing)")
@@ -89,8 +83,7 @@ def validate_submission(path: str | Path, expected_key_ids: list[str], classes: 
                 problems.append(f"row {r!r}: needs three distinct known labels")
     if bad > 3:
         problems.append(f"... {bad} such rows in all")
-    if problems:
-        raise SubmissionError(f"{path}: " + "; ".join(problems))
+    _raise_if(path, problems)
     return len(rows)
 
 
@@ -108,13 +101,7 @@ def write_digit_submission(path: str | Path, image_ids: list[int], top1: np.ndar
 def validate_digit_submission(path: str | Path, rows: int) -> int:
     """Check ``path`` is what Kaggle takes for a test.csv of ``rows`` rows: the header, ImageIds
     1..rows in order, and a label 0-9 in every row; raise SubmissionError listing what is wrong."""
-    problems: list[str] = []
-    with Path(path).open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header != ["ImageId", "Label"]:
-            problems.append(f"header is {header}, expected ['ImageId', 'Label']")
-        body = list(reader)
+    body, problems = _read_submission(path, ["ImageId", "Label"])
     if len(body) != rows:
         problems.append(f"{len(body)} rows, expected {rows} (one per test.csv row)")
     wrong_id = [i for i, r in enumerate(body, 1) if not r or r[0] != str(i)]
@@ -123,9 +110,23 @@ def validate_digit_submission(path: str | Path, rows: int) -> int:
     bad = [r for r in body if len(r) != 2 or r[1] not in {str(d) for d in range(10)}]
     if bad:
         problems.append(f"{len(bad)} row(s) without one label 0-9, e.g. {bad[0]!r}")
+    _raise_if(path, problems)
+    return len(body)
+
+
+def _read_submission(path: str | Path, header: list[str]) -> tuple[list[list[str]], list[str]]:
+    """(rows after the header, problems so far: a wrong header) of a submission CSV."""
+    with Path(path).open(newline="") as fh:
+        reader = csv.reader(fh)
+        first = next(reader, None)
+        rows = list(reader)
+    return rows, [] if first == header else [f"header is {first}, expected {header}"]
+
+
+def _raise_if(path: str | Path, problems: list[str]) -> None:
+    """One SubmissionError naming the file and every problem found, if any."""
     if problems:
         raise SubmissionError(f"{path}: " + "; ".join(problems))
-    return len(body)
 
 
 def score_digits(labels_path: str | Path, submission: str | Path, probs: np.ndarray, classes: list[str]) -> dict:

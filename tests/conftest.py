@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.common import subprocess_env
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 KAGGLE = SHARED / "quickdraw-kaggle"
@@ -54,14 +56,6 @@ def project(tmp_path, monkeypatch):
     write_params(tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def subprocess_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return env
 
 
 def clone_project(dest: Path) -> Path:

@@ -112,7 +112,10 @@ def test_fold_and_seed_params_are_checked_in_one_line(rendered, tmp_path, monkey
 
     for overrides, message in (
         ({"train": {"folds": 4}}, "train.folds: 4 folds need at least 4 shards.*shard.count is 3"),
-        ({"train": {"folds": 2}, "render": {"train_cache": False}}, "train.folds.*render.train_cache: true"),
+        (
+            {"train": {"folds": 2}, "render": {"train_cache": False, "train_shards": 1}},
+            "fold 0 of 2 has nothing to train on in the shards.*render.train_shards: null",
+        ),
     ):
         write_params(proj / "params.yaml", overrides)
         with pytest.raises(ParamError, match=message) as err:
@@ -165,6 +168,7 @@ def test_two_folds_by_two_seeds_and_predict_averages_the_members(rendered, tmp_p
     assert json.loads(Path("models/model.json").read_text())["member"]["name"] == "fold0-seed0"
     assert Path("dvclive/metrics.json").is_file() and not Path("models/backup").exists()
     assert sorted(p.name for p in Path("dvclive/members").iterdir()) == names[1:]
+    assert Path("reports/train_curves.png").stat().st_size > 0  # the four members' curves side by side
 
     # the out-of-fold file: every cached drawing once, in the fold holding out its shard, with its label
     oof = pq.read_table("models/members/oof.parquet").to_pydict()
@@ -236,9 +240,10 @@ def test_a_stopped_ensemble_keeps_its_finished_members(rendered, tmp_path, monke
     shutil.copytree(rendered, proj)
     write_params(proj / "params.yaml", {"train": {"seeds": 2}})
     monkeypatch.chdir(proj)
+    from doodle import ensemble
     from stages import train
 
-    real, started = train.train_member, []
+    real, started = ensemble.train_member, []
 
     def stopped_at_the_second(cfg, run, member):
         started.append(member.name)
@@ -246,13 +251,13 @@ def test_a_stopped_ensemble_keeps_its_finished_members(rendered, tmp_path, monke
             raise KeyboardInterrupt
         return real(cfg, run, member)
 
-    monkeypatch.setattr(train, "train_member", stopped_at_the_second)
+    monkeypatch.setattr(ensemble, "train_member", stopped_at_the_second)
     with pytest.raises(KeyboardInterrupt):
         train.main(["--quiet"])
     first = Path("models/members/fold0-seed0.keras").read_bytes()
     history = json.loads(Path("models/members/fold0-seed0.json").read_text())["history"]
     assert Path("models/backup/fold0-seed0").is_dir() and not Path("models/model.keras").exists()
-    monkeypatch.setattr(train, "train_member", real)
+    monkeypatch.setattr(ensemble, "train_member", real)
     capsys.readouterr()
     train.main(["--quiet"])
     out = capsys.readouterr().out
@@ -261,3 +266,52 @@ def test_a_stopped_ensemble_keeps_its_finished_members(rendered, tmp_path, monke
     assert Path("models/members/fold0-seed0.keras").read_bytes() == first
     assert json.loads(Path("models/members/fold0-seed0.json").read_text())["history"] == history
     assert Path("models/members/fold0-seed1.keras").is_file() and not Path("models/backup").exists()
+
+
+def test_folds_draw_on_the_fly_without_a_training_cache(rendered, tmp_path, monkeypatch):
+    """render.train_cache: false with train.folds 2: the cache holds only the validation shard, and
+    each fold trains and validates on drawings drawn from its shards' strokes. The held-out images
+    are the cache's bytes, and the out-of-fold file holds every sharded drawing once, in its fold."""
+    from doodle.folds import fold_of_keys, fold_shard_paths, plan_folds
+    from doodle.raster import RenderParams
+    from doodle.shards import read_manifest
+    from doodle.stroke_stream import DrawnSplit
+
+    proj = tmp_path / "p"
+    shutil.copytree(rendered, proj)
+    write_params(proj / "params.yaml", {"train": {"folds": 2}, "render": {"train_cache": False}})
+    monkeypatch.chdir(proj)
+    from stages import render, train
+
+    render.main(["--quiet"])
+    assert [f["prefix"] for f in json.loads(Path("data/cache/manifest.json").read_text())["files"]] == ["shard-002"]
+    folds = plan_folds({}, read_manifest("data/shards"), 2, train_cache=False)
+    assert [(f.train, f.val) for f in folds] == [
+        (("shard-001",), ("shard-000", "shard-002")),
+        (("shard-000", "shard-002"), ("shard-001",)),
+    ]
+    # a drawn split gives the cache's images, keys and labels, in the cache's order
+    raster = RenderParams(**json.loads(Path("data/cache/manifest.json").read_text())["render"])
+    drawn = DrawnSplit(fold_shard_paths("data/shards", ("shard-002",)), raster)
+    cached = _cache_split(rendered / "data/cache", "shard-002")
+    assert drawn.rows == cached.rows and np.array_equal(np.concatenate(drawn.keys), np.concatenate(cached.keys))
+    assert np.array_equal(drawn.all_labels(), cached.all_labels())
+    assert np.array_equal(np.concatenate(list(drawn.images)), np.asarray(cached.images[0]))
+
+    train.main(["--quiet"])
+    assert sorted(p.stem for p in Path("models/members").glob("*.keras")) == ["fold0-seed0", "fold1-seed0"]
+    report = json.loads(Path("reports/train.json").read_text())
+    every = _shard_keys(Path("data/shards"))
+    assert sum(m["val_rows"] for m in report["member_results"]) == len(every)
+    oof = pq.read_table("models/members/oof.parquet").to_pydict()
+    assert sorted(oof["key_id"]) == sorted(every)  # every drawing once, though only shard 2 is cached
+    assert np.array_equal(oof["fold"], fold_of_keys(np.array(oof["key_id"]), SHARD_COUNT, 2))
+    labels = _cache_rows(rendered / "data/cache")  # the full cache of the fixture: every drawing's label
+    assert oof["label"] == [labels[k] for k in oof["key_id"]]
+    assert json.loads(Path("models/model.json").read_text())["member"]["name"] == "fold0-seed0"
+
+
+def _cache_split(cache_dir: Path, prefix: str):
+    from doodle.cache import open_files
+
+    return open_files(cache_dir, [prefix])
