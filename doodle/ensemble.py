@@ -85,7 +85,8 @@ class RunResult:
 
 def train_models(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult | None:
     """Train the single model, or with train.folds or train.seeds > 1 the ensemble. Returns the
-    figures on the chief, None on the other workers."""
+    figures on the chief, None on the other workers. The resume backup (``files.backup``) is left
+    for the caller to delete once the figures are written: a run killed before that resumes."""
     if cfg.folds > 1 or cfg.seeds > 1:
         return train_ensemble(cfg, run, files)
     return train_single(cfg, run, files)
@@ -104,7 +105,6 @@ def train_single(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult |
     metrics, best = result
     write_oof(files.oof, [(0, val_split, [best])], len(run.cache["classes"]), PREDICT_BATCH)
     write_curves(files.curves, {"model": files.meta})
-    shutil.rmtree(files.backup, ignore_errors=True)  # a finished run leaves nothing to resume
     line = (
         f"train: best val MAP@3 {metrics['val_map_at_3']:.4f}, top-1 {metrics['val_accuracy']:.4f}, "
         f"top-3 {metrics['val_top3']:.4f} after {metrics['epochs_run']} epochs in {metrics['seconds']:.0f}s "
@@ -113,7 +113,7 @@ def train_single(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult |
     return RunResult(metrics, ("val_map_at_3", "epochs_run"), line)
 
 
-def fold_splits(fold, run: Setup, shards: dict):
+def fold_splits(fold, run: Setup, shards: dict, threads: int | None = None):
     """(train, validation, held-out shard indices) of ``fold`` (None: the shard.val_shards holdout):
     its cache images, or with render.train_cache: false its shard files and held-out drawings,
     drawn on the fly."""
@@ -123,7 +123,8 @@ def fold_splits(fold, run: Setup, shards: dict):
         train, val = open_fold(CACHE, fold)
     else:
         train = fold_shard_paths(SHARDS, fold.train)
-        val = DrawnSplit(fold_shard_paths(SHARDS, fold.val), run.render.raster(), run.render.max_per_shard)
+        held = fold_shard_paths(SHARDS, fold.val)
+        val = DrawnSplit(held, run.render.raster(), run.render.max_per_shard, threads)
     return train, val, tuple(fold.val_shards)
 
 
@@ -154,7 +155,7 @@ def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult
     oof = OofWriter(files.oof, len(run.cache["classes"])) if chief else None
     for f in [ref, *(f for f in range(len(folds)) if f != ref)]:
         fold = folds[f]
-        train_split, val_split, held = fold_splits(fold, run, shards)
+        train_split, val_split, held = fold_splits(fold, run, shards, cfg.render_threads)
         extra = {} if fold is None else {"fold": f, "train_files": fold.train, "val_files": fold.val}
         splits = {"val_split": val_split, "train_split": train_split, "held_out": held, "fingerprint": extra}
         # the fold's members' summed probabilities: each member adds its own as soon as it is trained
@@ -173,8 +174,7 @@ def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult
                 continue
             metrics, best = result
             top = acc.add(lambda x, m=best: m(x, training=False), PREDICT_BATCH)
-            train_rows = train_split.rows if hasattr(train_split, "rows") else None
-            rows = {"train_rows": train_rows, "val_rows": val_split.rows}
+            rows = {"val_rows": val_split.rows}  # train_rows: in metrics
             metrics["oof_map_at_3"] = map_at_3(val_split.all_labels(), top)  # on all of its fold, unlike val_steps
             ids = {"name": name, "fold": f, "seed": member_cfg.seed, "val_shards": list(held)}
             results.append({**ids, **rows, **metrics})
@@ -195,7 +195,6 @@ def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult
     summary = summarize_members(results, oof, reference)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     write_curves(files.curves, {name: files.members / f"{name}.json" for name in names})
-    shutil.rmtree(files.backup, ignore_errors=True)  # the ensemble is done: nothing to resume
     line = (
         f"train: {len(results)} members ({len(folds)} fold(s) x {cfg.seeds} seed(s)), val MAP@3 "
         f"{summary['val_map_at_3']:.4f} +- {summary['val_map_at_3_std']:.4f}, out-of-fold MAP@3 "

@@ -4,7 +4,7 @@ Folds follow the shards: fold ``f`` of ``K`` validates on the shards ``i`` with 
 trains on the others. A drawing's shard depends only on its key_id and ``shard.count``
 (:func:`doodle.shards.shard_of`), so its fold does too (:func:`fold_of_keys`): adding data never
 moves a drawing to another fold, and a fold's validation set only grows. Whole shards also keep the
-render cache's memory-mapped files intact: a fold is a list of cache files, nothing is copied.
+render cache's memory-mapped files intact: a fold is a list of shards, nothing is copied.
 
 With ``K > 1`` the folds are drawn from every shard with images, and ``shard.val_shards`` does not
 choose what is held out (it still names the shards the evaluate and baseline stages score on).
@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from .cache import CacheSplit, open_files
 from .metrics import top_k
 from .params import ParamError
 from .shards import shard_of
+
+if TYPE_CHECKING:  # a type only: predict and evaluate import this module without the stroke reader
+    from .stroke_stream import DrawnSplit
 
 #: OOF columns keep the probabilities of this many classes per drawing, best first: every class
 #: of a data set with up to 20 classes (the sample's 16), the 20 best of Kaggle's 340.
@@ -125,7 +129,7 @@ class FoldAccumulator:
     drawings is 13.6 GB of float32). Rebuilt on every run, so a resumed ensemble never counts a
     member twice."""
 
-    def __init__(self, path: Path, split: CacheSplit, classes: int):
+    def __init__(self, path: Path, split: CacheSplit | DrawnSplit, classes: int):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.split = split

@@ -263,28 +263,42 @@ def _finish(started) -> tuple[np.ndarray, np.ndarray]:
 
 
 class DrawnSplit:
-    """Shards read as a validation split whose images are drawn on the fly: what a
-    :class:`doodle.cache.CacheSplit` gives (``rows``, ``keys``, ``labels``, ``all_labels()`` and
-    ``images`` in order), for a cross-validation fold of ``render.train_cache: false``, where the
-    cache holds no image of the fold's held-out shards. Keys and labels are read up front (12 bytes
-    a drawing, as the cache's are); the images are drawn block by block as they are iterated, with
-    the same render params and row order as :meth:`stream`'s batches."""
+    """Shards read as a validation split whose images are drawn on the fly, for a cross-validation
+    fold of ``render.train_cache: false``, where the cache holds no image of the fold's held-out
+    shards. It gives what the fold code reads of a :class:`doodle.cache.CacheSplit`: ``rows``,
+    ``keys`` and ``labels`` (lists of arrays to concatenate, one per row group, not per shard),
+    ``all_labels()``, and ``images``: every image in order, in blocks, drawn anew on each use, with
+    the same render params and row order as :meth:`stream`'s batches. Keys and labels are read up
+    front: 10 bytes a drawing, as the cache keeps them."""
 
-    def __init__(self, shards: list[str | Path], raster: RenderParams, max_per_shard: int | None = None):
+    def __init__(
+        self,
+        shards: list[str | Path],
+        raster: RenderParams,
+        max_per_shard: int | None = None,
+        threads: int | None = None,
+    ):
         self.paths = [Path(p) for p in shards]
         self.raster = raster
         self.max_per_shard = max_per_shard
+        self.threads = threads
         probe = self.stream(1)  # the row groups and how much of each, as every stream of it reads them
         self.keys, self.labels = [], []
         for path, group, rows in probe.groups:
             t = pq.ParquetFile(path).read_row_group(group, columns=["key_id", "label"]).slice(0, rows)
             self.keys.append(t["key_id"].to_numpy().astype(np.int64))
-            self.labels.append(t["label"].to_numpy().astype(np.int64))
+            self.labels.append(t["label"].to_numpy().astype(np.int16))
 
     def stream(self, batch_size: int, steps: int | None = None) -> StrokeStream:
         """An ordered stream of its batches (validation in ``model.fit``), ``steps`` of them or all."""
         return StrokeStream(
-            self.paths, self.raster, batch_size, shuffle=False, steps=steps, max_per_shard=self.max_per_shard
+            self.paths,
+            self.raster,
+            batch_size,
+            shuffle=False,
+            steps=steps,
+            max_per_shard=self.max_per_shard,
+            threads=self.threads,
         )
 
     @property
@@ -292,7 +306,7 @@ class DrawnSplit:
         return sum(len(lab) for lab in self.labels)
 
     def all_labels(self) -> np.ndarray:
-        return np.concatenate(self.labels) if self.labels else np.zeros(0, np.int64)
+        return np.concatenate(self.labels).astype(np.int64) if self.labels else np.zeros(0, np.int64)
 
     @property
     def images(self) -> Iterator[np.ndarray]:

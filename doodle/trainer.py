@@ -198,6 +198,7 @@ def train_member(cfg: TrainParams, run: Setup, member: Member):
         "val_accuracy": scores["accuracy"],
         "val_top3": scores["top3"],
         "val_loss": scores["loss"],
+        "train_rows": train.rows,  # images, or drawings drawn on the fly
         "epochs_run": epochs_run,
         "seconds": round(seconds, 1),
         "images_per_s": round(trained * images / seconds, 1) if seconds else 0.0,

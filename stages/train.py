@@ -43,8 +43,10 @@ def main(argv=None) -> None:
     strategy, device = device_strategy(cfg.mixed_precision, cfg.strategy)  # before TensorFlow runs anything
     run = Setup(render_cfg, strategy, device, worker, read_cache_manifest(CACHE), progress=not args.quiet)
     if worker.chief:
-        result = train_models(cfg, run, TrainFiles.under(Path(".")))
+        files = TrainFiles.under(Path("."))
+        result = train_models(cfg, run, files)
         _cli.write_metrics("train", result.values, headline=result.headline)
+        shutil.rmtree(files.backup, ignore_errors=True)  # done and written: nothing to resume
         print(result.line, flush=True)
         return
     # Not the chief: the same training, its files in a scratch directory (see the module doc).
