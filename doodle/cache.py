@@ -175,13 +175,11 @@ def build_cache(shard_dir: str | Path, out_dir: str | Path, cfg: CacheParams, pr
     return {**manifest, "seconds": round(seconds, 3), "images_per_s": round(total / seconds, 1) if seconds else 0.0}
 
 
-@dataclass
-class CacheSplit:
-    """Memory-mapped arrays of one split (``train`` or ``val``) of a cache."""
+class LabelledRows:
+    """What a split of drawings with ``labels`` (a list of arrays, in row order) reports of them:
+    shared by the cache's splits and :class:`doodle.stroke_stream.DrawnSplit`."""
 
-    images: list[np.ndarray]
     labels: list[np.ndarray]
-    keys: list[np.ndarray]
 
     @property
     def rows(self) -> int:
@@ -189,6 +187,15 @@ class CacheSplit:
 
     def all_labels(self) -> np.ndarray:
         return np.concatenate(self.labels).astype(np.int64) if self.labels else np.zeros(0, np.int64)
+
+
+@dataclass
+class CacheSplit(LabelledRows):
+    """Memory-mapped arrays of one split (``train`` or ``val``) of a cache."""
+
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    keys: list[np.ndarray]
 
 
 def read_cache_manifest(cache_dir: str | Path) -> dict:

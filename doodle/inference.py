@@ -104,6 +104,12 @@ class TestPredictions:
     probs: np.ndarray
     rejected: dict[str, int]  # reason -> rows predicted from a blank image
 
+    @classmethod
+    def gather(cls, keys: list, chunks: list[np.ndarray], rejected: dict[str, int], classes: int) -> TestPredictions:
+        """The predictions of a file read block by block: its blocks' probabilities in order."""
+        probs = np.concatenate(chunks) if chunks else np.zeros((0, classes), np.float32)
+        return cls(keys, probs, rejected)
+
 
 def predict_test_file(
     models: list[TrainedModel],
@@ -151,9 +157,7 @@ def predict_test_file(
             f"{path}: {len(repeated)} key_id(s) appear more than once (e.g. {', '.join(repeated[:5])}); "
             "a submission needs one row per key_id"
         )
-    n_classes = len(models[0].classes)
-    probs = np.concatenate(chunks) if chunks else np.zeros((0, n_classes), np.float32)
-    return TestPredictions(keys, probs, rejected)
+    return TestPredictions.gather(keys, chunks, rejected, len(models[0].classes))
 
 
 def _repeated(keys: list[str]) -> list[str]:
@@ -188,6 +192,4 @@ def predict_digit_file(
         keys.extend(block.key_id.tolist())
         if progress is not None:
             progress(block.nbytes)
-    n_classes = len(models[0].classes)
-    probs = np.concatenate(chunks) if chunks else np.zeros((0, n_classes), np.float32)
-    return TestPredictions(keys, probs, rejected)
+    return TestPredictions.gather(keys, chunks, rejected, len(models[0].classes))

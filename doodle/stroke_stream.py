@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from .augment import StrokeAugmentParams, sample
+from .cache import LabelledRows
 from .datasets import batch_pieces, check_share
 from .raster import RenderParams, render
 from .shards import read_manifest
@@ -262,7 +263,7 @@ def _finish(started) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-class DrawnSplit:
+class DrawnSplit(LabelledRows):
     """Shards read as a validation split whose images are drawn on the fly, for a cross-validation
     fold of ``render.train_cache: false``, where the cache holds no image of the fold's held-out
     shards. It gives what the fold code reads of a :class:`doodle.cache.CacheSplit`: ``rows``,
@@ -300,13 +301,6 @@ class DrawnSplit:
             max_per_shard=self.max_per_shard,
             threads=self.threads,
         )
-
-    @property
-    def rows(self) -> int:
-        return sum(len(lab) for lab in self.labels)
-
-    def all_labels(self) -> np.ndarray:
-        return np.concatenate(self.labels).astype(np.int64) if self.labels else np.zeros(0, np.int64)
 
     @property
     def images(self) -> Iterator[np.ndarray]:

@@ -58,6 +58,16 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
+def work_on_copy(src: Path, dest: Path, monkeypatch, overrides: dict | None = None) -> Path:
+    """A copy of the project ``src`` (e.g. the ``rendered`` fixture) at ``dest``, as the working
+    directory; with ``overrides``, its params.yaml is the tiny one with them merged in."""
+    shutil.copytree(src, dest)
+    if overrides is not None:
+        write_params(dest / "params.yaml", overrides)
+    monkeypatch.chdir(dest)
+    return dest
+
+
 def clone_project(dest: Path) -> Path:
     """A git clone of the project at ``dest`` with the working tree's code and pipeline
     (committed or not), for tests that run ``dvc`` as users do."""

@@ -25,7 +25,7 @@ from doodle.baseline import (
 from doodle.cache import CacheParams, open_split
 from doodle.params import ParamError
 from stages import _cli
-from tests.conftest import write_params
+from tests.conftest import work_on_copy
 
 TIMINGS = ("sample_seconds", "pca_fit_seconds", "svm_fit_seconds", "fit_seconds", "predict_seconds")
 
@@ -66,9 +66,7 @@ def test_true_rank_scores_as_the_project_metric_does():
 
 
 def test_stage_writes_headline_metrics_and_report_well_above_chance(rendered, tmp_path, monkeypatch, capsys):
-    proj = tmp_path / "p"
-    shutil.copytree(rendered, proj)
-    monkeypatch.chdir(proj)
+    work_on_copy(rendered, tmp_path / "p", monkeypatch)
     from stages import baseline
 
     baseline.main(["--quiet"])
@@ -155,10 +153,7 @@ def test_scoring_in_batches_and_classes_missing_from_the_sample(rendered):
     ],
 )
 def test_a_bad_param_is_one_line_naming_it(bad, key, rendered, tmp_path, monkeypatch, capsys):
-    proj = tmp_path / "p"
-    shutil.copytree(rendered, proj)
-    write_params(proj / "params.yaml", {"baseline": bad})
-    monkeypatch.chdir(proj)
+    work_on_copy(rendered, tmp_path / "p", monkeypatch, {"baseline": bad})
     from stages import baseline
 
     with pytest.raises(SystemExit) as exit_:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from doodle.params import ParamError, from_mapping
-from tests.conftest import write_params
+from tests.conftest import work_on_copy, write_params
 
 SHARD_COUNT = 3  # tests/conftest.py TINY; the validation shard is the last, 2
 
@@ -105,9 +105,7 @@ def test_fold_and_seed_params_are_checked_in_one_line(rendered, tmp_path, monkey
     with pytest.raises(ParamError, match="fold 1 of 3 has nothing to validate on.*render.train_shards: null"):
         plan_folds(cache, shards, 3, train_cache=True)  # shard 1 is not in the cache
 
-    proj = tmp_path / "p"
-    shutil.copytree(rendered, proj)
-    monkeypatch.chdir(proj)
+    proj = work_on_copy(rendered, tmp_path / "p", monkeypatch)
     from stages import train
 
     for overrides, message in (
@@ -138,9 +136,7 @@ def test_two_folds_by_two_seeds_and_predict_averages_the_members(rendered, tmp_p
     from doodle.folds import fold_of_keys
     from doodle.metrics import map_at_3
 
-    proj = tmp_path / "p"
-    shutil.copytree(rendered, proj)
-    monkeypatch.chdir(proj)
+    proj = work_on_copy(rendered, tmp_path / "p", monkeypatch)
     from stages import evaluate, predict, train
 
     train.main(["--quiet"])  # folds = seeds = 1: today's files, plus the holdout's probabilities
@@ -208,10 +204,9 @@ def test_two_folds_by_two_seeds_and_predict_averages_the_members(rendered, tmp_p
 def test_seeds_alone_average_on_the_holdout(rendered, tmp_path, monkeypatch):
     """train.seeds 2 with one fold: two members on the shard.val_shards holdout; the OOF file holds the
     validation shard's drawings, the mean of the two; an explicit predict.models list still works."""
-    proj = tmp_path / "p"
-    shutil.copytree(rendered, proj)
-    write_params(proj / "params.yaml", {"train": {"seeds": 2}, "predict": {"models": ["models/model.keras"]}})
-    monkeypatch.chdir(proj)
+    work_on_copy(
+        rendered, tmp_path / "p", monkeypatch, {"train": {"seeds": 2}, "predict": {"models": ["models/model.keras"]}}
+    )
     from doodle.cache import open_split
     from stages import predict, train
     from stages.predict import resolve_models
@@ -236,10 +231,7 @@ def test_seeds_alone_average_on_the_holdout(rendered, tmp_path, monkeypatch):
 def test_a_stopped_ensemble_keeps_its_finished_members(rendered, tmp_path, monkeypatch, capsys):
     """A run stopped while its second member starts: the rerun takes the first member from its
     backup (no epoch trained again, the same model file) and trains the second."""
-    proj = tmp_path / "p"
-    shutil.copytree(rendered, proj)
-    write_params(proj / "params.yaml", {"train": {"seeds": 2}})
-    monkeypatch.chdir(proj)
+    work_on_copy(rendered, tmp_path / "p", monkeypatch, {"train": {"seeds": 2}})
     from doodle import ensemble
     from stages import train
 
@@ -277,10 +269,7 @@ def test_folds_draw_on_the_fly_without_a_training_cache(rendered, tmp_path, monk
     from doodle.shards import read_manifest
     from doodle.stroke_stream import DrawnSplit
 
-    proj = tmp_path / "p"
-    shutil.copytree(rendered, proj)
-    write_params(proj / "params.yaml", {"train": {"folds": 2}, "render": {"train_cache": False}})
-    monkeypatch.chdir(proj)
+    work_on_copy(rendered, tmp_path / "p", monkeypatch, {"train": {"folds": 2}, "render": {"train_cache": False}})
     from stages import render, train
 
     render.main(["--quiet"])

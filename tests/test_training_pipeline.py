@@ -1,12 +1,11 @@
 """Training, prediction and evaluation on generated data; resumption; the DVC pipeline itself."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import clone_project, run_dvc, stages_run, write_params
+from tests.conftest import clone_project, run_dvc, stages_run, work_on_copy, write_params
 
 
 def test_render_stage_outputs(rendered):
@@ -19,9 +18,7 @@ def test_render_stage_outputs(rendered):
 
 
 def test_train_predict_evaluate_tiny(rendered, tmp_path, monkeypatch, capsys):
-    proj = tmp_path / "p"
-    shutil.copytree(rendered, proj)
-    monkeypatch.chdir(proj)
+    work_on_copy(rendered, tmp_path / "p", monkeypatch)
     from stages import evaluate, predict, train
 
     train.main(["--quiet"])
@@ -60,10 +57,7 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path):
 def test_batchnorm_model_is_recalibrated_each_epoch(rendered, tmp_path, monkeypatch, capsys):
     """seed_cnn has BatchNorm: the train stage recomputes its statistics after every epoch
     (timed in reports/train.json); the cnn above has none and spends nothing on it."""
-    proj = tmp_path / "p"
-    shutil.copytree(rendered, proj)
-    write_params(proj / "params.yaml", {"train": {"model": "seed_cnn", "bn_recalibration_batches": 2}})
-    monkeypatch.chdir(proj)
+    work_on_copy(rendered, tmp_path / "p", monkeypatch, {"train": {"model": "seed_cnn", "bn_recalibration_batches": 2}})
     from stages import train
 
     train.main(["--quiet"])
@@ -75,11 +69,10 @@ def test_batchnorm_model_is_recalibrated_each_epoch(rendered, tmp_path, monkeypa
 def test_training_on_the_fly_from_the_shards_with_stroke_augmentation(rendered, tmp_path, monkeypatch):
     """render.train_cache: false: the render stage caches only the validation shards, and train
     draws its batches from the parquet shards, here with every stroke augmentation on."""
-    proj = tmp_path / "p"
-    shutil.copytree(rendered, proj)
     augment = {"scale": 0.1, "aspect": 0.1, "shift": 0.05, "rotation": 10.0, "shear": 0.1, "stroke_dropout": 0.1}
-    write_params(proj / "params.yaml", {"render": {"train_cache": False}, "train": {"stroke_augment": augment}})
-    monkeypatch.chdir(proj)
+    work_on_copy(
+        rendered, tmp_path / "p", monkeypatch, {"render": {"train_cache": False}, "train": {"stroke_augment": augment}}
+    )
     import shutil as sh
 
     from stages import render, train
@@ -96,10 +89,7 @@ def test_training_on_the_fly_from_the_shards_with_stroke_augmentation(rendered, 
 def test_stroke_augmentation_needs_the_on_the_fly_input(rendered, tmp_path, monkeypatch):
     from doodle.params import ParamError
 
-    proj = tmp_path / "p"
-    shutil.copytree(rendered, proj)
-    write_params(proj / "params.yaml", {"train": {"stroke_augment": {"rotation": 10.0}}})
-    monkeypatch.chdir(proj)
+    work_on_copy(rendered, tmp_path / "p", monkeypatch, {"train": {"stroke_augment": {"rotation": 10.0}}})
     from stages import train
 
     with pytest.raises(ParamError, match="train.stroke_augment.*render.train_cache: false"):

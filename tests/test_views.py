@@ -3,7 +3,6 @@ activation maps, for every architecture, any class count, 1 or 3 channels, and a
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import keras
@@ -16,7 +15,7 @@ from doodle.models import build_model
 from doodle.params import ParamError, from_mapping
 from doodle.plots import scatter_by_class
 from doodle.views import ACTIVATION_LAYERS, ViewParams, conv_model, embed, sample_views, write_views
-from tests.conftest import write_params
+from tests.conftest import work_on_copy, write_params
 
 
 def batches_of(images, labels, size, consumed=None):
@@ -34,9 +33,7 @@ def synthetic(n, classes, shape, seed=0):
 def test_trained_model_views_from_the_evaluate_stage(rendered, tmp_path, monkeypatch, capsys):
     """Train the tiny sample model, run the stage: both PNGs are written, and the embedding holds
     exactly the first ``embedding_samples`` validation drawings."""
-    proj = tmp_path / "p"
-    shutil.copytree(rendered, proj)
-    monkeypatch.chdir(proj)
+    work_on_copy(rendered, tmp_path / "p", monkeypatch)
     from stages import evaluate, train
 
     write_params(
