@@ -1,5 +1,5 @@
 """Scripts that print measured numbers; run from the repository root as ``python -m benchmarks.<name>``."""
 
-import os
+from doodle import quiet_tensorflow
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any benchmark imports TensorFlow
+quiet_tensorflow.install()  # before any benchmark imports TensorFlow: no C++ start-up notices

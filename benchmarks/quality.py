@@ -207,11 +207,14 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="Kaggle-layout folder with test_labels.csv")
     p.add_argument("--budget", type=int, default=600, help="training seconds per recipe (default 600)")
-    p.add_argument("--recipes", nargs="+", default=list(recipes.RECIPES), help="default: all")
+    names = list(recipes.RECIPES)  # choices: a wrong name is one usage line, not a traceback
+    p.add_argument("--recipes", nargs="+", default=names, choices=names, metavar="NAME", help="default: all")
     p.add_argument("--workdir", default="/tmp/doodle-bench-quality", help="scratch projects, one per recipe")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="default: budget / 30, at least 5")
     p.add_argument("--shards", type=int, default=6, help="shard.count; the last shard validates (default 6)")
-    p.add_argument("--print-params", metavar="NAME", help="print the `dvc exp run -S ...` line of a recipe")
+    p.add_argument(
+        "--print-params", choices=names, metavar="NAME", help="print the `dvc exp run -S ...` line of a recipe"
+    )
     p.add_argument("--list", action="store_true", help="list the recipes")
     a = p.parse_args(argv)
     if a.print_params:

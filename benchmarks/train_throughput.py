@@ -167,7 +167,7 @@ def child(config: str, cache: Path, run_dir: Path, steps: int, epochs: int, warm
     from doodle.cache import CacheSplit, open_split
     from doodle.callbacks import EpochLog, LiveLog
     from doodle.datasets import BatchStream, tf_dataset
-    from doodle.metrics import MapAt3, SmoothedSparseCrossentropy
+    from doodle.keras_metrics import MapAt3, SmoothedSparseCrossentropy
     from doodle.models import build_model
     from doodle.resume import TrainingState, reopen_live
     from doodle.training import TrainParams, make_optimizer

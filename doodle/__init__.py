@@ -7,3 +7,9 @@ flat stroke arrays), ``sources`` (Kaggle CSV / ndjson / embedded sample readers)
 (one module per architecture), ``metrics`` (MAP@3), ``submission`` (top-3 CSV, balancing,
 scoring) and ``plots``.
 """
+
+from . import quiet_tensorflow
+
+# Any use of the library (a stage, a benchmark, a notebook) imports TensorFlow without its C++
+# start-up notices: see doodle.quiet_tensorflow. Installed here, before anything imports Keras.
+quiet_tensorflow.install()

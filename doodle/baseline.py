@@ -212,7 +212,7 @@ def fit(
 
 def true_rank(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """0-based rank of each row's true class, ties towards the lower class index, as
-    ``doodle.metrics.top_k`` ranks (that module imports Keras, seconds this stage need not spend)."""
+    ``doodle.metrics.top_k`` ranks, without sorting every row."""
     labels = np.asarray(labels, np.int64)
     own = scores[np.arange(len(labels)), labels][:, None]
     lower = np.arange(scores.shape[1])[None, :] < labels[:, None]

@@ -25,7 +25,7 @@ from .images import fit_images
 from .params import ParamError, require
 from .raster import RenderParams, render
 from .shards import iter_image_batches, iter_shard_batches, read_classes, read_manifest
-from .workers import fork_map
+from .workers import fork_map, worker_count
 
 
 @dataclass
@@ -38,7 +38,7 @@ class CacheParams:
     antialias: bool = False
     max_per_shard: int | None = None  # rows rendered per shard; null = all
     train_shards: int | None = None  # how many training shards to render; null = all
-    workers: int = 2
+    workers: int | None = None  # render processes; None = one per CPU core
     train_cache: bool = True  # false: render only the validation shards; train draws on the fly
 
     def validate(self, where: str = "render") -> None:
@@ -53,7 +53,11 @@ class CacheParams:
             f"{where}.train_shards",
             "must be a positive number or null",
         )
-        require(self.workers >= 1, f"{where}.workers", "must be >= 1")
+        require(
+            self.workers is None or self.workers >= 1,
+            f"{where}.workers",
+            f"must be >= 1 or null (one per core), got {self.workers}",
+        )
 
     def raster(self) -> RenderParams:
         return RenderParams(self.size, float(self.line_width), self.channels, self.antialias)
@@ -143,7 +147,7 @@ def build_cache(shard_dir: str | Path, out_dir: str | Path, cfg: CacheParams, pr
         f"render: {len(jobs)} shards, {total:,} drawings at {raster.shape()} -> "
         f"{cache_bytes(jobs, raster) / 1e9:.3f} GB of cache in {out}"
     )
-    workers = max(1, min(cfg.workers, os.cpu_count() or 1))
+    workers = min(worker_count(cfg.workers), os.cpu_count() or 1)
     with tqdm(total=total, unit="img", desc="render", disable=not progress) as bar:
         rendered = fork_map(
             lambda w, todo, tick: (

@@ -206,12 +206,14 @@ def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult
 
 
 def write_curves(path: Path, metas: dict[str, Path]) -> Path:
-    """reports/train_curves.png: every member's validation MAP@3 and training loss by epoch, side by
-    side (dvc plots show draws only the reference member's DVCLive curves; the others' are in
-    dvclive/members/<name>/), from the histories in their metadata files."""
+    """reports/train_curves.png: MAP@3 and loss by epoch, one panel each, training (solid) and
+    validation (dashed) on the same axes, for every member in its own colour (dvc plots show draws
+    only the reference member's DVCLive curves; the others' are in dvclive/members/<name>/), from
+    the histories in their metadata files."""
     histories = {name: json.loads(meta.read_text())["history"] for name, meta in metas.items()}
     what = "the model" if len(histories) == 1 else f"{len(histories)} members"
-    return learning_curves(histories, path, ("val_map_at_3", "loss"), title=f"training curves of {what}")
+    # history keys: each is drawn with its val_ twin
+    return learning_curves(histories, path, ("map_at_3", "loss"), title=f"training curves of {what}")
 
 
 def clear_members(members: Path) -> None:

@@ -8,6 +8,7 @@ inside a stage hours later.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -24,13 +25,27 @@ class ParamError(UserError, ValueError):
     """A missing, unknown or mistyped entry of params.yaml (the key is named)."""
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 (and DVC, which writes params.yaml with
+    ruamel.yaml) does. PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent:
+    ``3e-5``, ``1e3``, ``1.5e3`` and ``3e-05`` (what ``dvc exp run -S train.learning_rate=3e-5``
+    writes) would be strings."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ParamError(f"params file not found: {path.resolve()}")
     try:
         with path.open() as fh:
-            data = yaml.safe_load(fh) or {}
+            data = yaml.load(fh, Loader=ParamsLoader) or {}
     except yaml.YAMLError as exc:
         raise ParamError(_yaml_error(path, exc)) from None
     if not isinstance(data, dict):
@@ -66,6 +81,28 @@ def _accepts(tp: Any, value: Any) -> bool:
     return isinstance(value, tp)
 
 
+def describe_type(tp: Any) -> str:
+    """A param type in words, for error messages: ``a number``, ``a whole number or null``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe_type(arg) for arg in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return f"a list of {describe_type(item).removeprefix('a ').removeprefix('an ')}s"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
+    words = {
+        float: "a number",
+        int: "a whole number",
+        bool: "true or false",
+        str: "a string",
+        dict: "a mapping",
+        type(None): "null",
+        Any: "anything",
+    }
+    return words.get(tp, getattr(tp, "__name__", str(tp)))
+
+
 def from_mapping(cls: type, raw: dict[str, Any] | None, where: str):
     """Build dataclass ``cls`` from ``raw``; unknown keys and wrong types name ``where.key``."""
     raw = dict(raw or {})
@@ -77,8 +114,10 @@ def from_mapping(cls: type, raw: dict[str, Any] | None, where: str):
             f"unknown param(s) {', '.join(f'{where}.{k}' for k in unknown)}; known: {', '.join(sorted(names))}"
         )
     for key, value in raw.items():
+        if isinstance(value, float) and value.is_integer() and not _accepts(hints[key], value):
+            value = raw[key] = int(value)  # 1e3 or 600.0 where a whole number is expected
         if not _accepts(hints[key], value):
-            raise ParamError(f"param {where}.{key} = {value!r} is not of type {hints[key]}")
+            raise ParamError(f"param {where}.{key} = {value!r}: expected {describe_type(hints[key])}")
     try:
         obj = cls(**raw)
     except TypeError as exc:  # a required key is missing

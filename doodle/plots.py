@@ -60,6 +60,49 @@ def binned_histogram(
     return _save(fig, path)
 
 
+GROUP_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+
+
+def group_histograms(
+    counts: dict[str, np.ndarray],
+    bins: np.ndarray,
+    path: str | Path,
+    xlabel: str,
+    title: str,
+    totals: dict[str, int] | None = None,
+) -> Path:
+    """Save :func:`group_histograms_figure` to ``path``."""
+    return _save(group_histograms_figure(counts, bins, xlabel, title, totals), path)
+
+
+def group_histograms_figure(
+    counts: dict[str, np.ndarray],
+    bins: np.ndarray,
+    xlabel: str,
+    title: str,
+    totals: dict[str, int] | None = None,
+):
+    """One panel per group of binned values, side by side on the same x axis, each bar the share
+    (%) of its own group's values in that bin. A group of 75 wrong predictions is then as visible as
+    one of 3,000 correct ones (in a shared count axis it is a few flat pixels). ``totals`` are each
+    group's number of values (default: the sum of its bins); a group without any says so."""
+    fig, axes = plt.subplots(1, len(counts), figsize=(4.2 * len(counts), 3.5), squeeze=False, sharex=True)
+    for i, (ax, (name, c)) in enumerate(zip(axes[0], counts.items())):
+        c = np.asarray(c)
+        n = totals[name] if totals is not None else int(np.sum(c))
+        ax.set_title(f"{name}: {n:,}", fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"% of {name}")
+        ax.set_xlim(bins[0], bins[-1])
+        if n == 0:
+            ax.text(0.5, 0.5, f"no {name}", ha="center", va="center", transform=ax.transAxes)
+            continue
+        ax.hist(bins[:-1], bins=bins, weights=100.0 * c / n, color=GROUP_COLOURS[i % len(GROUP_COLOURS)], alpha=0.8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
 LEGEND_MAX_CLASSES = 20  # above this, class names are written at their centroids instead of a legend
 
 
@@ -127,27 +170,61 @@ def activation_grid(
     return _save(fig, path)
 
 
+CURVE_NAMES = {"map_at_3": "MAP@3", "loss": "loss", "accuracy": "top-1 accuracy", "top3": "top-3 accuracy"}
+TRAIN_STYLE, VAL_STYLE = "-", "--"
+
+
 def learning_curves(
     histories: dict[str, dict[str, list[float]]], path: str | Path, keys: tuple[str, ...], title: str | None = None
 ) -> Path:
-    """One panel per history key (e.g. ``val_map_at_3``, ``loss``), one line per run (an ensemble's
-    members side by side), epochs on x. A run without a key is left out of that panel."""
+    """Save :func:`learning_curves_figure` to ``path``."""
+    return _save(learning_curves_figure(histories, keys, title), path)
+
+
+def learning_curves_figure(
+    histories: dict[str, dict[str, list[float]]], keys: tuple[str, ...], title: str | None = None
+):
+    """One panel per metric of ``keys`` (the training names in a Keras history, e.g. ``map_at_3``,
+    ``loss``): each run's training value (``key``, solid) and validation value (``val_<key>``,
+    dashed) by epoch, both in the run's colour (an ensemble's members side by side), so the gap
+    between the two lines shows over- or underfitting. A run without a key is left out of that
+    panel. Each line's label is ``"<run> train"`` or ``"<run> validation"``."""
     fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False)
     cmap = plt.get_cmap("tab10" if len(histories) <= 10 else "turbo")
+    colours = {
+        name: cmap(i % 10) if len(histories) <= 10 else cmap(i / max(len(histories) - 1, 1))
+        for i, name in enumerate(histories)
+    }
     for ax, key in zip(axes[0], keys):
-        for i, (name, history) in enumerate(histories.items()):
-            values = history.get(key) or []
-            colour = cmap(i % 10) if len(histories) <= 10 else cmap(i / max(len(histories) - 1, 1))
-            ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, lw=1.2, color=colour, label=name)
+        for name, history in histories.items():
+            for split, hkey, style in (("train", key, TRAIN_STYLE), ("validation", f"val_{key}", VAL_STYLE)):
+                values = history.get(hkey) or []
+                if values:
+                    ax.plot(
+                        range(1, len(values) + 1),
+                        values,
+                        style,
+                        marker="o",
+                        markersize=3,
+                        lw=1.2,
+                        color=colours[name],
+                        label=f"{name} {split}",
+                    )
         ax.set_xlabel("epoch")
+        ax.set_ylabel(CURVE_NAMES.get(key, key))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(key, fontsize=9)
+        ax.set_title(f"{CURVE_NAMES.get(key, key)}: train vs validation", fontsize=9)
         ax.grid(alpha=0.3)
-    if len(histories) <= 20:
-        axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    handles = [
+        Line2D([], [], linestyle=TRAIN_STYLE, color="0.3", label="train (mean over the epoch's batches)"),
+        Line2D([], [], linestyle=VAL_STYLE, color="0.3", label="validation (after the epoch)"),
+    ]
+    if 1 < len(histories) <= 20:
+        handles += [Line2D([], [], color=colours[name], lw=2, label=name) for name in histories]
+    axes[0, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def message_figure(text: str, path: str | Path) -> Path:

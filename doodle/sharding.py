@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -41,7 +40,7 @@ from .shards import SPILL_SCHEMA, STROKES, Layout, Quarantine, image_layout, joi
 from .shuffle import ShuffleSpec, append_to_spills, write_shard
 from .sources import MALFORMED_ROW, ROW_REASONS, TRAIN_COLUMNS, Source, clean_block, iter_class_blocks
 from .strokes import DRAWING_REASONS
-from .workers import fork_map, limit_heap_retention
+from .workers import fork_map, limit_heap_retention, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ class ShardParams:
         )
 
     def resolved_workers(self) -> int:
-        return self.workers or os.cpu_count() or 1
+        return worker_count(self.workers)
 
     def resolved_val_shards(self) -> list[int]:
         return sorted({v % self.count for v in self.val_shards})

@@ -242,18 +242,17 @@ class _WeightedTop1:
 
 def read_labels(path: str | Path) -> dict[str, str]:
     """A ``key_id,word`` answers file (words with underscores)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"labels file not found: {path}")
-    with path.open(newline="") as fh:
-        return {r["key_id"]: kaggle_label(r["word"]) for r in csv.DictReader(fh)}
+    return {k: kaggle_label(w) for k, w in _read_key_words(path, "labels").items()}
 
 
 def score_submission(submission: str | Path, labels: str | Path) -> tuple[float, int]:
-    """(MAP@3, rows scored) of a submission file against an answers file; every answer must be scored."""
-    truth = read_labels(labels)
-    with Path(submission).open(newline="") as fh:
-        guesses = {r["key_id"]: r["word"].split(" ") for r in csv.DictReader(fh)}
+    """(MAP@3, rows scored) of a submission file against an answers file; every answer must be scored.
+    Two files given the wrong way round (both are ``key_id,word``) are named, not scored 0."""
+    answers = _read_key_words(labels, "labels")
+    guessed = _read_key_words(submission, "submission")
+    _refuse_swapped(submission, guessed, labels, answers)
+    truth = {k: kaggle_label(w) for k, w in answers.items()}
+    guesses = {k: w.split(" ") for k, w in guessed.items()}
     missing = set(truth) - set(guesses)
     if missing:
         raise SubmissionError(
@@ -264,6 +263,34 @@ def score_submission(submission: str | Path, labels: str | Path) -> tuple[float,
     labels_idx = np.array([vocab[truth[k]] for k in keys])
     ranked = np.array([[vocab.get(g, -1) for g in (guesses[k] + [""] * 3)[:3]] for k in keys])
     return map_at_3(labels_idx, ranked), len(keys)
+
+
+def _read_key_words(path: str | Path, what: str) -> dict[str, str]:
+    """key_id -> word of a ``key_id,word`` file (a submission or answers), as written."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"key_id", "word"} <= set(reader.fieldnames):
+            raise SubmissionError(f"{path}: header is {reader.fieldnames}, expected ['key_id', 'word']")
+        return {r["key_id"]: r["word"] or "" for r in reader}
+
+
+def _mostly(words: dict[str, str], guesses: int) -> bool:
+    """More than half the rows hold ``guesses`` space-separated labels."""
+    return sum(len(w.split()) == guesses for w in words.values()) * 2 > len(words) > 0
+
+
+def _refuse_swapped(submission: Path | str, guessed: dict, labels: Path | str, answers: dict) -> None:
+    """A submission has three labels a row (spaces inside a label are ``_``), an answers file one
+    word a row (a class name, whose spaces are rare): both ways round at once means the two paths
+    were swapped. A submission of one guess a row alone is legal, and scored."""
+    if _mostly(answers, 3) and _mostly(guessed, 1):
+        raise SubmissionError(
+            f"the files look swapped: {labels} has three labels a row (a submission) and {submission} "
+            "one word a row (answers); give the submission first, then the answers"
+        )
 
 
 def top3(probs: np.ndarray) -> np.ndarray:

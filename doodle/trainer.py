@@ -26,7 +26,7 @@ from .cache import CacheParams, CacheSplit
 from .callbacks import EpochLog, LiveLog, StepProgress, TimeBudget
 from .datasets import tf_dataset
 from .inputs import fit_data, training_stream, validation_stream
-from .metrics import MapAt3, SmoothedSparseCrossentropy
+from .keras_metrics import MapAt3, SmoothedSparseCrossentropy
 from .models import build_model
 from .params import ParamError
 from .resume import TrainingState, reopen_live

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import multiprocessing as mp
+import os
 import pickle
 import queue
 import traceback
@@ -21,6 +22,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import UserError
+
+
+def worker_count(workers: int | None) -> int:
+    """The processes to start for a ``workers`` param: the number given, or one per CPU core for
+    ``null`` (``shard.workers``, ``render.workers``)."""
+    return workers or os.cpu_count() or 1
+
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,26 @@ from doodle.errors import UserError
 DEBUG_ENV = "DOODLE_DEBUG"
 
 
-def parser(doc: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=(doc or "").strip().splitlines()[0] if doc else None,
-        epilog=f"Params are read from params.yaml; see README.md. {DEBUG_ENV}=1 works like --debug.",
+def prog() -> str | None:
+    """``python -m stages.<name>`` when run that way (argv[0] is then the stage's file), for usage lines."""
+    path = Path(sys.argv[0])
+    return f"python -m stages.{path.stem}" if path.parent.name == "stages" and path.suffix == ".py" else None
+
+
+def plain_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser whose description is the whole module docstring, paragraphs kept."""
+    return argparse.ArgumentParser(
+        prog=prog(),
+        description=(doc or "").strip() or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """A stage's parser: the docstring as description and the options every stage shares. Parse
+    before importing the framework-heavy library modules, so ``--help`` is instant."""
+    p = plain_parser(doc)
+    p.epilog = f"Params are read from params.yaml; see README.md. {DEBUG_ENV}=1 works like --debug."
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="on an error, print the full traceback")

@@ -23,7 +23,7 @@ from doodle.cache import open_split, read_cache_manifest
 from doodle.errors import UserError
 from doodle.inference import TrainedModel, _predict
 from doodle.params import load_section, read_params
-from doodle.plots import binned_histogram, image_grid
+from doodle.plots import group_histograms, image_grid
 from doodle.views import ViewParams, write_views
 from stages import _cli
 
@@ -75,10 +75,10 @@ def write_reports(result: ErrorAnalysis, classes: list[str], image_shape: tuple)
         ["class", "accuracy", "n"],
         ((classes[i], round(float(accuracy[i]), 4), int(counts[i])) for i in result.ranked_classes()),
     )
-    _write_csv(
+    _write_csv(  # pair: the label of the bar `dvc plots show` draws for each pair (dvc.yaml)
         REPORTS / "confused_pairs.csv",
-        ["actual", "predicted", "count"],
-        ((classes[a], classes[b], c) for a, b, c in result.confused_pairs()),
+        ["actual", "predicted", "count", "pair"],
+        ((classes[a], classes[b], c, f"{classes[a]} -> {classes[b]}") for a, b, c in result.confused_pairs()),
     )
     actual, predicted = result.confusion_sample()
     _write_csv(
@@ -86,12 +86,12 @@ def write_reports(result: ErrorAnalysis, classes: list[str], image_shape: tuple)
         ["actual", "predicted"],
         ((classes[a], classes[b]) for a, b in zip(actual, predicted)),
     )
-    binned_histogram(
+    group_histograms(  # one panel a group, each normalised: the few wrong ones stay visible
         result.confidence,
         result.bins,
         REPORTS / "confidence.png",
         "top-1 probability",
-        "confidence of correct vs wrong predictions",
+        "confidence of correct vs wrong predictions (each panel: % of its own group)",
         totals=result.confidence_rows,
     )
     mistakes = result.mistakes

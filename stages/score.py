@@ -5,16 +5,15 @@ python -m stages.score submissions/submission.csv data/sample/test_labels.csv
 
 from __future__ import annotations
 
-import argparse
-
 from doodle.submission import score_submission
 from stages import _cli
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="MAP@3 of a Kaggle Quick Draw submission against answers")
-    p.add_argument("submission")
-    p.add_argument("labels")
+    p = _cli.plain_parser(__doc__)
+    p.add_argument("submission", help="the submission: key_id,word with three labels a row")
+    p.add_argument("labels", help="the answers: key_id,word with the true class a row")
+    p.add_argument("--debug", action="store_true", help="on an error, print the full traceback")
     args = p.parse_args(argv)
     score, n = score_submission(args.submission, args.labels)
     print(f"MAP@3 {score:.5f} over {n:,} rows")

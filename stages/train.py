@@ -24,17 +24,20 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from doodle.cache import CacheParams, read_cache_manifest
-from doodle.ensemble import TrainFiles, train_models
-from doodle.inputs import CACHE
 from doodle.params import load_section, read_params
-from doodle.trainer import Setup
-from doodle.training import TrainParams, cluster_worker, device_strategy
 from stages import _cli
 
 
 def main(argv=None) -> None:
     args = _cli.parser(__doc__).parse_args(argv)
+    # The library is imported once the arguments are parsed: it loads TensorFlow (seconds), which
+    # --help does not need.
+    from doodle.cache import CacheParams, read_cache_manifest
+    from doodle.ensemble import TrainFiles, train_models
+    from doodle.inputs import CACHE
+    from doodle.trainer import Setup
+    from doodle.training import TrainParams, cluster_worker, device_strategy
+
     _cli.setup_logging()
     params = read_params(args.params)
     cfg = load_section(TrainParams, "train", params)

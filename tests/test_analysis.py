@@ -242,7 +242,9 @@ def test_evaluate_stage_on_a_synthetic_cache(tmp_path, monkeypatch):
     assert rows("per_class_accuracy.csv") == [["class", "accuracy", "n"]] + [
         [classes[i], str(a), str(n)] for i, a, n in ref["per_class"]
     ]
-    assert rows("confused_pairs.csv")[1:] == [[classes[a], classes[b], str(c)] for a, b, c in ref["pairs"]]
+    assert rows("confused_pairs.csv")[1:] == [
+        [classes[a], classes[b], str(c), f"{classes[a]} -> {classes[b]}"] for a, b, c in ref["pairs"]
+    ]
     assert rows("confusion.csv")[1:] == [[classes[a], classes[b]] for a, b in zip(*ref["confusion"])]
     for png in ("confidence.png", "misclassified.png", "embedding.png", "activations.png"):
         assert (tmp_path / "reports" / png).stat().st_size > 1000

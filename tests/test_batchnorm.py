@@ -43,24 +43,35 @@ def test_every_batchnorm_model_is_found_nested_backbones_included(name):
 
 
 def test_short_training_leaves_a_broken_inference_model_that_recalibration_fixes():
-    """The failure the pipeline hit on real drawings, in miniature: a few steps of training
-    leave moving statistics near their start, so inference-mode predictions on the training
-    images themselves are poor; recomputed statistics make them agree with training mode."""
+    """The failure the pipeline hit on real drawings, in miniature: a few steps of training leave
+    the moving statistics near their start (mean 0, variance 1), so in inference mode BatchNorm
+    does not normalise what the trained layers feed it; recomputed statistics do. Asserted on the
+    statistics themselves, which every CPU computes alike, not on an accuracy (0.26 -> 0.53 on
+    one CPU, 0.53 -> 0.53 on another)."""
     keras.utils.set_random_seed(1)
     rng = np.random.default_rng(1)
     n, classes = 512, 4
     y = rng.integers(0, classes, n)
     x = (rng.normal(0, 1, (n, 32, 32, 1)) * 20 + 120 + y[:, None, None, None] * 30).clip(0, 255).astype("uint8")
     model = build_model("seed_cnn", (32, 32, 1), classes, width=0.125)
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, batch_size=64, epochs=2, verbose=0)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=64, epochs=2, verbose=0)  # 16 steps: the averages moved ~15% of the way
     bn = batchnorm_layers(model)[0]
-    before = np.asarray(bn.moving_mean).copy()
-    acc_before = float((np.asarray(model.predict(x, verbose=0)).argmax(1) == y).mean())
-    recalibrate(model, [x[i : i + 64] for i in range(0, n, 64)])
-    acc_after = float((np.asarray(model.predict(x, verbose=0)).argmax(1) == y).mean())
-    assert not np.allclose(before, np.asarray(bn.moving_mean))
-    assert acc_after >= acc_before + 0.2, (acc_before, acc_after)  # measured: 0.26 -> 0.53
+    fed = np.asarray(keras.Model(model.input, bn.input)(x))  # what the trained layers feed the BatchNorm
+    true_mean, true_var = fed.mean(axis=(0, 1, 2)), fed.var(axis=(0, 1, 2))
+    live = true_var > 1e-6 * true_var.max()  # channels a ReLU left (nearly) silent carry no signal
+
+    def off(moving, truth):  # relative distance of the moving statistics from the true ones
+        return float(np.linalg.norm((np.asarray(moving) - truth)[live]) / np.linalg.norm(truth[live]))
+
+    assert off(bn.moving_mean, true_mean) > 0.5 and off(bn.moving_variance, true_var) > 0.5
+    batches = [x[i : i + 64] for i in range(0, n, 64)]
+    assert recalibrate(model, batches) == len(batches)
+    assert off(bn.moving_mean, true_mean) < 0.01  # equal batches: the average of their means is the mean
+    assert off(bn.moving_variance, true_var) < 0.1  # the average within-batch variance, close to the whole
+    # Inference mode now normalises: BatchNorm's output has (close to) the mean its beta sets.
+    normalised = np.asarray(keras.Model(model.input, bn.output)(x)).mean(axis=(0, 1, 2))
+    assert np.abs(normalised - np.asarray(bn.beta))[live].max() < 0.05 * np.asarray(bn.gamma)[live].max()
 
 
 def test_near_chance_warning():

@@ -119,6 +119,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.confstr("CS_GNU_LIBC_VERSION"), reason="the allocator setting is glibc's")
 def test_tf_dataset_undoes_tensorflows_mmap_threshold():
     """Without the fix every freed 4 MiB block is unmapped and its 1,024 pages fault in again on

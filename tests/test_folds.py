@@ -128,6 +128,7 @@ def _member_probs(paths, images):
     return np.mean([_predict(TrainedModel.load(p).model, images, 64) for p in paths], axis=0)
 
 
+@pytest.mark.slow
 def test_two_folds_by_two_seeds_and_predict_averages_the_members(rendered, tmp_path, monkeypatch):
     """The single model's run writes the holdout's predictions; a 2 x 2 run in the same project
     writes four members, mean and std metrics, an out-of-fold file with every cached drawing once,
@@ -201,6 +202,7 @@ def test_two_folds_by_two_seeds_and_predict_averages_the_members(rendered, tmp_p
     assert set(json.loads(Path("metrics/eval.json").read_text())) == {"val_map_at_3", "val_top1", "val_top3"}
 
 
+@pytest.mark.slow
 def test_seeds_alone_average_on_the_holdout(rendered, tmp_path, monkeypatch):
     """train.seeds 2 with one fold: two members on the shard.val_shards holdout; the OOF file holds the
     validation shard's drawings, the mean of the two; an explicit predict.models list still works."""
@@ -228,6 +230,7 @@ def test_seeds_alone_average_on_the_holdout(rendered, tmp_path, monkeypatch):
     assert json.loads(Path("reports/test.json").read_text())["models"] == 1  # the explicit list
 
 
+@pytest.mark.slow
 def test_a_stopped_ensemble_keeps_its_finished_members(rendered, tmp_path, monkeypatch, capsys):
     """A run stopped while its second member starts: the rerun takes the first member from its
     backup (no epoch trained again, the same model file) and trains the second."""
@@ -260,6 +263,7 @@ def test_a_stopped_ensemble_keeps_its_finished_members(rendered, tmp_path, monke
     assert Path("models/members/fold0-seed1.keras").is_file() and not Path("models/backup").exists()
 
 
+@pytest.mark.slow
 def test_folds_draw_on_the_fly_without_a_training_cache(rendered, tmp_path, monkeypatch):
     """render.train_cache: false with train.folds 2: the cache holds only the validation shard, and
     each fold trains and validates on drawings drawn from its shards' strokes. The held-out images

@@ -2,7 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from doodle.metrics import MapAt3, SmoothedSparseCrossentropy, map_at_3, map_at_3_per_sample, map_at_3_reference, top_k
+from doodle.keras_metrics import MapAt3, SmoothedSparseCrossentropy, map_at_3_per_sample
+from doodle.metrics import map_at_3, map_at_3_reference, top_k
 
 # (true label, scores over 5 classes, expected reciprocal rank)
 CASES = [

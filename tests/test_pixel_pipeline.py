@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from doodle.pixels import DigitFolderWriter, IdxFile
 from tests.conftest import clone_project, run_dvc, stages_run, write_params
@@ -35,6 +36,7 @@ def mnist_folder(root: Path, train: int, test: int) -> Path:
     return root
 
 
+@pytest.mark.slow
 @needs_mnist
 @needs_bitmap
 def test_dvc_repro_on_digits_then_on_numpy_bitmaps(tmp_path):

@@ -9,6 +9,7 @@ import zipfile
 
 import h5py
 import numpy as np
+import pytest
 
 from tests.conftest import subprocess_env, write_params
 
@@ -72,6 +73,7 @@ def _live_rows(proj):
     return rows
 
 
+@pytest.mark.slow
 def test_killed_training_ends_as_an_uninterrupted_one(rendered, tmp_path):
     whole = _project(rendered, tmp_path / "whole", EXACT)
     killed = _project(rendered, tmp_path / "killed", EXACT)

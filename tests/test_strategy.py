@@ -193,12 +193,15 @@ MIRRORED_ON_TWO_CPUS = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from doodle import training
 from stages import _cli, train
-train.device_strategy = lambda *a: (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), "2 CPUs, MirroredStrategy")
+# the train stage imports it when it runs (after parsing its arguments), so patched here
+training.device_strategy = lambda *a: (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), "2 CPUs, MirroredStrategy")
 _cli.run(lambda: train.main(["--quiet"]))
 """
 
 
+@pytest.mark.slow
 def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered, tmp_path):
     """Two CPU processes of `python -m stages.train` with TF_CONFIG (MultiWorkerMirroredStrategy),
     each in its own copy of the project, as on two machines. Both finish; only the chief (worker

@@ -27,6 +27,7 @@ def experiments(show: list) -> dict:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None, reason="DVC experiments need git")
 def test_queued_two_point_sweep_reads_back_both_results(tmp_path):
     proj = clone_project(tmp_path / "repo")
@@ -34,13 +35,14 @@ def test_queued_two_point_sweep_reads_back_both_results(tmp_path):
     _git(["add", "-A"], proj)
     _git(["commit", "-qm", "tiny sweep base"], proj)
 
-    grid = ["-S", "train.learning_rate=0.001,0.01"]  # a grid of two points
+    # a grid of two points; 3e-5 is written by DVC as 3e-05, which YAML 1.1 would read as a string
+    grid = ["-S", "train.learning_rate=0.001,3e-5"]
     run_dvc(["exp", "run", "--queue", *grid], proj, timeout=900)
     run_dvc(["exp", "run", "--run-all"], proj, timeout=900)
     runs = experiments(json.loads(run_dvc(["exp", "show", "--json"], proj, timeout=900)))
 
     assert len(runs) == 2, runs.keys()
-    assert sorted(p["train"]["learning_rate"] for p, _ in runs.values()) == [0.001, 0.01]
+    assert sorted(p["train"]["learning_rate"] for p, _ in runs.values()) == [3e-5, 0.001]
     for _, metrics in runs.values():
         val = metrics["metrics/eval.json"]["val_map_at_3"]
         assert 0.0 <= val <= 1.0 and metrics["metrics/train.json"]["epochs_run"] == 2

@@ -17,6 +17,7 @@ def test_render_stage_outputs(rendered):
     assert not (rendered / "metrics/render.json").exists()  # no headline number: not a DVC metric
 
 
+@pytest.mark.slow
 def test_train_predict_evaluate_tiny(rendered, tmp_path, monkeypatch, capsys):
     work_on_copy(rendered, tmp_path / "p", monkeypatch)
     from stages import evaluate, predict, train
@@ -39,6 +40,7 @@ def test_train_predict_evaluate_tiny(rendered, tmp_path, monkeypatch, capsys):
         assert (Path("reports") / f).exists()
 
 
+@pytest.mark.slow
 def test_dvc_repro_reruns_only_what_changed(tmp_path):
     """The pipeline as users run it: repro, no-op rerun, a render param change reruns render onwards."""
     proj = clone_project(tmp_path / "repo")
