@@ -30,36 +30,6 @@ def image_grid(
     return _save(fig, path)
 
 
-def histogram(groups: dict[str, np.ndarray], path: str | Path, xlabel: str, title: str) -> Path:
-    """Overlaid histograms of values in [0, 1], one per group, over 25 equal bins."""
-    bins = np.linspace(0, 1, 26)
-    counts = {name: np.histogram(values, bins)[0] for name, values in groups.items()}
-    return binned_histogram(counts, bins, path, xlabel, title, totals={k: len(v) for k, v in groups.items()})
-
-
-def binned_histogram(
-    counts: dict[str, np.ndarray],
-    bins: np.ndarray,
-    path: str | Path,
-    xlabel: str,
-    title: str,
-    totals: dict[str, int] | None = None,
-) -> Path:
-    """The same picture as ``histogram`` from bin counts already made, so a caller that streams
-    its values (doodle.analysis) never holds them. ``totals`` are the counts shown in the legend
-    (default: the sum of the bins)."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, c in counts.items():
-        n = totals[name] if totals is not None else int(np.sum(c))
-        # one weighted value per bin draws exactly the bars ax.hist would draw from the raw values
-        ax.hist(bins[:-1], bins=bins, weights=c, alpha=0.6, label=f"{name} ({n})")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("count")
-    ax.set_title(title)
-    ax.legend()
-    return _save(fig, path)
-
-
 GROUP_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
 
 

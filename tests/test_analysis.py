@@ -166,26 +166,24 @@ def test_batches_are_read_from_the_file_not_the_map(tmp_path):
     assert np.array_equal(np.concatenate([row_numbers(im) for im, _ in iter_batches(sliced, 64)]), np.arange(100, 300))
 
 
-def test_binned_histogram_draws_the_same_picture_as_the_raw_values(tmp_path):
+def test_streamed_bin_counts_draw_the_raw_values_distribution():
+    """The stage streams its confidences into bin counts (doodle.analysis); the picture drawn from
+    them has, per group, the bars ``ax.hist`` would draw from every raw value as % of the group,
+    the right edge and values on a bin edge included."""
     import matplotlib.pyplot as plt
 
-    from doodle.plots import _save, binned_histogram
+    from doodle.plots import group_histograms_figure
 
     rng = np.random.default_rng(3)
     groups = {"correct": rng.beta(5, 1, 900).astype(np.float32), "wrong": rng.beta(1, 3, 300).astype(np.float32)}
     groups["correct"][:50] = 1.0  # the right edge belongs to the last bin
     groups["wrong"][:20] = 0.4  # on a bin edge
-    fig, ax = plt.subplots(figsize=(6, 3.5))  # how the stage drew it from every value
-    for name, values in groups.items():
-        ax.hist(values, bins=BINS, alpha=0.6, label=f"{name} ({len(values)})")
-    ax.set_xlabel("top-1 probability")
-    ax.set_ylabel("count")
-    ax.set_title("t")
-    ax.legend()
-    _save(fig, tmp_path / "raw.png")
     counts = {k: np.histogram(v, BINS)[0] for k, v in groups.items()}
-    binned_histogram(counts, BINS, tmp_path / "binned.png", "top-1 probability", "t")
-    assert (tmp_path / "raw.png").read_bytes() == (tmp_path / "binned.png").read_bytes()
+    fig = group_histograms_figure(counts, BINS, "top-1 probability", "t")
+    for ax, (name, values) in zip(fig.axes, groups.items()):
+        raw, _, _ = plt.figure().gca().hist(values, bins=BINS, weights=np.full(len(values), 100.0 / len(values)))
+        np.testing.assert_allclose([p.get_height() for p in ax.patches], raw, rtol=1e-6, err_msg=name)
+    plt.close("all")
 
 
 def test_evaluate_stage_on_a_synthetic_cache(tmp_path, monkeypatch):
