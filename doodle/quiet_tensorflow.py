@@ -10,8 +10,9 @@ switches the kernels off and so changes numerics and speed.
 Instead, :func:`install` puts a finder in front of ``sys.meta_path`` that runs the first import of
 ``tensorflow`` (however it is reached: ``import keras``, ``import tensorflow``) with file
 descriptor 2 pointed at a temporary file, then writes everything captured back to stderr except
-the lines that are exactly those notices. So nothing else printed during the import (a real
-error, a Python warning) is lost, and TensorFlow's kernels are untouched.
+those notices (the absl line, and INFO or WARNING lines from ``port.cc`` and
+``cpu_feature_guard.cc``: oneDNN and CPU features). So anything else printed during the import (an
+error, a Python warning) is kept, and TensorFlow's kernels are untouched.
 """
 
 from __future__ import annotations
