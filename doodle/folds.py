@@ -32,7 +32,7 @@ from .metrics import top_k
 from .params import ParamError
 from .shards import shard_of
 
-if TYPE_CHECKING:  # a type only: predict and evaluate import this module without the stroke reader
+if TYPE_CHECKING:  # a type only: this module plans folds and gathers OOF rows; doodle.ensemble draws them
     from .stroke_stream import DrawnSplit
 
 #: OOF columns keep the probabilities of this many classes per drawing, best first: every class

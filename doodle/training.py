@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -301,7 +300,3 @@ def make_optimizer(cfg: TrainParams, steps_per_epoch: int):
         "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True),
         "rmsprop": keras.optimizers.RMSprop,
     }[cfg.optimizer](learning_rate=lr)
-
-
-def steps_for(rows: int, batch: int) -> int:
-    return max(1, math.ceil(rows / batch))
