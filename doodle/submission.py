@@ -132,8 +132,8 @@ def _raise_if(path: str | Path, problems: list[str]) -> None:
 def score_digits(labels_path: str | Path, submission: str | Path, probs: np.ndarray, classes: list[str]) -> dict:
     """Accuracy of a digits submission against a ``test_labels.csv`` (``ImageId,Label``), and
     MAP@3 of the probabilities (row ``i`` is ImageId ``i + 1``); every answer must be scored."""
-    truth = _read_csv_pairs(labels_path, ["ImageId", "Label"])
-    guesses = _read_csv_pairs(submission, ["ImageId", "Label"])
+    truth = _read_digit_pairs(labels_path, "labels")
+    guesses = _read_digit_pairs(submission, "submission")
     index = {c: i for i, c in enumerate(classes)}
     missing = [k for k in truth if k not in guesses]
     unknown = sorted({v for v in truth.values() if v not in index})
@@ -153,20 +153,32 @@ def score_digits(labels_path: str | Path, submission: str | Path, probs: np.ndar
     }
 
 
-def _read_csv_pairs(path: str | Path, header: list[str]) -> dict[str, str]:
+def _read_csv_pairs(path: str | Path, header: list[str], what: str = "labels") -> dict[str, str]:
+    """A two-column CSV with exactly ``header`` as its first row (a submission or an answers
+    file): first column -> second. A missing file, another header or a row of another width is
+    one error naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"labels file not found: {path}")
+        raise FileNotFoundError(f"{what} file not found: {path}")
     with path.open(newline="") as fh:
         reader = csv.reader(fh)
         first = next(reader, None)
         if first != header:
             raise SubmissionError(f"{path}: header is {first}, expected {header}")
         rows = [r for r in reader if r]
-    bad = [r for r in rows if len(r) != 2 or not r[0].strip().isdigit() or int(r[0]) < 1]
+    bad = [r for r in rows if len(r) != 2]
     if bad:
-        raise SubmissionError(f"{path}: {len(bad)} row(s) not of the form <ImageId>,<Label>, e.g. {bad[0]!r}")
-    return {str(int(r[0])): r[1].strip() for r in rows}
+        raise SubmissionError(f"{path}: {len(bad)} row(s) not of the form {','.join(header)}, e.g. {bad[0]!r}")
+    return dict(rows)
+
+
+def _read_digit_pairs(path: str | Path, what: str) -> dict[str, str]:
+    """An ``ImageId,Label`` file: ImageIds are positive integers (written back without padding)."""
+    pairs = _read_csv_pairs(path, ["ImageId", "Label"], what)
+    bad = [(k, v) for k, v in pairs.items() if not k.strip().isdigit() or int(k) < 1]
+    if bad:
+        raise SubmissionError(f"{path}: {len(bad)} row(s) not of the form <ImageId>,<Label>, e.g. {list(bad[0])!r}")
+    return {str(int(k)): v.strip() for k, v in pairs.items()}
 
 
 def balance(probs: np.ndarray, iterations: int = 50, rate: float = 0.5, tol: float = 0.01) -> np.ndarray:
@@ -240,16 +252,11 @@ class _WeightedTop1:
         return winner
 
 
-def read_labels(path: str | Path) -> dict[str, str]:
-    """A ``key_id,word`` answers file (words with underscores)."""
-    return {k: kaggle_label(w) for k, w in _read_key_words(path, "labels").items()}
-
-
 def score_submission(submission: str | Path, labels: str | Path) -> tuple[float, int]:
     """(MAP@3, rows scored) of a submission file against an answers file; every answer must be scored.
     Two files given the wrong way round (both are ``key_id,word``) are named, not scored 0."""
-    answers = _read_key_words(labels, "labels")
-    guessed = _read_key_words(submission, "submission")
+    answers = _read_csv_pairs(labels, ["key_id", "word"], "labels")
+    guessed = _read_csv_pairs(submission, ["key_id", "word"], "submission")
     _refuse_swapped(submission, guessed, labels, answers)
     truth = {k: kaggle_label(w) for k, w in answers.items()}
     guesses = {k: w.split(" ") for k, w in guessed.items()}
@@ -263,18 +270,6 @@ def score_submission(submission: str | Path, labels: str | Path) -> tuple[float,
     labels_idx = np.array([vocab[truth[k]] for k in keys])
     ranked = np.array([[vocab.get(g, -1) for g in (guesses[k] + [""] * 3)[:3]] for k in keys])
     return map_at_3(labels_idx, ranked), len(keys)
-
-
-def _read_key_words(path: str | Path, what: str) -> dict[str, str]:
-    """key_id -> word of a ``key_id,word`` file (a submission or answers), as written."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or not {"key_id", "word"} <= set(reader.fieldnames):
-            raise SubmissionError(f"{path}: header is {reader.fieldnames}, expected ['key_id', 'word']")
-        return {r["key_id"]: r["word"] or "" for r in reader}
 
 
 def _mostly(words: dict[str, str], guesses: int) -> bool:

@@ -99,3 +99,8 @@ def test_score_header_is_checked(tmp_path):
     (tmp_path / "l.csv").write_text("key_id,word\n1,dog\n")
     with pytest.raises(SubmissionError, match=r"s\.csv: header is \['id', 'label'\]"):
         score_submission(tmp_path / "s.csv", tmp_path / "l.csv")
+    (tmp_path / "s.csv").write_text("key_id,word\n1,cat dog horse,extra\n")
+    with pytest.raises(SubmissionError, match=r"s\.csv: 1 row\(s\) not of the form key_id,word"):
+        score_submission(tmp_path / "s.csv", tmp_path / "l.csv")
+    with pytest.raises(FileNotFoundError, match="submission file not found"):
+        score_submission(tmp_path / "none.csv", tmp_path / "l.csv")
