@@ -1,5 +1,5 @@
 """Scripts that print measured numbers; run from the repository root as ``python -m benchmarks.<name>``."""
 
-from doodle import quiet_tensorflow
+from doodle.core import quiet_tensorflow
 
 quiet_tensorflow.install()  # before any benchmark imports TensorFlow: no C++ start-up notices

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -16,22 +15,12 @@ SAMPLE = REPO / "data" / "sample"
 csv.field_size_limit(sys.maxsize)
 
 
-def subprocess_env() -> dict:
-    """The environment for running this checkout's stages in a child process (tests and benchmarks
-    alike): the repo importable, this Python's scripts (dvc) first on PATH, TensorFlow quiet."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return env
-
-
 def source_folder() -> Path:
     """The real Kaggle sample when present, else the embedded sample (generated if needed)."""
     if KAGGLE.is_dir():
         return KAGGLE
     if not (SAMPLE / "train_simplified").is_dir():
-        from doodle.sample_data import SampleParams, generate
+        from doodle.sample.doodles import SampleParams, generate
 
         generate(SAMPLE, SampleParams())
     return SAMPLE

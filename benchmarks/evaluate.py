@@ -2,7 +2,7 @@
 
     python -m benchmarks.evaluate [--rows 1000000] [--classes 340] [--size 32] [--workdir DIR]
 
-Builds a synthetic render cache straight away, in the layout ``doodle/cache.py`` reads (no
+Builds a synthetic render cache straight away, in the layout ``doodle/batches/cache.py`` reads (no
 sample/shard/render: that would take longer than the evaluation itself): ``--rows`` random
 sparse images in the val split over ``--val-files`` shard files, plus a tiny train split, and an
 untrained ``cnn`` at width 0.25 over ``--classes`` classes saved as models/model.keras +
@@ -52,7 +52,7 @@ def write_split_files(cache: Path, prefix: str, rows: int, shape: tuple, classes
 
 def build_cache(work: Path, rows: int, classes: int, size: int, val_files: int, train_rows: int) -> bool:
     """data/cache/ with ``rows`` val drawings; returns False when a matching cache was already there."""
-    from doodle.raster import RenderParams
+    from doodle.drawing.raster import RenderParams
 
     cache = work / "data" / "cache"
     spec = {"rows": rows, "classes": classes, "size": size, "val_files": val_files, "train_rows": train_rows}
@@ -94,8 +94,8 @@ def save_untrained_model(work: Path, classes: int, size: int) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
+    from doodle.drawing.raster import RenderParams
     from doodle.models import build_model
-    from doodle.raster import RenderParams
 
     render = RenderParams(size)
     keras.utils.set_random_seed(0)

@@ -70,10 +70,10 @@ def load() -> str:
 def on_the_fly(shard_dir: Path, batch: int, steps: int) -> tuple[dict, dict]:
     """Images/s of StrokeStream over the training shards, 64x64 with 1 and 3 channels, every
     augmentation on: (tf.data rates, numpy rates), keyed by configuration."""
-    from doodle.augment import StrokeAugmentParams
-    from doodle.datasets import tf_dataset
-    from doodle.raster import RenderParams
-    from doodle.stroke_stream import StrokeStream, shard_paths
+    from doodle.batches.stream import tf_dataset
+    from doodle.batches.strokes import StrokeStream, shard_paths
+    from doodle.drawing.augment import StrokeAugmentParams
+    from doodle.drawing.raster import RenderParams
 
     tf_rates, np_rates = {}, {}
     for channels in (1, 3):
@@ -109,9 +109,9 @@ def main() -> None:
     if a.shards_memory:
         return shards_memory(a)
     work = Path(a.workdir or f"/tmp/doodle-bench-input-{a.images}")
-    from doodle.cache import CacheParams, build_cache, open_split
-    from doodle.sharding import ShardParams, write_shards
-    from doodle.sources import resolve_source
+    from doodle.batches.cache import CacheParams, build_cache, open_split
+    from doodle.shard.run import ShardParams, write_shards
+    from doodle.sources.quickdraw import resolve_source
 
     if not (work / "cache" / "manifest.json").exists():
         t0 = time.perf_counter()
@@ -120,7 +120,7 @@ def main() -> None:
         build_cache(work / "shards", work / "cache", CacheParams(size=64, train_shards=None), progress=False)
         print(f"built a {a.images:,}-image cache in {time.perf_counter() - t0:.0f}s")
     split = open_split(work / "cache", "train")
-    from doodle.datasets import BatchStream, tf_dataset
+    from doodle.batches.stream import BatchStream, tf_dataset
 
     stream = BatchStream(split, a.batch, shuffle=True, seed=0)
     steps = min(len(stream) - 1, 200)
@@ -157,8 +157,8 @@ def write_synthetic_shards(out: Path, count: int, rows: int, row_group_rows: int
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from doodle.shards import SHARD_SCHEMA, shard_name
-    from doodle.strokes import parse_drawings
+    from doodle.drawing.strokes import parse_drawings
+    from doodle.shard.format import SHARD_SCHEMA, shard_name
 
     src = real_rows()
     words = sorted(src)
@@ -201,9 +201,9 @@ def write_synthetic_shards(out: Path, count: int, rows: int, row_group_rows: int
 def stream_rss(shard_dir: Path, batch: int) -> None:
     """(Child process) one full shuffled, augmented epoch over ``shard_dir``'s training shards at
     64x64x1; prints its peak RSS and its RSS after the first batch and at the end, as JSON."""
-    from doodle.augment import StrokeAugmentParams
-    from doodle.raster import RenderParams
-    from doodle.stroke_stream import StrokeStream, shard_paths
+    from doodle.batches.strokes import StrokeStream, shard_paths
+    from doodle.drawing.augment import StrokeAugmentParams
+    from doodle.drawing.raster import RenderParams
 
     def rss_mb() -> float:
         for line in Path("/proc/self/status").read_text().splitlines():

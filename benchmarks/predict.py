@@ -28,8 +28,8 @@ from benchmarks.common import last_line, replicate_test
 
 def untrained_model(work: Path, arch: str, size: int, classes: int) -> Path:
     """Save an untrained ``arch`` model with the metadata the predict stage reads."""
+    from doodle.drawing.raster import RenderParams
     from doodle.models import build_model
-    from doodle.raster import RenderParams
 
     render = RenderParams(size)
     model = build_model(arch, render.shape(), classes)

@@ -44,9 +44,10 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import REPO, last_line, subprocess_env
+from benchmarks.common import REPO, last_line
 from doodle import recipes
-from doodle.params import read_params
+from doodle.core.params import read_params
+from stages.cli import subprocess_env
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "quickdraw-real15"
 CREDIBLE = 0.70  # a reference below this test MAP@3 is not a credible bar to beat

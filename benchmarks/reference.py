@@ -1,5 +1,5 @@
 """Reference implementations of the common public Quick Draw baseline, for benchmarks and the
-fidelity test only. The pipeline never calls these: it renders with :func:`doodle.raster.render`.
+fidelity test only. The pipeline never calls these: it renders with :func:`doodle.drawing.raster.render`.
 """
 
 from __future__ import annotations

@@ -14,14 +14,14 @@ per process, and depended on what the process had run before):
   top-3 and MAP@3), fed by ``tf_dataset(BatchStream(...))`` over the memory-mapped cache, with the
   stage's callbacks (BatchNorm recalibration, ReduceLROnPlateau, EarlyStopping, DVCLive rows,
   TrainingState backups, the epoch line, ChanceWatch) and the validation split after every epoch;
-- ``stage+unfixed``: the same without the fix (``doodle.datasets.restore_malloc_thresholds``
+- ``stage+unfixed``: the same without the fix (``doodle.batches.stream.restore_malloc_thresholds``
   made a no-op): how the train stage ran before;
 - ``plain``: ``model.fit(x, y, batch_size=128)`` of the same model on the same training images
   held in memory as numpy (Adam, sparse cross-entropy, accuracy), nothing else.
 
 The cause found: ``tf.data.Dataset.from_generator`` (in ``tf_dataset``) makes TensorFlow call
 glibc's ``mallopt(M_MMAP_THRESHOLD, 128 KiB)``, so every tensor above 128 KiB was mmapped and
-unmapped each step and its pages faulted in again (see ``doodle.datasets.restore_malloc_thresholds``).
+unmapped each step and its pages faulted in again (see ``doodle.batches.stream.restore_malloc_thresholds``).
 
 Each runs a warm-up (tracing; for ``stage`` also one validation pass and a short recalibration),
 then ``--epochs`` epochs of ``--steps`` steps, timed together. Reported per configuration: the
@@ -110,9 +110,9 @@ def no_mmap_malloc() -> bool:
 # --------------------------------------------------------------------------- the cache
 def build(work: Path) -> Path:
     """Shards and a 64x64x1 render cache of real drawings in ``work`` (reused when present)."""
-    from doodle.cache import CacheParams, build_cache
-    from doodle.sharding import ShardParams, write_shards
-    from doodle.sources import resolve_source
+    from doodle.batches.cache import CacheParams, build_cache
+    from doodle.shard.run import ShardParams, write_shards
+    from doodle.sources.quickdraw import resolve_source
 
     cache = work / "cache"
     if not (cache / "manifest.json").exists():
@@ -162,18 +162,18 @@ def child(config: str, cache: Path, run_dir: Path, steps: int, epochs: int, warm
     import keras
     import tensorflow as tf
 
-    import doodle.datasets
-    from doodle.batchnorm import ChanceWatch, RecalibrateBatchNorm, batchnorm_layers, recalibrate
-    from doodle.cache import CacheSplit, open_split
-    from doodle.callbacks import EpochLog, LiveLog
-    from doodle.datasets import BatchStream, tf_dataset
-    from doodle.keras_metrics import MapAt3, SmoothedSparseCrossentropy
+    import doodle.batches.stream
+    from doodle.batches.cache import CacheSplit, open_split
+    from doodle.batches.stream import BatchStream, tf_dataset
     from doodle.models import build_model
-    from doodle.resume import TrainingState, reopen_live
-    from doodle.training import TrainParams, make_optimizer
+    from doodle.train.batchnorm import ChanceWatch, RecalibrateBatchNorm, batchnorm_layers, recalibrate
+    from doodle.train.callbacks import EpochLog, LiveLog
+    from doodle.train.keras_metrics import MapAt3, SmoothedSparseCrossentropy
+    from doodle.train.params import TrainParams, make_optimizer
+    from doodle.train.resume import TrainingState, reopen_live
 
     if "unfixed" in mods:  # how tf_dataset was: TensorFlow's 128 KiB mmap threshold stays
-        doodle.datasets.restore_malloc_thresholds = lambda: False
+        doodle.batches.stream.restore_malloc_thresholds = lambda: False
     if "inter1" in mods:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     if "intra1" in mods:
@@ -221,7 +221,7 @@ def child(config: str, cache: Path, run_dir: Path, steps: int, epochs: int, warm
         elif "prefetch1" in mods:
 
             def gen():  # tf_dataset's generator, fix included
-                doodle.datasets.restore_malloc_thresholds()
+                doodle.batches.stream.restore_malloc_thresholds()
                 return stream.forever() if repeat else stream.epoch(0)
 
             spec = (tf.TensorSpec((None, *stream.image_shape), tf.uint8), tf.TensorSpec((None,), tf.int32))
@@ -352,7 +352,7 @@ def _phase_callback_class():
 
 
 def _graph_recalibration_class():
-    from doodle.batchnorm import RecalibrateBatchNorm, batchnorm_layers
+    from doodle.train.batchnorm import RecalibrateBatchNorm, batchnorm_layers
 
     class GraphRecalibration(RecalibrateBatchNorm):
         """The proposed variant: each BatchNorm layer's statistics of one batch (momentum 0, in one

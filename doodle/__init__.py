@@ -8,8 +8,8 @@ flat stroke arrays), ``sources`` (Kaggle CSV / ndjson / embedded sample readers)
 scoring) and ``plots``.
 """
 
-from . import quiet_tensorflow
+from .core import quiet_tensorflow
 
 # Any use of the library (a stage, a benchmark, a notebook) imports TensorFlow without its C++
-# start-up notices: see doodle.quiet_tensorflow. Installed here, before anything imports Keras.
+# start-up notices: see doodle.core.quiet_tensorflow. Installed here, before anything imports Keras.
 quiet_tensorflow.install()

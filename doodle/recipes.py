@@ -15,23 +15,10 @@ params.yaml and runs the pipeline).
 from __future__ import annotations
 
 import copy
-import importlib
 import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
-
-#: The section dataclasses of params.yaml, imported when first needed (``module:class``).
-SECTIONS = {
-    "data": "doodle.sources:DataParams",
-    "sample": "doodle.sample_data:SampleParams",
-    "shard": "doodle.sharding:ShardParams",
-    "render": "doodle.cache:CacheParams",
-    "train": "doodle.training:TrainParams",
-    "predict": "stages.predict:PredictParams",
-    "baseline": "doodle.baseline:BaselineParams",
-    "evaluate": "doodle.views:ViewParams",
-}
 
 #: Sections and keys a recipe may not set: they describe the data and the run, not the method.
 RUN_KEYS = (
@@ -174,19 +161,11 @@ def apply(recipe: Recipe, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def check(params: dict[str, Any]) -> dict[str, Any]:
-    """Load every section of ``params`` through its dataclass (:func:`doodle.params.from_mapping`):
-    an unknown section or key, or a value of the wrong type or range, raises a ParamError naming it.
-    Returns {section: dataclass instance}."""
-    from .params import ParamError, from_mapping
+    """Load every section of ``params`` through its dataclass (:func:`doodle.sections.load_all`):
+    a recipe with an unknown key or a bad value fails here, before any training."""
+    from .sections import load_all
 
-    unknown = sorted(set(params) - set(SECTIONS))
-    if unknown:
-        raise ParamError(f"unknown params.yaml section(s) {unknown}; known: {', '.join(SECTIONS)}")
-    loaded = {}
-    for section, raw in params.items():
-        module, _, cls = SECTIONS[section].partition(":")
-        loaded[section] = from_mapping(getattr(importlib.import_module(module), cls), raw, section)
-    return loaded
+    return load_all(params)
 
 
 def run_keys_set(recipe: Recipe) -> list[str]:

@@ -4,7 +4,7 @@ validation split the network is scored on.
 metrics/baseline.json holds val MAP@3, top-1 and top-3 under the keys metrics/eval.json uses, so
 `dvc metrics show` prints the baseline's figures in the network's columns; reports/baseline.json holds
 the rest (rows, components, explained variance, support vectors, timings, per-class top-1). See
-doodle.baseline for the sampling, the features and why the PCA is not whitened.
+doodle.train.baseline for the sampling, the features and why the PCA is not whitened.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from doodle.baseline import BaselineParams, run
-from doodle.cache import CacheParams
-from doodle.params import load_section, read_params
-from stages import _cli
+from doodle.batches.cache import CacheParams
+from doodle.core.params import load_section, read_params
+from doodle.train.baseline import BaselineParams, run
+from stages import cli
 
 CACHE = Path("data/cache")
 SHARDS = Path("data/shards")  # the training drawings with render.train_cache: false
@@ -24,7 +24,7 @@ HEADLINE = ("val_map_at_3", "val_top1", "val_top3")
 
 
 def main(argv=None) -> None:
-    args = _cli.parser(__doc__).parse_args(argv)
+    args = cli.parser(__doc__).parse_args(argv)
     params = read_params(args.params)
     cfg = load_section(BaselineParams, "baseline", params)
     render_cfg = load_section(CacheParams, "render", params)
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     finally:
         for bar in bars:
             bar.close()
-    _cli.write_metrics("baseline", values, headline=HEADLINE)
+    cli.write_metrics("baseline", values, headline=HEADLINE)
     print(
         f"baseline: val MAP@3 {values['val_map_at_3']:.4f}, top-1 {values['val_top1']:.4f}, "
         f"top-3 {values['val_top3']:.4f} on {values['val_rows']:,} drawings; fit {values['fit_seconds']:.1f}s on "
@@ -49,4 +49,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    _cli.run(main)
+    cli.run(main)

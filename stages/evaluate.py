@@ -3,9 +3,9 @@
 metrics/eval.json (MAP@3, top-1, top-3, rows: scalars only, so `dvc metrics show` fits a terminal),
 reports/ (per-class accuracy worst first, confusion data for `dvc plots`, most-confused pairs, a
 gallery of mistakes, confidence histograms). The split is streamed in batches, so memory does not
-grow with its size (see doodle.analysis); reports/confusion.csv holds the first
-doodle.analysis.SAMPLE_ROWS validation drawings (a uniform sample: the shards are shuffled).
-reports/embedding.png and reports/activations.png show what the network sees (doodle.views,
+grow with its size (see doodle.evaluate.analysis); reports/confusion.csv holds the first
+doodle.evaluate.analysis.SAMPLE_ROWS validation drawings (a uniform sample: the shards are shuffled).
+reports/embedding.png and reports/activations.png show what the network sees (doodle.evaluate.views,
 params section ``evaluate``): its penultimate features of the first ``evaluate.embedding_samples``
 validation drawings in 2-D, and its first conv layers' activations for a few of them.
 """
@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from doodle.analysis import ErrorAnalysis, analyse_split, iter_batches
-from doodle.cache import open_split, read_cache_manifest
-from doodle.errors import UserError
-from doodle.inference import TrainedModel, _predict
-from doodle.params import load_section, read_params
-from doodle.plots import group_histograms, image_grid
-from doodle.views import ViewParams, write_views
-from stages import _cli
+from doodle.batches.cache import open_split, read_cache_manifest
+from doodle.core.errors import UserError
+from doodle.core.params import load_section, read_params
+from doodle.core.plots import group_histograms, image_grid
+from doodle.evaluate.analysis import ErrorAnalysis, analyse_split, iter_batches
+from doodle.evaluate.views import ViewParams, write_views
+from doodle.predict.inference import TrainedModel, predict_in_batches
+from stages import cli
 
 CACHE = Path("data/cache")
 MODEL = Path("models/model.keras")
@@ -34,8 +34,8 @@ BATCH = 512
 
 
 def main(argv=None) -> None:
-    args = _cli.parser(__doc__).parse_args(argv)
-    _cli.setup_logging()
+    args = cli.parser(__doc__).parse_args(argv)
+    cli.setup_logging()
     views = load_section(ViewParams, "evaluate", read_params(args.params))
     model = TrainedModel.load(MODEL)
     cache = read_cache_manifest(CACHE)
@@ -48,10 +48,10 @@ def main(argv=None) -> None:
     classes = model.classes
     with tqdm(total=val.rows, unit="img", desc="evaluate", disable=args.quiet) as bar:
         result = analyse_split(
-            val, lambda images: _predict(model.model, images, BATCH), len(classes), BATCH, bar.update
+            val, lambda images: predict_in_batches(model.model, images, BATCH), len(classes), BATCH, bar.update
         )
     metrics = result.metrics()
-    _cli.write_metrics("eval", metrics, headline=("val_map_at_3", "val_top1", "val_top3"))
+    cli.write_metrics("eval", metrics, headline=("val_map_at_3", "val_top1", "val_top3"))
     write_reports(result, classes, model.render.shape())
     ranked, accuracy = result.ranked_classes(), result.per_class_accuracy()
     print(
@@ -119,4 +119,4 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 
 
 if __name__ == "__main__":
-    _cli.run(main)
+    cli.run(main)

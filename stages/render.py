@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from doodle.cache import CacheParams, build_cache, open_split
-from doodle.params import load_section, read_params
-from doodle.plots import image_grid
-from stages import _cli
+from doodle.batches.cache import CacheParams, build_cache, open_split
+from doodle.core.params import load_section, read_params
+from doodle.core.plots import image_grid
+from stages import cli
 
 SHARDS = Path("data/shards")
 OUT = Path("data/cache")
@@ -17,7 +17,7 @@ GRID = Path("reports/render_samples.png")
 
 
 def main(argv=None) -> None:
-    args = _cli.parser(__doc__).parse_args(argv)
+    args = cli.parser(__doc__).parse_args(argv)
     cfg = load_section(CacheParams, "render", read_params(args.params))
     man = build_cache(SHARDS, OUT, cfg, progress=not args.quiet)
     val = open_split(OUT, "val")
@@ -33,7 +33,7 @@ def main(argv=None) -> None:
             title=f"what the model sees: {cfg.size}px, {cfg.channels} channel(s)",
         )
     details = {k: man[k] for k in ("rows", "blank_images", "dots_only_drawings", "seconds", "images_per_s")}
-    _cli.write_metrics("render", details, headline=())  # nothing to compare runs by: reports/render.json
+    cli.write_metrics("render", details, headline=())  # nothing to compare runs by: reports/render.json
     print(
         f"render: {man['rows']:,} images in {man['seconds']:.1f}s ({man['images_per_s']:,.0f}/s), "
         f"{man['blank_images']} blank, {man['dots_only_drawings']} dots-only; grid -> {GRID}"
@@ -41,4 +41,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    _cli.run(main)
+    cli.run(main)

@@ -7,14 +7,14 @@ import time
 
 from tqdm import tqdm
 
-from doodle.params import load_section, read_params
-from doodle.sample_data import SampleParams, generate
-from doodle.sources import SAMPLE_DIR
-from stages import _cli
+from doodle.core.params import load_section, read_params
+from doodle.sample.doodles import SampleParams, generate
+from doodle.sources.quickdraw import SAMPLE_DIR
+from stages import cli
 
 
 def main(argv=None) -> None:
-    args = _cli.parser(__doc__).parse_args(argv)
+    args = cli.parser(__doc__).parse_args(argv)
     cfg = load_section(SampleParams, "sample", read_params(args.params))
     t0 = time.perf_counter()
     total = (cfg.train_per_class + cfg.test_per_class) * len(cfg.class_names())
@@ -28,4 +28,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    _cli.run(main)
+    cli.run(main)

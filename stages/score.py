@@ -5,12 +5,12 @@ python -m stages.score submissions/submission.csv data/sample/test_labels.csv
 
 from __future__ import annotations
 
-from doodle.submission import score_submission
-from stages import _cli
+from doodle.predict.submission import score_submission
+from stages import cli
 
 
 def main(argv=None) -> None:
-    p = _cli.plain_parser(__doc__)
+    p = cli.plain_parser(__doc__)
     p.add_argument("submission", help="the submission: key_id,word with three labels a row")
     p.add_argument("labels", help="the answers: key_id,word with the true class a row")
     p.add_argument("--debug", action="store_true", help="on an error, print the full traceback")
@@ -20,4 +20,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    _cli.run(main)
+    cli.run(main)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from doodle.params import load_section, read_params
-from doodle.sharding import ShardParams, write_shards
-from doodle.sources import DataParams, resolve_source
-from stages import _cli
+from doodle.core.params import load_section, read_params
+from doodle.shard.run import ShardParams, write_shards
+from doodle.sources.quickdraw import DataParams, resolve_source
+from stages import cli
 
 OUT = Path("data/shards")
 
 
 def main(argv=None) -> None:
-    args = _cli.parser(__doc__).parse_args(argv)
-    _cli.setup_logging()
+    args = cli.parser(__doc__).parse_args(argv)
+    cli.setup_logging()
     params = read_params(args.params)
     data = load_section(DataParams, "data", params)
     cfg = load_section(ShardParams, "shard", params)
@@ -26,7 +26,7 @@ def main(argv=None) -> None:
     )
     stats = write_shards(source, OUT, cfg, progress=not args.quiet)
     details = {k: stats[k] for k in ("rows_in", "rows_out", "rejected_total", "seconds", "rows_per_s", "workers")}
-    _cli.write_metrics("shard", details, headline=("rows_out", "rejected_total"))
+    cli.write_metrics("shard", details, headline=("rows_out", "rejected_total"))
     bad = ", ".join(f"{k} {v}" for k, v in stats["rejected"].items() if v) or "none"
     print(
         f"shard: {stats['rows_in']:,} rows in, {stats['rows_out']:,} out, {stats['rejected_total']:,} "
@@ -36,4 +36,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    _cli.run(main)
+    cli.run(main)

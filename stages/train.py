@@ -1,18 +1,18 @@
 """Stage `train`: train a Keras model on the render cache (models/model.keras + metadata).
 
 Rerunning after a kill resumes from the last completed epoch and ends with the same model, history
-and curves as an uninterrupted run (see doodle.resume).
+and curves as an uninterrupted run (see doodle.train.resume).
 
 ``train.strategy: multi_worker`` trains on several machines: run this same command on each, with
 ``TF_CONFIG`` naming the cluster and the machine's place in it. ``train.batch_size`` is per replica,
 so the global batch is ``batch_size`` x replicas over all workers; each worker draws its share of it
-(doodle.datasets) and validates on the whole validation set. Only the chief (worker 0) writes the
+(doodle.batches.stream) and validates on the whole validation set. Only the chief (worker 0) writes the
 model, its metadata, the metrics, the DVCLive files and the resume backup; the others run the same
 saves (they take part in collective operations) into a scratch directory deleted at the end. A
 multi-worker run does not resume: it starts again from epoch 0.
 
 ``train.folds`` K and ``train.seeds`` N: with K x N > 1 the stage trains K x N members
-(doodle.ensemble), each as the single model is (doodle.trainer), and models/model.keras is a copy
+(doodle.train.ensemble), each as the single model is (doodle.train.trainer), and models/model.keras is a copy
 of the reference member. metrics/train.json has the mean and standard deviation of the members'
 val MAP@3 and the out-of-fold MAP@3; reports/train.json every member's figures.
 """
@@ -24,21 +24,21 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from doodle.params import load_section, read_params
-from stages import _cli
+from doodle.core.params import load_section, read_params
+from stages import cli
 
 
 def main(argv=None) -> None:
-    args = _cli.parser(__doc__).parse_args(argv)
+    args = cli.parser(__doc__).parse_args(argv)
     # The library is imported once the arguments are parsed: it loads TensorFlow (seconds), which
     # --help does not need.
-    from doodle.cache import CacheParams, read_cache_manifest
-    from doodle.ensemble import TrainFiles, train_models
-    from doodle.inputs import CACHE
-    from doodle.trainer import Setup
-    from doodle.training import TrainParams, cluster_worker, device_strategy
+    from doodle.batches.cache import CacheParams, read_cache_manifest
+    from doodle.train.ensemble import TrainFiles, train_models
+    from doodle.train.feed import CACHE
+    from doodle.train.params import TrainParams, cluster_worker, device_strategy
+    from doodle.train.trainer import Setup
 
-    _cli.setup_logging()
+    cli.setup_logging()
     params = read_params(args.params)
     cfg = load_section(TrainParams, "train", params)
     render_cfg = load_section(CacheParams, "render", params)
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     if worker.chief:
         files = TrainFiles.under(Path("."))
         result = train_models(cfg, run, files)
-        _cli.write_metrics("train", result.values, headline=result.headline)
+        cli.write_metrics("train", result.values, headline=result.headline)
         shutil.rmtree(files.backup, ignore_errors=True)  # done and written: nothing to resume
         print(result.line, flush=True)
         return
@@ -61,4 +61,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    _cli.run(main)
+    cli.run(main)

@@ -1,4 +1,4 @@
-"""The streaming error analysis (doodle.analysis) against the one-shot, all-in-memory computation."""
+"""The streaming error analysis (doodle.evaluate.analysis) against the one-shot, all-in-memory computation."""
 
 import csv
 import json
@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from doodle.analysis import ErrorAnalysis, analyse_split, confused_pairs, iter_batches
-from doodle.cache import CacheSplit
-from doodle.errors import UserError
-from doodle.metrics import map_at_3, top_k_accuracy
+from doodle.batches.cache import CacheSplit
+from doodle.core.errors import UserError
+from doodle.core.metrics import map_at_3, top_k_accuracy
+from doodle.evaluate.analysis import ErrorAnalysis, analyse_split, confused_pairs, iter_batches
 
 BINS = np.linspace(0, 1, 26)
 
@@ -167,12 +167,12 @@ def test_batches_are_read_from_the_file_not_the_map(tmp_path):
 
 
 def test_streamed_bin_counts_draw_the_raw_values_distribution():
-    """The stage streams its confidences into bin counts (doodle.analysis); the picture drawn from
+    """The stage streams its confidences into bin counts (doodle.evaluate.analysis); the picture drawn from
     them has, per group, the bars ``ax.hist`` would draw from every raw value as % of the group,
     the right edge and values on a bin edge included."""
     import matplotlib.pyplot as plt
 
-    from doodle.plots import group_histograms_figure
+    from doodle.core.plots import group_histograms_figure
 
     rng = np.random.default_rng(3)
     groups = {"correct": rng.beta(5, 1, 900).astype(np.float32), "wrong": rng.beta(1, 3, 300).astype(np.float32)}
@@ -191,9 +191,9 @@ def test_evaluate_stage_on_a_synthetic_cache(tmp_path, monkeypatch):
     computation on the model's own scores, and eval.json holds scalars only."""
     import keras
 
-    from doodle.inference import _predict
+    from doodle.drawing.raster import RenderParams
     from doodle.models import build_model
-    from doodle.raster import RenderParams
+    from doodle.predict.inference import predict_in_batches
     from stages import evaluate
 
     classes, shape = [f"c{i}" for i in range(5)], RenderParams(32).shape()
@@ -228,7 +228,7 @@ def test_evaluate_stage_on_a_synthetic_cache(tmp_path, monkeypatch):
     headline = json.loads((tmp_path / "metrics" / "eval.json").read_text())
     assert headline == {k: ev[k] for k in ("val_map_at_3", "val_top1", "val_top3")}
     labels, images = np.concatenate(all_labels), np.concatenate(all_images)
-    probs = np.concatenate([_predict(model, im, 512) for im in all_images])
+    probs = np.concatenate([predict_in_batches(model, im, 512) for im in all_images])
     ref = in_memory(labels, probs, images, 20_000)
     assert ev["val_rows"] == 450 and ev["val_top1"] == ref["metrics"]["val_top1"]
     assert ev["val_map_at_3"] == pytest.approx(ref["metrics"]["val_map_at_3"], rel=1e-12)
@@ -249,5 +249,5 @@ def test_evaluate_stage_on_a_synthetic_cache(tmp_path, monkeypatch):
 
     manifest["render"] = {**render, "line_width": 8.0}  # a cache drawn differently from the model's training
     (cache / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(UserError, match="rerun `dvc repro`"):  # one line from stages._cli.run, no traceback
+    with pytest.raises(UserError, match="rerun `dvc repro`"):  # one line from stages.cli.run, no traceback
         evaluate.main(["--quiet"])

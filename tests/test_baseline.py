@@ -1,4 +1,4 @@
-"""The classical baseline stage (doodle/baseline.py, stages/baseline.py): a PCA + SVM fitted on a bounded,
+"""The classical baseline stage (doodle/train/baseline.py, stages/baseline.py): a PCA + SVM fitted on a bounded,
 seeded sample of the training images, scored on the validation split, well above chance."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doodle.baseline import (
+from doodle.batches.cache import CacheParams, open_split
+from doodle.core.params import ParamError
+from doodle.train.baseline import (
     BaselineParams,
     cache_sample,
     fit,
@@ -22,9 +24,7 @@ from doodle.baseline import (
     training_groups,
     true_rank,
 )
-from doodle.cache import CacheParams, open_split
-from doodle.params import ParamError
-from stages import _cli
+from stages import cli
 from tests.conftest import work_on_copy
 
 TIMINGS = ("sample_seconds", "pca_fit_seconds", "svm_fit_seconds", "fit_seconds", "predict_seconds")
@@ -53,7 +53,7 @@ def test_sample_rows_are_a_bounded_seeded_uniform_sample():
 
 
 def test_true_rank_scores_as_the_project_metric_does():
-    from doodle.metrics import map_at_3, top_k_accuracy
+    from doodle.core.metrics import map_at_3, top_k_accuracy
 
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 4, size=(500, 9)).astype(np.float64)  # many ties: broken towards the lower index
@@ -157,7 +157,7 @@ def test_a_bad_param_is_one_line_naming_it(bad, key, rendered, tmp_path, monkeyp
     from stages import baseline
 
     with pytest.raises(SystemExit) as exit_:
-        _cli.run(lambda: baseline.main(["--quiet"]))
+        cli.run(lambda: baseline.main(["--quiet"]))
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and key in err[0], err

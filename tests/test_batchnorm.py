@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from doodle.batchnorm import ChanceWatch, batchnorm_layers, near_chance, recalibrate
 from doodle.models import build_model
+from doodle.train.batchnorm import ChanceWatch, batchnorm_layers, near_chance, recalibrate
 
 
 def tiny_bn_model():

@@ -1,6 +1,6 @@
 """The progress of long epochs: images/s and the time left, printed by a fake clock's timing."""
 
-from doodle.callbacks import StepProgress, duration
+from doodle.train.callbacks import StepProgress, duration
 
 
 class FakeClock:

@@ -1,4 +1,4 @@
-"""K-fold cross-validation over the shards and seed ensembles in the train stage (doodle/folds.py),
+"""K-fold cross-validation over the shards and seed ensembles in the train stage (doodle/train/folds.py),
 and predict averaging the members."""
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from doodle.params import ParamError, from_mapping
+from doodle.core.params import ParamError, from_mapping
 from tests.conftest import work_on_copy, write_params
 
 SHARD_COUNT = 3  # tests/conftest.py TINY; the validation shard is the last, 2
@@ -28,7 +28,7 @@ def _shard_keys(shard_dir: Path) -> dict[int, int]:
 
 def _cache_rows(cache_dir: Path) -> dict[int, int]:
     """key_id -> label of every drawing in the render cache."""
-    from doodle.cache import open_files, read_cache_manifest
+    from doodle.batches.cache import open_files, read_cache_manifest
 
     split = open_files(cache_dir, [f["prefix"] for f in read_cache_manifest(cache_dir)["files"]])
     keys, labels = np.concatenate(split.keys), split.all_labels()
@@ -40,7 +40,7 @@ def test_a_drawing_keeps_its_fold_when_data_is_added(rendered, tmp_path, monkeyp
     """Shard a source with half of each class file, then compare with the whole source's shards:
     every drawing of the smaller run is in the same fold in the larger one, for any K; the fold is
     fold_of_keys(key_id), a function of the key_id alone."""
-    from doodle.folds import fold_of_keys
+    from doodle.train.folds import fold_of_keys
 
     small = tmp_path / "small"
     shutil.copytree(rendered / "data/sample", small)
@@ -65,9 +65,9 @@ def test_a_drawing_keeps_its_fold_when_data_is_added(rendered, tmp_path, monkeyp
 
 
 def test_folds_are_disjoint_and_cover_the_cache(rendered):
-    from doodle.cache import read_cache_manifest
-    from doodle.folds import fold_of_keys, open_fold, plan_folds, reference_fold
-    from doodle.shards import read_manifest
+    from doodle.batches.cache import read_cache_manifest
+    from doodle.shard.format import read_manifest
+    from doodle.train.folds import fold_of_keys, open_fold, plan_folds, reference_fold
 
     cache_dir = rendered / "data/cache"
     cache, shards = read_cache_manifest(cache_dir), read_manifest(rendered / "data/shards")
@@ -88,9 +88,9 @@ def test_folds_are_disjoint_and_cover_the_cache(rendered):
 
 
 def test_fold_and_seed_params_are_checked_in_one_line(rendered, tmp_path, monkeypatch):
-    from doodle.folds import plan_folds
-    from doodle.training import TrainParams
-    from stages.predict import PredictParams
+    from doodle.predict.run import PredictParams
+    from doodle.train.folds import plan_folds
+    from doodle.train.params import TrainParams
 
     for bad, key in (({"folds": 0}, "train.folds"), ({"seeds": 0}, "train.seeds")):
         with pytest.raises(ParamError, match=key):
@@ -123,9 +123,9 @@ def test_fold_and_seed_params_are_checked_in_one_line(rendered, tmp_path, monkey
 
 
 def _member_probs(paths, images):
-    from doodle.inference import TrainedModel, _predict
+    from doodle.predict.inference import TrainedModel, predict_in_batches
 
-    return np.mean([_predict(TrainedModel.load(p).model, images, 64) for p in paths], axis=0)
+    return np.mean([predict_in_batches(TrainedModel.load(p).model, images, 64) for p in paths], axis=0)
 
 
 @pytest.mark.slow
@@ -133,9 +133,9 @@ def test_two_folds_by_two_seeds_and_predict_averages_the_members(rendered, tmp_p
     """The single model's run writes the holdout's predictions; a 2 x 2 run in the same project
     writes four members, mean and std metrics, an out-of-fold file with every cached drawing once,
     and predict (models: auto) averages the four."""
-    from doodle.cache import open_files
-    from doodle.folds import fold_of_keys
-    from doodle.metrics import map_at_3
+    from doodle.batches.cache import open_files
+    from doodle.core.metrics import map_at_3
+    from doodle.train.folds import fold_of_keys
 
     proj = work_on_copy(rendered, tmp_path / "p", monkeypatch)
     from stages import evaluate, predict, train
@@ -187,7 +187,7 @@ def test_two_folds_by_two_seeds_and_predict_averages_the_members(rendered, tmp_p
 
     predict.main(["--quiet"])
     assert json.loads(Path("reports/test.json").read_text())["models"] == 4
-    from doodle.inference import TrainedModel, predict_test_file
+    from doodle.predict.inference import TrainedModel, predict_test_file
 
     test_file = Path("data/sample/test_simplified.csv")
     members = sorted(Path("models/members").glob("*.keras"))
@@ -209,9 +209,9 @@ def test_seeds_alone_average_on_the_holdout(rendered, tmp_path, monkeypatch):
     work_on_copy(
         rendered, tmp_path / "p", monkeypatch, {"train": {"seeds": 2}, "predict": {"models": ["models/model.keras"]}}
     )
-    from doodle.cache import open_split
+    from doodle.batches.cache import open_split
+    from doodle.predict.run import resolve_models
     from stages import predict, train
-    from stages.predict import resolve_models
 
     train.main(["--quiet"])
     members = sorted(Path("models/members").glob("*.keras"))
@@ -235,7 +235,7 @@ def test_a_stopped_ensemble_keeps_its_finished_members(rendered, tmp_path, monke
     """A run stopped while its second member starts: the rerun takes the first member from its
     backup (no epoch trained again, the same model file) and trains the second."""
     work_on_copy(rendered, tmp_path / "p", monkeypatch, {"train": {"seeds": 2}})
-    from doodle import ensemble
+    from doodle.train import ensemble
     from stages import train
 
     real, started = ensemble.train_member, []
@@ -268,10 +268,10 @@ def test_folds_draw_on_the_fly_without_a_training_cache(rendered, tmp_path, monk
     """render.train_cache: false with train.folds 2: the cache holds only the validation shard, and
     each fold trains and validates on drawings drawn from its shards' strokes. The held-out images
     are the cache's bytes, and the out-of-fold file holds every sharded drawing once, in its fold."""
-    from doodle.folds import fold_of_keys, fold_shard_paths, plan_folds
-    from doodle.raster import RenderParams
-    from doodle.shards import read_manifest
-    from doodle.stroke_stream import DrawnSplit
+    from doodle.batches.strokes import DrawnSplit
+    from doodle.drawing.raster import RenderParams
+    from doodle.shard.format import read_manifest
+    from doodle.train.folds import fold_of_keys, fold_shard_paths, plan_folds
 
     work_on_copy(rendered, tmp_path / "p", monkeypatch, {"train": {"folds": 2}, "render": {"train_cache": False}})
     from stages import render, train
@@ -305,6 +305,6 @@ def test_folds_draw_on_the_fly_without_a_training_cache(rendered, tmp_path, monk
 
 
 def _cache_split(cache_dir: Path, prefix: str):
-    from doodle.cache import open_files
+    from doodle.batches.cache import open_files
 
     return open_files(cache_dir, [prefix])

@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from doodle.keras_metrics import MapAt3, SmoothedSparseCrossentropy, map_at_3_per_sample
-from doodle.metrics import map_at_3, map_at_3_reference, top_k
+from doodle.core.metrics import map_at_3, map_at_3_reference, top_k
+from doodle.train.keras_metrics import MapAt3, SmoothedSparseCrossentropy, map_at_3_per_sample
 
 # (true label, scores over 5 classes, expected reciprocal rank)
 CASES = [

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from doodle.params import ParamError, from_mapping, load_section, read_params
-from doodle.training import TrainParams
+from doodle.core.params import ParamError, from_mapping, load_section, read_params
+from doodle.train.params import TrainParams
 from tests.conftest import REPO
 
 

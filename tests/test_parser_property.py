@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from doodle import strokes as S
-from doodle.strokes import classify_drawing, parse_drawings
+from doodle.drawing import strokes as S
+from doodle.drawing.strokes import classify_drawing, parse_drawings
 from tests.conftest import SHARED
 
 REAL15 = SHARED / "quickdraw-real15" / "train_simplified"
@@ -94,7 +94,7 @@ def real_drawings(per_file: int) -> list[str]:
 
 
 def generated_drawings(n: int) -> list[str]:
-    from doodle.sample_data import SHAPES, draw
+    from doodle.sample.doodles import SHAPES, draw
 
     rng = np.random.default_rng(SEED)
     words = sorted(SHAPES)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doodle.pixels import DigitFolderWriter, IdxFile
+from doodle.sources.mnist import DigitFolderWriter, IdxFile
 from tests.conftest import clone_project, run_dvc, stages_run, write_params
 from tests.test_pixel_sources import BITMAP, MNIST, needs_bitmap, needs_mnist
 

@@ -13,18 +13,18 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from doodle.cache import CacheParams, build_cache, open_split
-from doodle.images import fit_images
-from doodle.inference import TrainedModel, predict_digit_file
-from doodle.metrics import map_at_3_reference
-from doodle.params import ParamError
-from doodle.pixel_sources import PIXEL_REASONS, PixelSourceError, class_key, digit_header
-from doodle.pixels import DigitFolderWriter, IdxFile, PixelFormatError, csv_header, csv_rows, main
-from doodle.raster import RenderParams
-from doodle.sharding import ShardParams, write_shards
-from doodle.shards import iter_image_batches
-from doodle.sources import SourceError, resolve_source
-from doodle.submission import SubmissionError, score_digits, validate_digit_submission, write_digit_submission
+from doodle.batches.cache import CacheParams, build_cache, open_split
+from doodle.core.metrics import map_at_3_reference
+from doodle.core.params import ParamError
+from doodle.drawing.images import fit_images
+from doodle.drawing.raster import RenderParams
+from doodle.predict.inference import TrainedModel, predict_digit_file
+from doodle.predict.submission import SubmissionError, score_digits, validate_digit_submission, write_digit_submission
+from doodle.shard.format import iter_image_batches
+from doodle.shard.run import ShardParams, write_shards
+from doodle.sources.mnist import DigitFolderWriter, IdxFile, PixelFormatError, csv_header, csv_rows, main
+from doodle.sources.pixels import PIXEL_REASONS, PixelSourceError, class_key, digit_header
+from doodle.sources.quickdraw import SourceError, resolve_source
 from tests.conftest import SHARED
 
 MNIST = SHARED / "mnist"

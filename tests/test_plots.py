@@ -15,7 +15,7 @@ import pytest
 import yaml
 from matplotlib.colors import same_color
 
-from doodle.plots import group_histograms_figure, learning_curves_figure
+from doodle.core.plots import group_histograms_figure, learning_curves_figure
 from tests.conftest import REPO, run_dvc
 
 
@@ -107,21 +107,21 @@ def trained(rendered, tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(d)
     try:
-        import doodle.ensemble
+        import doodle.train.ensemble
         from stages import evaluate, train
 
         drawn = {}
-        real = doodle.ensemble.learning_curves
+        real = doodle.train.ensemble.learning_curves
 
         def spy(histories, path, keys, title=None):
             drawn.update(histories=histories, keys=keys)
             return real(histories, path, keys, title)
 
-        doodle.ensemble.learning_curves = spy
+        doodle.train.ensemble.learning_curves = spy
         try:
             train.main(["--quiet"])
         finally:
-            doodle.ensemble.learning_curves = real
+            doodle.train.ensemble.learning_curves = real
         evaluate.main(["--quiet"])
     finally:
         os.chdir(cwd)

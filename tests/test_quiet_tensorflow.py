@@ -1,5 +1,5 @@
 """TensorFlow's C++ start-up notices are kept out of stderr, and nothing else printed during the
-import is lost (doodle.quiet_tensorflow). The real notices appear only on some CPUs, so the
+import is lost (doodle.core.quiet_tensorflow). The real notices appear only on some CPUs, so the
 mechanism is tested with a stand-in module that prints them on every machine."""
 
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from doodle.quiet_tensorflow import filter_notices
+from doodle.core.quiet_tensorflow import filter_notices
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def test_first_import_is_quiet_and_keeps_other_output(tmp_path):
     script = textwrap.dedent(
         """
         import os, sys
-        from doodle.quiet_tensorflow import QuietImport
+        from doodle.core.quiet_tensorflow import QuietImport
         QuietImport("noisy").install()
         import noisy
         os.write(2, b"after\\n")

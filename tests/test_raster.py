@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from benchmarks.reference import render_reference
-from doodle.raster import RenderParams, render
-from doodle.strokes import StrokeBatch
+from doodle.drawing.raster import RenderParams, render
+from doodle.drawing.strokes import StrokeBatch
 from tests.conftest import KAGGLE
 
 
@@ -69,7 +69,7 @@ def _drawings_for_fidelity():
             with f.open(newline="") as fh:
                 texts += [r["drawing"] for r in list(csv.DictReader(fh))[:5]]
         return texts
-    from doodle.sample_data import draw
+    from doodle.sample.doodles import draw
 
     rng = np.random.default_rng(0)
     return [json.dumps(draw(w, rng)) for w in ["circle", "star", "house", "sun", "cloud"] * 40]
@@ -85,7 +85,7 @@ def _near(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_fidelity_against_the_public_baseline():
-    from doodle.strokes import parse_drawings
+    from doodle.drawing.strokes import parse_drawings
 
     texts = _drawings_for_fidelity()
     ours = render(parse_drawings(texts).strokes, RenderParams(size=64))[..., 0]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from doodle import recipes
-from doodle.params import ParamError
+from doodle.core.params import ParamError
 from tests.conftest import REPO
 
 
@@ -30,7 +30,7 @@ def test_recipe_is_valid_params(name):
     assert recipe.description and "\n" not in recipe.description
     assert recipe.overrides and not recipes.run_keys_set(recipe), "a recipe sets the method, not the data or run length"
     params = recipes.apply(recipe, base_params())
-    loaded = recipes.check(params)  # every section through its dataclass (doodle.params.from_mapping)
+    loaded = recipes.check(params)  # every section through its dataclass (doodle.core.params.from_mapping)
     for key, value in recipe.flat().items():  # and every override arrived where it was meant to
         section, *path = key.split(".")
         got = loaded[section]
@@ -115,7 +115,7 @@ class FakeModel:
 
 def budget_run(budget, epoch_seconds):
     """Feed TimeBudget epochs of the given lengths (fake time); the epochs it lets run to their end."""
-    from doodle.callbacks import TimeBudget
+    from doodle.train.callbacks import TimeBudget
 
     clock, said = FakeClock(), []
     cb = TimeBudget(budget, clock=clock, printer=lambda *a, **k: said.append(a[0]))
@@ -173,8 +173,8 @@ def test_time_budget_warns_when_one_epoch_is_longer_than_the_budget():
 
 
 def test_time_budget_param():
-    from doodle.params import from_mapping
-    from doodle.training import TrainParams
+    from doodle.core.params import from_mapping
+    from doodle.train.params import TrainParams
 
     assert TrainParams().time_budget_s is None
     assert from_mapping(TrainParams, {"time_budget_s": 600}, "train").time_budget_s == 600

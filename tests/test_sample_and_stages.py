@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from doodle.params import ParamError, from_mapping
-from doodle.sample_data import SHAPES, SampleParams, generate
-from doodle.sources import SourceError
+from doodle.core.params import ParamError, from_mapping
+from doodle.sample.doodles import SHAPES, SampleParams, generate
+from doodle.sources.quickdraw import SourceError
 from tests.conftest import KAGGLE, NDJSON, needs_kaggle, needs_ndjson, write_params
 
 
@@ -67,8 +67,8 @@ def test_wrong_source_path_is_named(project):
 
 
 def _shard_real(source, tmp_path):
-    from doodle.sharding import ShardParams, write_shards
-    from doodle.sources import resolve_source
+    from doodle.shard.run import ShardParams, write_shards
+    from doodle.sources.quickdraw import resolve_source
 
     return write_shards(resolve_source(source), tmp_path, ShardParams(count=4), progress=False)
 

@@ -1,4 +1,4 @@
-"""The embedded digits sample (doodle.sample_digits): Kaggle's Digit Recognizer layout, seeded, with
+"""The embedded digits sample (doodle.sample.digits): Kaggle's Digit Recognizer layout, seeded, with
 deliberately broken rows, and digits a simple classifier can tell apart (also on real MNIST)."""
 
 import csv
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doodle.params import ParamError, from_mapping
-from doodle.sample_data import SampleParams, generate
-from doodle.sample_digits import CORRUPTIONS, PIXELS, draw_digit
+from doodle.core.params import ParamError, from_mapping
+from doodle.sample.digits import CORRUPTIONS, PIXELS, draw_digit
+from doodle.sample.doodles import SampleParams, generate
 from tests.conftest import SHARED, write_params
 
 MNIST = SHARED / "mnist"

@@ -4,7 +4,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from doodle.sources import SourceError, clean_block, iter_class_blocks, resolve_source
+from doodle.sources.quickdraw import SourceError, clean_block, iter_class_blocks, resolve_source
 
 HEADER = ["countrycode", "drawing", "key_id", "recognized", "timestamp", "word"]
 

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from doodle.params import ParamError, load_section
-from doodle.training import TrainParams, Worker, cluster_worker, device_strategy
+from doodle.core.params import ParamError, load_section
+from doodle.train.params import TrainParams, Worker, cluster_worker, device_strategy
 from tests.conftest import subprocess_env, write_params
 
 CLUSTER = {"worker": ["localhost:20001", "localhost:20002"]}
@@ -121,8 +121,8 @@ def _assert_same_batches(single, workers, epochs=(0, 1)):
 def test_two_workers_read_the_batches_of_one_process_with_the_global_batch(rendered):
     """Worker w takes batches w, w + 2, ...: the two halves of each step are, row for row, the batch
     that one process with twice the batch reads; a full pass (steps None) counts global batches."""
-    from doodle.cache import open_split
-    from doodle.datasets import BatchStream
+    from doodle.batches.cache import open_split
+    from doodle.batches.stream import BatchStream
 
     split = open_split(rendered / "data/cache", "train")
     kw = dict(shuffle=True, seed=3, block_rows=8, buffer_blocks=3)
@@ -139,9 +139,9 @@ def test_two_workers_draw_the_images_of_one_process_on_the_fly(rendered):
     """On the fly: each worker renders only its own batches. Without augmentation they are the
     global batch's images; with it, the augmentation numbers of the other worker's batches are
     drawn too, so each image is the one a single process with the per-worker batch draws."""
-    from doodle.augment import StrokeAugmentParams
-    from doodle.raster import RenderParams
-    from doodle.stroke_stream import StrokeStream, shard_paths
+    from doodle.batches.strokes import StrokeStream, shard_paths
+    from doodle.drawing.augment import StrokeAugmentParams
+    from doodle.drawing.raster import RenderParams
 
     shards = shard_paths(rendered / "data/shards", "train")
     kw = dict(shuffle=True, seed=5, steps=5, buffer_groups=1, threads=2)
@@ -193,11 +193,11 @@ MIRRORED_ON_TWO_CPUS = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from doodle import training
-from stages import _cli, train
+from doodle.train import params as training
+from stages import cli, train
 # the train stage imports it when it runs (after parsing its arguments), so patched here
 training.device_strategy = lambda *a: (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), "2 CPUs, MirroredStrategy")
-_cli.run(lambda: train.main(["--quiet"]))
+cli.run(lambda: train.main(["--quiet"]))
 """
 
 

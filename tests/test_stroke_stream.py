@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from doodle.augment import CENTRE, StrokeAugmentParams, sample
-from doodle.cache import CacheParams, build_cache, open_split
-from doodle.params import ParamError, from_mapping
-from doodle.raster import RenderParams, render
-from doodle.sample_data import SampleParams, generate
-from doodle.sharding import ShardParams, write_shards
-from doodle.sources import resolve_source
-from doodle.stroke_stream import StrokeStream, shard_paths
-from doodle.strokes import StrokeBatch
+from doodle.batches.cache import CacheParams, build_cache, open_split
+from doodle.batches.strokes import StrokeStream, shard_paths
+from doodle.core.params import ParamError, from_mapping
+from doodle.drawing.augment import CENTRE, StrokeAugmentParams, sample
+from doodle.drawing.raster import RenderParams, render
+from doodle.drawing.strokes import StrokeBatch
+from doodle.sample.doodles import SampleParams, generate
+from doodle.shard.run import ShardParams, write_shards
+from doodle.sources.quickdraw import resolve_source
 
 ALL_ON = StrokeAugmentParams(scale=0.2, aspect=0.2, shift=0.1, rotation=20, shear=0.2, stroke_dropout=0.2)
 
@@ -165,7 +165,7 @@ def test_params_validation_names_the_bad_key(raw, key):
 
 def test_tf_dataset_takes_a_stroke_stream(shards):
     pytest.importorskip("tensorflow")
-    from doodle.datasets import tf_dataset
+    from doodle.batches.stream import tf_dataset
 
     s = StrokeStream(shard_paths(shards, "train"), RenderParams(32), 40, True, seed=2, steps=3, augment=ALL_ON)
     got = list(tf_dataset(s, repeat=True, start_epoch=1).take(4).as_numpy_iterator())

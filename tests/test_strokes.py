@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from doodle import strokes as S
-from doodle.strokes import StrokeBatch, classify_drawing, parse_drawings
+from doodle.drawing import strokes as S
+from doodle.drawing.strokes import StrokeBatch, classify_drawing, parse_drawings
 
 CASES = [
     ("[[[1,2,3],[4,5,6]],[[7],[8]]]", S.OK),

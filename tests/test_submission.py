@@ -4,11 +4,18 @@ import sys
 import numpy as np
 import pytest
 
-from doodle.inference import TrainedModel, predict_probs
-from doodle.metrics import map_at_3
-from doodle.raster import RenderParams
-from doodle.strokes import StrokeBatch
-from doodle.submission import SubmissionError, balance, score_submission, top3, validate_submission, write_submission
+from doodle.core.metrics import map_at_3
+from doodle.drawing.raster import RenderParams
+from doodle.drawing.strokes import StrokeBatch
+from doodle.predict.inference import TrainedModel, predict_probs
+from doodle.predict.submission import (
+    SubmissionError,
+    balance,
+    score_submission,
+    top3,
+    validate_submission,
+    write_submission,
+)
 from tests.conftest import subprocess_env
 
 CLASSES = ["The Eiffel Tower", "cat", "smiley face", "dog"]
@@ -126,13 +133,13 @@ def test_tta_flip_and_ensemble_average():
 
 
 def test_fast_weighted_top1_equals_the_full_argmax():
-    from doodle.submission import _WeightedTop1
+    from doodle.predict.submission import WeightedTop1
 
     rng = np.random.default_rng(4)
     probs = rng.dirichlet(np.full(60, 0.3), size=3000).astype(np.float32)
     probs[:50] = probs[50:100]  # duplicate rows
     probs[100, :] = 1 / 60  # a row of ties: the lowest class index must win
-    top1 = _WeightedTop1(probs, k=5, chunk_rows=700)
+    top1 = WeightedTop1(probs, k=5, chunk_rows=700)
     for spread in (0.0, 0.5, 2.0, 5.0):  # the wider the weights, the more rows need a full recompute
         w = np.exp(rng.normal(size=60) * spread)
         assert np.array_equal(top1(w), (probs * w.astype(np.float32)).argmax(axis=1))

@@ -89,7 +89,7 @@ def test_training_on_the_fly_from_the_shards_with_stroke_augmentation(rendered, 
 
 
 def test_stroke_augmentation_needs_the_on_the_fly_input(rendered, tmp_path, monkeypatch):
-    from doodle.params import ParamError
+    from doodle.core.params import ParamError
 
     work_on_copy(rendered, tmp_path / "p", monkeypatch, {"train": {"stroke_augment": {"rotation": 10.0}}})
     from stages import train

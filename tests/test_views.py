@@ -1,4 +1,4 @@
-"""The evaluate stage's views (doodle.views): the embedding of penultimate features and the conv
+"""The evaluate stage's views (doodle.evaluate.views): the embedding of penultimate features and the conv
 activation maps, for every architecture, any class count, 1 or 3 channels, and a model without convs."""
 
 import json
@@ -9,12 +9,12 @@ import keras
 import numpy as np
 import pytest
 
-from doodle.analysis import iter_batches
-from doodle.cache import open_split
+from doodle.batches.cache import open_split
+from doodle.core.params import ParamError, from_mapping
+from doodle.core.plots import scatter_by_class
+from doodle.evaluate.analysis import iter_batches
+from doodle.evaluate.views import ACTIVATION_LAYERS, ViewParams, conv_model, embed, sample_views, write_views
 from doodle.models import build_model
-from doodle.params import ParamError, from_mapping
-from doodle.plots import scatter_by_class
-from doodle.views import ACTIVATION_LAYERS, ViewParams, conv_model, embed, sample_views, write_views
 from tests.conftest import work_on_copy, write_params
 
 
@@ -53,7 +53,7 @@ def test_trained_model_views_from_the_evaluate_stage(rendered, tmp_path, monkeyp
         "val_rows",
     }
 
-    from doodle.inference import TrainedModel
+    from doodle.predict.inference import TrainedModel
 
     model = TrainedModel.load("models/model.keras")
     val = open_split("data/cache", "val")
@@ -101,7 +101,7 @@ def test_activation_taps_equal_the_conv_layers_outputs(name, shape):
 def test_model_without_conv_layers_skips_the_activations_cleanly(tmp_path, caplog):
     model = build_model("mlp", (32, 32, 1), 5, width=0.25)
     images, labels = synthetic(60, 5, (32, 32, 1))
-    with caplog.at_level(logging.INFO, logger="doodle.views"):
+    with caplog.at_level(logging.INFO, logger="doodle.evaluate.views"):
         seen = write_views(model, batches_of(images, labels, 25), list("abcde"), ViewParams(30, "pca", 4), tmp_path)
     assert seen["activation_layers"] == 0 and seen["embedding_points"] == 30
     assert any("has no Conv2D layer" in r.getMessage() for r in caplog.records)

@@ -9,8 +9,8 @@ import signal
 import numpy as np
 import pytest
 
-from doodle.sources import SourceError
-from doodle.workers import WorkerDied, fork_map
+from doodle.core.workers import WorkerDied, fork_map
+from doodle.sources.quickdraw import SourceError
 
 
 def squares(worker, items, tick):
@@ -56,10 +56,10 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang():
 
 
 def test_render_output_is_identical_for_one_and_two_workers(tmp_path):
-    from doodle.cache import CacheParams, build_cache, open_split
-    from doodle.sample_data import SampleParams, generate
-    from doodle.sharding import ShardParams, write_shards
-    from doodle.sources import resolve_source
+    from doodle.batches.cache import CacheParams, build_cache, open_split
+    from doodle.sample.doodles import SampleParams, generate
+    from doodle.shard.run import ShardParams, write_shards
+    from doodle.sources.quickdraw import resolve_source
 
     generate(tmp_path / "src", SampleParams(train_per_class=80, test_per_class=1, classes=["circle", "star", "line"]))
     write_shards(resolve_source(tmp_path / "src"), tmp_path / "shards", ShardParams(count=4), progress=False)

@@ -1,0 +1,223 @@
+"""The predict stage's run: the models to average, the test file streamed through them, the
+submission written and checked, and the figures reports/test.json holds.
+
+A Quick Draw source gets Kaggle's ``key_id,word`` top-3 file and the top-k probabilities (parquet,
+for blending), scored for MAP@3 when the source has answers (the embedded sample's
+test_labels.csv). A Digit Recognizer source gets ``ImageId,Label`` (test.csv read in order: ImageId
+is the row number), scored for accuracy and MAP@3 when a test_labels.csv is present. A source
+without a test set has nothing to submit (:func:`no_test_set`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from doodle.core.params import ParamError, require
+from doodle.core.paths import MEMBERS, MODEL, PROBABILITIES, SUBMISSION
+from doodle.sources.pixels import DIGIT_CLASSES
+from doodle.sources.quickdraw import Source
+
+from .inference import Timing, TrainedModel, predict_digit_file, predict_test_file
+from .submission import (
+    balance,
+    score_digits,
+    score_submission,
+    top3,
+    validate_digit_submission,
+    validate_submission,
+    write_digit_submission,
+    write_submission,
+    write_top_k,
+)
+
+log = logging.getLogger("doodle.predict")
+
+
+@dataclass
+class PredictParams:
+    """params.yaml section ``predict``."""
+
+    models: str | list[str] = "auto"  # auto (see resolve_models) or a list of models to average
+    batch_size: int = 512
+    tta_flip: bool = False
+    balance: str | bool = "auto"  # auto | on | off (YAML reads on/off as true/false: both work)
+    top_k_saved: int = 10
+    block_mb: int = 4
+
+    def validate(self, where: str = "predict") -> None:
+        if isinstance(self.models, str):
+            require(self.models == "auto", f"{where}.models", f"must be auto or a list of models, got {self.models!r}")
+        require(bool(self.models), f"{where}.models", "name at least one model")
+        if isinstance(self.balance, bool):
+            self.balance = "on" if self.balance else "off"
+        self.balance = {"true": "on", "false": "off"}.get(str(self.balance).lower(), str(self.balance).lower())
+        require(
+            self.balance in ("auto", "on", "off"), f"{where}.balance", f"must be auto, on or off, got {self.balance}"
+        )
+        for m in [] if self.models == "auto" else self.models:
+            require(
+                Path(m).parts[:1] == ("models",) and ".." not in Path(m).parts,
+                f"{where}.models",
+                f"{m} is not under models/: dvc.yaml tracks the ensemble through the models/ folder, "
+                "so put every member there",
+            )
+        require(self.batch_size >= 1 and self.top_k_saved >= 3, where, "batch_size >= 1 and top_k_saved >= 3")
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What a predict run reports: every figure (reports/test.json), the keys runs are compared
+    by (metrics/test.json), and its summary line."""
+
+    values: dict
+    headline: tuple[str, ...]
+    line: str
+
+
+def predict(cfg: PredictParams, source: Source, progress: bool = True) -> PredictResult:
+    """The submission for ``source``'s test set, from the models ``cfg.models`` names."""
+    if source.test_file is None:
+        if source.kind == "kaggle":
+            raise FileNotFoundError(f"{source.root}/test_simplified.csv not found: predict needs Kaggle's test file")
+        return no_test_set(source)
+    models = load_models(resolve_models(cfg.models))
+    if source.kind == "digits":
+        return predict_digits(source, models, cfg, progress)
+    return predict_drawings(source, models, cfg, progress)
+
+
+def load_models(paths: list[Path]) -> list[TrainedModel]:
+    """The models to average, checked to share one class list."""
+    log.info("predicting with %d model(s): %s", len(paths), ", ".join(map(str, paths)))
+    models = [TrainedModel.load(p) for p in paths]
+    for m in models[1:]:
+        if m.classes != models[0].classes:
+            raise ParamError(f"predict.models: {m.path} was trained on other classes than {models[0].path}")
+    return models
+
+
+def predict_drawings(source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool) -> PredictResult:
+    """Kaggle's Quick Draw submission: the top-3 words of every test_simplified.csv row."""
+    t0 = time.perf_counter()
+    timing = Timing()
+    keys, probs, rejected = read_test_set(predict_test_file, models, source, cfg, timing, progress)
+    classes = models[0].classes
+    do_balance = cfg.balance == "on" or (cfg.balance == "auto" and len(keys) >= 20 * len(classes))
+    if do_balance:
+        probs = balance(probs)
+    write_submission(SUBMISSION, keys, top3(probs), classes)
+    validate_submission(SUBMISSION, keys, classes)
+    write_top_k(PROBABILITIES, keys, probs, classes, cfg.top_k_saved)
+
+    seconds = time.perf_counter() - t0
+    metrics = run_report(len(keys), rejected, do_balance, cfg, len(models), seconds, timing)
+    metrics["render_share"] = round(timing.render_s / seconds, 3) if seconds else 0.0
+    if source.test_labels_file is not None:
+        metrics["test_map_at_3"], _ = score_submission(SUBMISSION, source.test_labels_file)
+    score = f", test MAP@3 {metrics['test_map_at_3']:.4f}" if "test_map_at_3" in metrics else ""
+    line = (
+        f"predict: {len(keys):,} rows -> {SUBMISSION} (valid; balanced={do_balance}, tta={cfg.tta_flip}, "
+        f"{len(models)} model(s)) in {seconds:.1f}s, rendering {timing.render_s:.2f}s{score}"
+    )
+    return PredictResult(metrics, ("test_map_at_3",), line)
+
+
+def resolve_models(models: str | list[str]) -> list[Path]:
+    """The models to average: an explicit list as given; ``auto``: the members of the ensemble the
+    train stage wrote (models/members/*.keras, with train.folds or train.seeds > 1), else the
+    single models/model.keras. (With an ensemble, models/model.keras is a copy of one member, so
+    ``auto`` leaves it out rather than count that member twice.)"""
+    if models != "auto":
+        return [Path(m) for m in models]
+    members = sorted(MEMBERS.glob("*.keras"))
+    return members or [MODEL]
+
+
+def read_test_set(
+    predict_file, models: list[TrainedModel], source: Source, cfg: PredictParams, timing: Timing, progress: bool
+):
+    """(ids, probabilities, rejected counts) of the test file, streamed through ``predict_file``
+    (the Quick Draw or the Digit Recognizer reader) with a progress bar over its bytes."""
+    size = source.test_file.stat().st_size
+    with tqdm(total=size, unit="B", unit_scale=True, desc="predict", disable=not progress) as bar:
+        result = predict_file(
+            models,
+            source.test_file,
+            cfg.batch_size,
+            cfg.tta_flip,
+            cfg.block_mb << 20,
+            timing,
+            progress=lambda n: bar.update(min(n, size - bar.n)),
+        )
+    if result.rejected:
+        n = sum(result.rejected.values())
+        log.warning("%d malformed test row(s) predicted from a blank image: %s", n, result.rejected)
+    return result.key_ids, result.probs, result.rejected
+
+
+def run_report(rows: int, rejected: dict, balanced: bool, cfg: PredictParams, models: int, seconds: float, timing):
+    """What reports/test.json says of any predict run: rows, malformed rows, options and timings."""
+    return {
+        "test_rows": rows,
+        "malformed_rows": sum(rejected.values()),
+        "balanced": balanced,
+        "tta_flip": cfg.tta_flip,
+        "models": models,
+        "seconds": round(seconds, 2),
+        "render_seconds": round(timing.render_s, 2),
+        "model_seconds": round(timing.model_s, 2),
+    }
+
+
+def no_test_set(source: Source) -> PredictResult:
+    """Nothing to predict: say so, and leave no submission (an earlier source's would pretend to
+    be this one's). metrics/test.json is empty; reports/test.json says why."""
+    for stale in (SUBMISSION, PROBABILITIES):
+        if stale.exists():
+            stale.unlink()
+            log.info("removed %s: it was written for an earlier data.source", stale)
+    SUBMISSION.parent.mkdir(parents=True, exist_ok=True)
+    return PredictResult(
+        {"test_rows": 0, "test_set": None, "source_kind": source.kind},
+        ("test_map_at_3", "test_accuracy"),
+        f"predict: {source.root} has no test set ({source.kind}); nothing to submit",
+    )
+
+
+def predict_digits(source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool) -> PredictResult:
+    """Kaggle's Digit Recognizer submission: one ``ImageId,Label`` row per test.csv row, in order."""
+    if models[0].classes != DIGIT_CLASSES:
+        raise ParamError(
+            f"predict.models: {models[0].path} was trained on classes {models[0].classes[:5]}..., "
+            f"not the digits 0-9 of {source.root}: rerun train on this data.source"
+        )
+    t0 = time.perf_counter()
+    timing = Timing()
+    ids, probs, rejected = read_test_set(predict_digit_file, models, source, cfg, timing, progress)
+    # The digits test set is not balanced by design (Quick Draw's is): balancing only when asked.
+    do_balance = cfg.balance == "on"
+    if do_balance:
+        probs = balance(probs)
+    write_digit_submission(SUBMISSION, ids, probs.argmax(axis=1), DIGIT_CLASSES)
+    validate_digit_submission(SUBMISSION, len(ids))
+    write_top_k(PROBABILITIES, ids, probs, DIGIT_CLASSES, cfg.top_k_saved, key="ImageId")
+    seconds = time.perf_counter() - t0
+    metrics = run_report(len(ids), rejected, do_balance, cfg, len(models), seconds, timing)
+    metrics["malformed_reasons"] = rejected
+    if source.test_labels_file is not None:
+        metrics.update(score_digits(source.test_labels_file, SUBMISSION, probs, DIGIT_CLASSES))
+    score = (
+        f", test accuracy {metrics['test_accuracy']:.4f}, MAP@3 {metrics['test_map_at_3']:.4f}"
+        if "test_accuracy" in metrics
+        else ""
+    )
+    line = (
+        f"predict: {len(ids):,} rows -> {SUBMISSION} (ImageId,Label; valid; {len(models)} model(s), "
+        f"tta={cfg.tta_flip}) in {seconds:.1f}s{score}"
+    )
+    return PredictResult(metrics, ("test_accuracy", "test_map_at_3"), line)

@@ -1,0 +1,1 @@
+"""doodle.train."""

@@ -1,0 +1,225 @@
+"""The train stage's run: the single model, or ``train.folds`` K x ``train.seeds`` N members.
+
+With K x N > 1, member ``fold{f}-seed{s}`` trains on fold f (the shards ``i % K == f`` held out,
+doodle.train.folds) with seed ``train.seed + s``, each exactly as the single model is
+(:func:`doodle.train.trainer.train_member`: callbacks, BatchNorm recalibration, resumable state), into
+models/members/fold{f}-seed{s}.keras + .json. models/model.keras is then a copy of the reference
+member (:func:`doodle.train.folds.reference_fold`), which the evaluate stage scores.
+models/members/oof.parquet holds every held-out drawing's mean probabilities over its fold's members
+(for the single model: the holdout's). The figures: the mean and standard deviation of the members'
+val MAP@3 and the out-of-fold MAP@3, every member's in the full report.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from doodle.batches.cache import open_split
+from doodle.batches.strokes import DrawnSplit
+from doodle.core.metrics import map_at_3
+from doodle.core.plots import learning_curves
+from doodle.shard.format import read_manifest
+
+from .feed import CACHE, SHARDS
+from .folds import (
+    FoldAccumulator,
+    OofWriter,
+    fold_shard_paths,
+    member_name,
+    open_fold,
+    plan_folds,
+    reference_fold,
+    summarize_members,
+    write_oof,
+)
+from .params import TrainParams
+from .trainer import Member, Setup, train_member
+
+PREDICT_BATCH = 512  # images a call when predicting the held-out drawings
+
+
+@dataclass(frozen=True)
+class TrainFiles:
+    """Where a run writes: under the project for the chief, under a scratch directory for the other
+    workers of a multi-worker run (:meth:`under`)."""
+
+    root: Path
+    model: Path
+    meta: Path
+    backup: Path  # the resume state (doodle.train.resume), removed when the run is done
+    live: Path  # DVCLive: the reference member's curves; the others' under members/<name>/
+    members: Path  # the members and the out-of-fold file: one dvc.yaml out
+    oof: Path
+    curves: Path  # every member's curves side by side (a dvc.yaml plot)
+
+    @classmethod
+    def under(cls, root: Path) -> TrainFiles:
+        members = root / "models/members"
+        return cls(
+            root,
+            model=root / "models/model.keras",
+            meta=root / "models/model.json",
+            backup=root / "models/backup",
+            live=root / "dvclive",
+            members=members,
+            oof=members / "oof.parquet",
+            curves=root / "reports/train_curves.png",
+        )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run reports: every figure (reports/train.json), the keys runs are compared
+    by (metrics/train.json), and its summary line."""
+
+    values: dict
+    headline: tuple[str, ...]
+    line: str
+
+
+def train_models(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult | None:
+    """Train the single model, or with train.folds or train.seeds > 1 the ensemble. Returns the
+    figures on the chief, None on the other workers. The resume backup (``files.backup``) is left
+    for the caller to delete once the figures are written: a run killed before that resumes."""
+    if cfg.folds > 1 or cfg.seeds > 1:
+        return train_ensemble(cfg, run, files)
+    return train_single(cfg, run, files)
+
+
+def train_single(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult | None:
+    """The one model on the shard.val_shards holdout: models/model.keras, and the holdout's
+    probabilities in the out-of-fold file (for stacking, like an ensemble's)."""
+    if run.worker.chief:  # stale members would be averaged by predict's ``models: auto``
+        clear_members(files.members)
+    val_split = open_split(CACHE, "val")
+    member = Member("", 0, files.model, files.meta, files.backup, files.live, val_split)
+    result = train_member(cfg, run, member)
+    if result is None:
+        return None
+    metrics, best = result
+    write_oof(files.oof, [(0, val_split, [best])], len(run.cache["classes"]), PREDICT_BATCH)
+    write_curves(files.curves, {"model": files.meta})
+    line = (
+        f"train: best val MAP@3 {metrics['val_map_at_3']:.4f}, top-1 {metrics['val_accuracy']:.4f}, "
+        f"top-3 {metrics['val_top3']:.4f} after {metrics['epochs_run']} epochs in {metrics['seconds']:.0f}s "
+        f"-> {files.model.relative_to(files.root)}"
+    )
+    return RunResult(metrics, ("val_map_at_3", "epochs_run"), line)
+
+
+def fold_splits(fold, run: Setup, shards: dict, threads: int | None = None):
+    """(train, validation, held-out shard indices) of ``fold`` (None: the shard.val_shards holdout):
+    its cache images, or with render.train_cache: false its shard files and held-out drawings,
+    drawn on the fly."""
+    if fold is None:
+        return None, open_split(CACHE, "val"), tuple(shards["val_shards"])
+    if run.render.train_cache:
+        train, val = open_fold(CACHE, fold)
+    else:
+        train = fold_shard_paths(SHARDS, fold.train)
+        held = fold_shard_paths(SHARDS, fold.val)
+        val = DrawnSplit(held, run.render.raster(), run.render.max_per_shard, threads)
+    return train, val, tuple(fold.val_shards)
+
+
+def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult | None:
+    """train.folds x train.seeds members (see the module doc).
+
+    The reference member (seed 0 of :func:`doodle.train.folds.reference_fold`) trains first and is also
+    copied to models/model.keras, with its curves in dvclive/; the others' curves are in
+    dvclive/members/<name>/. Every member keeps its resume backup (models/backup/<name>) until the
+    whole ensemble is done, so a killed ensemble reruns finished members in no time (0 epochs) and
+    resumes the interrupted one exactly. Members add their probabilities per fold into the OOF
+    file as soon as each is trained, so one model at a time is in memory.
+    """
+    shards, chief = read_manifest(SHARDS), run.worker.chief
+    if cfg.folds > 1:
+        folds = plan_folds(run.cache, shards, cfg.folds, run.render.train_cache, run.render.train_shards)
+        ref = reference_fold(folds, shards["val_shards"])
+    else:
+        folds, ref = [None], 0  # seeds only: the shard.val_shards holdout, as the single model
+    names = [member_name(f, s) for f in range(len(folds)) for s in range(cfg.seeds)]
+    if chief:  # what an earlier run left (predict's ``models: auto`` would average stale members)
+        clear_members(files.members)
+        for stale in (files.live / "members").glob("*"):
+            if stale.name not in names:
+                shutil.rmtree(stale, ignore_errors=True)
+    t0 = time.perf_counter()
+    results = []
+    oof = OofWriter(files.oof, len(run.cache["classes"])) if chief else None
+    for f in [ref, *(f for f in range(len(folds)) if f != ref)]:
+        fold = folds[f]
+        train_split, val_split, held = fold_splits(fold, run, shards, cfg.render_threads)
+        extra = {} if fold is None else {"fold": f, "train_files": fold.train, "val_files": fold.val}
+        splits = {"val_split": val_split, "train_split": train_split, "held_out": held, "fingerprint": extra}
+        # the fold's members' summed probabilities: each member adds its own as soon as it is trained
+        acc = FoldAccumulator(files.members / f".oof-fold{f}.npy", val_split, oof.classes) if oof else None
+        for s in range(cfg.seeds):
+            name = member_name(f, s)
+            live = files.live if (f, s) == (ref, 0) else files.live / "members" / name
+            stem = files.members / name
+            member = Member(
+                name, f, stem.with_suffix(".keras"), stem.with_suffix(".json"), files.backup / name, live, **splits
+            )
+            member_cfg = copy.copy(cfg)  # keeps what validate() derived (augment_params, ...)
+            member_cfg.seed = cfg.seed + s
+            result = train_member(member_cfg, run, member)
+            if result is None:  # not the chief: only the training itself, collectively
+                continue
+            metrics, best = result
+            top = acc.add(lambda x, m=best: m(x, training=False), PREDICT_BATCH)
+            rows = {"val_rows": val_split.rows}  # train_rows: in metrics
+            metrics["oof_map_at_3"] = map_at_3(val_split.all_labels(), top)  # on all of its fold, unlike val_steps
+            ids = {"name": name, "fold": f, "seed": member_cfg.seed, "val_shards": list(held)}
+            results.append({**ids, **rows, **metrics})
+            del best, result
+            gc.collect()
+        if oof is not None:
+            oof.add_fold(f, acc)
+            acc.close()
+    if oof is None:  # not the chief
+        return None
+    oof.close()
+    reference = member_name(ref, 0)
+    for suffix, dst in ((".keras", files.model), (".json", files.meta)):
+        src = files.members / f"{reference}{suffix}"
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    summary = summarize_members(results, oof, reference)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    write_curves(files.curves, {name: files.members / f"{name}.json" for name in names})
+    line = (
+        f"train: {len(results)} members ({len(folds)} fold(s) x {cfg.seeds} seed(s)), val MAP@3 "
+        f"{summary['val_map_at_3']:.4f} +- {summary['val_map_at_3_std']:.4f}, out-of-fold MAP@3 "
+        f"{summary['oof_map_at_3']:.4f} over {oof.rows:,} drawings in {summary['seconds']:.0f}s -> "
+        f"{files.members.relative_to(files.root)}/, {files.model.relative_to(files.root)} = {reference}"
+    )
+    headline = ("val_map_at_3", "val_map_at_3_std", "oof_map_at_3", "epochs_run", "members")
+    return RunResult(summary, headline, line)
+
+
+def write_curves(path: Path, metas: dict[str, Path]) -> Path:
+    """reports/train_curves.png: MAP@3 and loss by epoch, one panel each, training (solid) and
+    validation (dashed) on the same axes, for every member in its own colour (dvc plots show draws
+    only the reference member's DVCLive curves; the others' are in dvclive/members/<name>/), from
+    the histories in their metadata files."""
+    histories = {name: json.loads(meta.read_text())["history"] for name, meta in metas.items()}
+    what = "the model" if len(histories) == 1 else f"{len(histories)} members"
+    # history keys: each is drawn with its val_ twin
+    return learning_curves(histories, path, ("map_at_3", "loss"), title=f"training curves of {what}")
+
+
+def clear_members(members: Path) -> None:
+    """Remove what an earlier run left in models/members (DVC does, ``python -m stages.train`` not)."""
+    if members.is_dir():
+        for path in members.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    members.mkdir(parents=True, exist_ok=True)
