@@ -20,7 +20,7 @@ def source_folder() -> Path:
     if KAGGLE.is_dir():
         return KAGGLE
     if not (SAMPLE / "train_simplified").is_dir():
-        from doodle.sample.doodles import SampleParams, generate
+        from doodle.sample.generate import SampleParams, generate
 
         generate(SAMPLE, SampleParams())
     return SAMPLE

@@ -70,7 +70,7 @@ def load() -> str:
 def on_the_fly(shard_dir: Path, batch: int, steps: int) -> tuple[dict, dict]:
     """Images/s of StrokeStream over the training shards, 64x64 with 1 and 3 channels, every
     augmentation on: (tf.data rates, numpy rates), keyed by configuration."""
-    from doodle.batches.stream import tf_dataset
+    from doodle.batches.batching import tf_dataset
     from doodle.batches.strokes import StrokeStream, shard_paths
     from doodle.drawing.augment import StrokeAugmentParams
     from doodle.drawing.raster import RenderParams
@@ -111,7 +111,7 @@ def main() -> None:
     work = Path(a.workdir or f"/tmp/doodle-bench-input-{a.images}")
     from doodle.batches.cache import CacheParams, build_cache, open_split
     from doodle.shard.run import ShardParams, write_shards
-    from doodle.sources.quickdraw import resolve_source
+    from doodle.sources.folder import resolve_source
 
     if not (work / "cache" / "manifest.json").exists():
         t0 = time.perf_counter()
@@ -120,7 +120,8 @@ def main() -> None:
         build_cache(work / "shards", work / "cache", CacheParams(size=64, train_shards=None), progress=False)
         print(f"built a {a.images:,}-image cache in {time.perf_counter() - t0:.0f}s")
     split = open_split(work / "cache", "train")
-    from doodle.batches.stream import BatchStream, tf_dataset
+    from doodle.batches.batching import tf_dataset
+    from doodle.batches.stream import BatchStream
 
     stream = BatchStream(split, a.batch, shuffle=True, seed=0)
     steps = min(len(stream) - 1, 200)

@@ -23,7 +23,7 @@ from benchmarks.common import TreeMemory, last_line, replicate_kaggle
 
 def child(folder: str, out: str, workers: str) -> None:
     from doodle.shard.run import ShardParams, write_shards
-    from doodle.sources.quickdraw import resolve_source
+    from doodle.sources.folder import resolve_source
 
     t0 = time.perf_counter()
     cfg = ShardParams(workers=int(workers) if workers != "all" else None)

@@ -1,11 +1,21 @@
-"""doodle: library code behind the Quick, Draw! DVC pipeline.
+"""doodle: the library behind the Quick, Draw! DVC pipeline, one subpackage per pipeline role.
 
-Grouped by domain: ``params`` (typed params.yaml sections), ``strokes`` (drawing text ->
-flat stroke arrays), ``sources`` (Kaggle CSV / ndjson / embedded sample readers),
-``sample_data`` (the procedural default data set), ``shards`` (shuffle + shard into parquet),
-``raster`` (the one rasterizer), ``datasets`` (batch streams and tf.data), ``models``
-(one module per architecture), ``metrics`` (MAP@3), ``submission`` (top-3 CSV, balancing,
-scoring) and ``plots``.
+Listed from the foundation up: a subpackage imports only from itself and those listed before it,
+never from a stage (tests/test_layout.py checks):
+
+    core       params.yaml loading, errors, paths, process pool, allocator, MAP@3, plots
+    drawing    strokes -> pixels: parser, the one rasterizer, image fitting, stroke augmentation
+    sources    input folders: layout detection, Quick Draw readers, pixel readers, MNIST converter
+    sample     the embedded default data sets (procedural doodles, synthetic digits)
+    shard      stage shard: two-pass shuffle into parquet shards, and the shard format
+    batches    the render cache, batch streams and tf.data, batches drawn on the fly
+    models     one module per architecture (pure Keras 3)
+    train      stages train and baseline: fitting, callbacks, resume, ensembles and folds
+    predict    stage predict: inference, the run, the submission files
+    evaluate   stage evaluate: error analysis, its reports, embedding and activation views
+
+On top: ``sections`` (params.yaml section -> dataclass, the one map) and ``recipes`` (named sets
+of params overrides for benchmarks/quality.py).
 """
 
 from .core import quiet_tensorflow

@@ -15,9 +15,9 @@ from doodle.batches.cache import CacheParams
 from doodle.core.params import ParamError, from_mapping
 from doodle.evaluate.views import ViewParams
 from doodle.predict.run import PredictParams
-from doodle.sample.doodles import SampleParams
+from doodle.sample.generate import SampleParams
 from doodle.shard.run import ShardParams
-from doodle.sources.quickdraw import DataParams
+from doodle.sources.folder import DataParams
 from doodle.train.baseline import BaselineParams
 from doodle.train.params import TrainParams
 

@@ -9,17 +9,14 @@ doodle.train.baseline for the sampling, the features and why the PCA is not whit
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tqdm import tqdm
 
 from doodle.batches.cache import CacheParams
 from doodle.core.params import load_section, read_params
+from doodle.core.paths import CACHE, SHARDS
 from doodle.train.baseline import BaselineParams, run
 from stages import cli
 
-CACHE = Path("data/cache")
-SHARDS = Path("data/shards")  # the training drawings with render.train_cache: false
 HEADLINE = ("val_map_at_3", "val_top1", "val_top3")
 
 

@@ -64,6 +64,12 @@ def write_metrics(stage: str, values: dict, headline: tuple[str, ...], root: Pat
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def report(stage: str, result) -> None:
+    """Write a run's :class:`doodle.core.report.StageResult` (:func:`write_metrics`) and print its line."""
+    write_metrics(stage, result.values, headline=result.headline)
+    print(result.line, flush=True)
+
+
 def _debugging() -> bool:
     return "--debug" in sys.argv[1:] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 

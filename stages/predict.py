@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from doodle.core.params import load_section, read_params
 from doodle.predict.run import PredictParams, predict
-from doodle.sources.quickdraw import DataParams, resolve_source
+from doodle.sources.folder import DataParams, resolve_source
 from stages import cli
 
 
@@ -23,9 +23,7 @@ def main(argv=None) -> None:
     params = read_params(args.params)
     cfg = load_section(PredictParams, "predict", params)
     data = load_section(DataParams, "data", params)
-    result = predict(cfg, resolve_source(data.source, data.kind), progress=not args.quiet)
-    cli.write_metrics("test", result.values, headline=result.headline)
-    print(result.line)
+    cli.report("test", predict(cfg, resolve_source(data.source, data.kind), progress=not args.quiet))
 
 
 if __name__ == "__main__":

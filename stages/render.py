@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from doodle.batches.cache import CacheParams, build_cache, open_split
 from doodle.core.params import load_section, read_params
+from doodle.core.paths import CACHE, REPORTS, SHARDS
 from doodle.core.plots import image_grid
 from stages import cli
 
-SHARDS = Path("data/shards")
-OUT = Path("data/cache")
-GRID = Path("reports/render_samples.png")
+GRID = REPORTS / "render_samples.png"
 
 
 def main(argv=None) -> None:
     args = cli.parser(__doc__).parse_args(argv)
     cfg = load_section(CacheParams, "render", read_params(args.params))
-    man = build_cache(SHARDS, OUT, cfg, progress=not args.quiet)
-    val = open_split(OUT, "val")
+    man = build_cache(SHARDS, CACHE, cfg, progress=not args.quiet)
+    val = open_split(CACHE, "val")
     classes = man["classes"]
     n = min(48, val.rows)
     if n:

@@ -8,8 +8,8 @@ import time
 from tqdm import tqdm
 
 from doodle.core.params import load_section, read_params
-from doodle.sample.doodles import SampleParams, generate
-from doodle.sources.quickdraw import SAMPLE_DIR
+from doodle.core.paths import SAMPLE
+from doodle.sample.generate import SampleParams, generate
 from stages import cli
 
 
@@ -19,11 +19,11 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     total = (cfg.train_per_class + cfg.test_per_class) * len(cfg.class_names())
     with tqdm(total=total, unit="drawing", desc=f"sample {cfg.kind}", disable=args.quiet) as bar:
-        counts = generate(SAMPLE_DIR, cfg, bar.update)
+        counts = generate(SAMPLE, cfg, bar.update)
     print(
         f"sample ({cfg.kind}): {counts['classes']} classes, {counts['train_rows']:,} train rows "
         f"({counts['corrupted_rows']} deliberately broken), {counts['test_rows']:,} test rows "
-        f"-> {SAMPLE_DIR} in {time.perf_counter() - t0:.1f}s"
+        f"-> {SAMPLE} in {time.perf_counter() - t0:.1f}s"
     )
 
 

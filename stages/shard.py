@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from doodle.core.params import load_section, read_params
+from doodle.core.paths import SHARDS
 from doodle.shard.run import ShardParams, write_shards
-from doodle.sources.quickdraw import DataParams, resolve_source
+from doodle.sources.folder import DataParams, resolve_source
 from stages import cli
-
-OUT = Path("data/shards")
 
 
 def main(argv=None) -> None:
@@ -22,15 +19,16 @@ def main(argv=None) -> None:
     content = "image shards" if source.pixels else "shards"
     print(
         f"shard: {source.kind} source {source.root} with {len(source.classes)} classes -> "
-        f"{cfg.count} {content} in {OUT}, {min(cfg.resolved_workers(), len(source.input_files()))} worker process(es)"
+        f"{cfg.count} {content} in {SHARDS}, "
+        f"{min(cfg.resolved_workers(), len(source.input_files()))} worker process(es)"
     )
-    stats = write_shards(source, OUT, cfg, progress=not args.quiet)
+    stats = write_shards(source, SHARDS, cfg, progress=not args.quiet)
     details = {k: stats[k] for k in ("rows_in", "rows_out", "rejected_total", "seconds", "rows_per_s", "workers")}
     cli.write_metrics("shard", details, headline=("rows_out", "rejected_total"))
     bad = ", ".join(f"{k} {v}" for k, v in stats["rejected"].items() if v) or "none"
     print(
         f"shard: {stats['rows_in']:,} rows in, {stats['rows_out']:,} out, {stats['rejected_total']:,} "
-        f"rejected ({bad}; see {OUT / 'quarantine.csv'}), {stats['seconds']:.1f}s, "
+        f"rejected ({bad}; see {SHARDS / 'quarantine.csv'}), {stats['seconds']:.1f}s, "
         f"{stats['rows_per_s']:,.0f} rows/s"
     )
 

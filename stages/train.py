@@ -33,9 +33,11 @@ def main(argv=None) -> None:
     # The library is imported once the arguments are parsed: it loads TensorFlow (seconds), which
     # --help does not need.
     from doodle.batches.cache import CacheParams, read_cache_manifest
-    from doodle.train.ensemble import TrainFiles, train_models
-    from doodle.train.feed import CACHE
-    from doodle.train.params import TrainParams, cluster_worker, device_strategy
+    from doodle.core.paths import CACHE, SHARDS
+    from doodle.shard.format import read_manifest
+    from doodle.train.ensemble import TrainFiles, check_run, train_models
+    from doodle.train.params import TrainParams
+    from doodle.train.strategy import cluster_worker, device_strategy
     from doodle.train.trainer import Setup
 
     cli.setup_logging()
@@ -43,14 +45,14 @@ def main(argv=None) -> None:
     cfg = load_section(TrainParams, "train", params)
     render_cfg = load_section(CacheParams, "render", params)
     worker = cluster_worker(cfg.strategy)  # TF_CONFIG checked before anything starts
+    cache, shards = read_cache_manifest(CACHE), read_manifest(SHARDS)
+    check_run(cfg, render_cfg, cache, shards, worker)  # the params against the data, before any work
     strategy, device = device_strategy(cfg.mixed_precision, cfg.strategy)  # before TensorFlow runs anything
-    run = Setup(render_cfg, strategy, device, worker, read_cache_manifest(CACHE), progress=not args.quiet)
+    run = Setup(render_cfg, strategy, device, worker, cache, shards, progress=not args.quiet)
     if worker.chief:
         files = TrainFiles.under(Path("."))
-        result = train_models(cfg, run, files)
-        cli.write_metrics("train", result.values, headline=result.headline)
+        cli.report("train", train_models(cfg, run, files))
         shutil.rmtree(files.backup, ignore_errors=True)  # done and written: nothing to resume
-        print(result.line, flush=True)
         return
     # Not the chief: the same training, its files in a scratch directory (see the module doc).
     scratch = Path(tempfile.mkdtemp(prefix=f"doodle-train-worker{worker.index}-"))

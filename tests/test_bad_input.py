@@ -17,7 +17,7 @@ from doodle.core.params import ParamError, from_mapping, read_params
 from doodle.drawing.raster import RenderParams
 from doodle.predict.inference import TrainedModel, predict_test_file
 from doodle.predict.run import PredictParams
-from doodle.sources.quickdraw import SourceError
+from doodle.sources.folder import SourceError
 from tests.conftest import subprocess_env, write_params
 from tests.test_sources import row, write_csv
 
@@ -98,7 +98,7 @@ def test_row_with_too_few_columns_mid_file_is_quarantined(tmp_path):
     lines = cat.read_text().splitlines(keepends=True)
     cat.write_text("".join([*lines[:5], 'US,"[[[1,2],[3,4]]]"\n', *lines[5:]]))
     from doodle.shard.run import ShardParams, write_shards
-    from doodle.sources.quickdraw import resolve_source
+    from doodle.sources.folder import resolve_source
 
     stats = write_shards(resolve_source(src), tmp_path / "out", ShardParams(count=2, workers=1), progress=False)
     assert stats["rejected"]["malformed_csv_row"] == 1 and stats["rows_out"] == 3 * 29

@@ -82,7 +82,7 @@ def test_batches_span_buffer_boundaries_whatever_the_sizes(batch, block_rows, bu
 
 def test_tf_dataset_yields_the_streams_batches():
     tf = pytest.importorskip("tensorflow")
-    from doodle.batches.stream import tf_dataset
+    from doodle.batches.batching import tf_dataset
 
     s = BatchStream(split(), 96, shuffle=True, seed=5, steps=30, block_rows=100, buffer_blocks=3)
     want = list(s.epoch(0)) + list(s.epoch(1))
@@ -102,8 +102,9 @@ def test_tf_dataset_yields_the_streams_batches():
 _FAULTS_SCRIPT = r"""
 import resource, sys
 import numpy as np
-import doodle.batches.stream as d
-from doodle.batches.stream import BatchStream, tf_dataset
+import doodle.batches.batching as d
+from doodle.batches.batching import tf_dataset
+from doodle.batches.stream import BatchStream
 from tests.test_datasets import split
 
 if sys.argv[1] == "unfixed":

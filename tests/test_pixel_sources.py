@@ -22,9 +22,9 @@ from doodle.predict.inference import TrainedModel, predict_digit_file
 from doodle.predict.submission import SubmissionError, score_digits, validate_digit_submission, write_digit_submission
 from doodle.shard.format import iter_image_batches
 from doodle.shard.run import ShardParams, write_shards
+from doodle.sources.folder import SourceError, resolve_source
 from doodle.sources.mnist import DigitFolderWriter, IdxFile, PixelFormatError, csv_header, csv_rows, main
 from doodle.sources.pixels import PIXEL_REASONS, PixelSourceError, class_key, digit_header
-from doodle.sources.quickdraw import SourceError, resolve_source
 from tests.conftest import SHARED
 
 MNIST = SHARED / "mnist"

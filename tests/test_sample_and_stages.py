@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from doodle.core.params import ParamError, from_mapping
-from doodle.sample.doodles import SHAPES, SampleParams, generate
-from doodle.sources.quickdraw import SourceError
+from doodle.sample.doodles import SHAPES
+from doodle.sample.generate import SampleParams, generate
+from doodle.sources.folder import SourceError
 from tests.conftest import KAGGLE, NDJSON, needs_kaggle, needs_ndjson, write_params
 
 
@@ -68,7 +69,7 @@ def test_wrong_source_path_is_named(project):
 
 def _shard_real(source, tmp_path):
     from doodle.shard.run import ShardParams, write_shards
-    from doodle.sources.quickdraw import resolve_source
+    from doodle.sources.folder import resolve_source
 
     return write_shards(resolve_source(source), tmp_path, ShardParams(count=4), progress=False)
 

@@ -10,7 +10,7 @@ import pytest
 
 from doodle.core.params import ParamError, from_mapping
 from doodle.sample.digits import CORRUPTIONS, PIXELS, draw_digit
-from doodle.sample.doodles import SampleParams, generate
+from doodle.sample.generate import SampleParams, generate
 from tests.conftest import SHARED, write_params
 
 MNIST = SHARED / "mnist"

@@ -5,10 +5,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from doodle.core.params import ParamError, from_mapping
-from doodle.sample.doodles import SampleParams, generate
+from doodle.sample.generate import SampleParams, generate
 from doodle.shard.format import iter_shard_batches, read_classes, shard_of
 from doodle.shard.run import ShardParams, write_shards
-from doodle.sources.quickdraw import resolve_source
+from doodle.sources.folder import resolve_source
 from tests.test_sources import row, write_csv
 
 
@@ -141,7 +141,7 @@ def test_duplicate_key_across_files_keeps_the_first_file_whatever_the_workers(tm
 def test_a_bad_file_in_a_worker_stops_the_stage_with_its_name(tmp_path):
     write_csv(tmp_path / "in" / "train_simplified" / "cat.csv", [row(i, word="cat") for i in range(1, 30)])
     (tmp_path / "in" / "train_simplified" / "dog.csv").write_text("countrycode,key_id,word\nUS,1,dog\n")
-    from doodle.sources.quickdraw import SourceError
+    from doodle.sources.folder import SourceError
 
     with pytest.raises(SourceError, match=r"dog\.csv.*drawing"):
         write_shards(resolve_source(tmp_path / "in"), tmp_path / "o", ShardParams(count=2, workers=2), False)

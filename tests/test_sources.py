@@ -4,7 +4,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from doodle.sources.quickdraw import SourceError, clean_block, iter_class_blocks, resolve_source
+from doodle.sources.folder import SourceError, resolve_source
+from doodle.sources.quickdraw import clean_block, iter_class_blocks
 
 HEADER = ["countrycode", "drawing", "key_id", "recognized", "timestamp", "word"]
 

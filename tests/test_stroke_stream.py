@@ -9,9 +9,9 @@ from doodle.core.params import ParamError, from_mapping
 from doodle.drawing.augment import CENTRE, StrokeAugmentParams, sample
 from doodle.drawing.raster import RenderParams, render
 from doodle.drawing.strokes import StrokeBatch
-from doodle.sample.doodles import SampleParams, generate
+from doodle.sample.generate import SampleParams, generate
 from doodle.shard.run import ShardParams, write_shards
-from doodle.sources.quickdraw import resolve_source
+from doodle.sources.folder import resolve_source
 
 ALL_ON = StrokeAugmentParams(scale=0.2, aspect=0.2, shift=0.1, rotation=20, shear=0.2, stroke_dropout=0.2)
 
@@ -165,7 +165,7 @@ def test_params_validation_names_the_bad_key(raw, key):
 
 def test_tf_dataset_takes_a_stroke_stream(shards):
     pytest.importorskip("tensorflow")
-    from doodle.batches.stream import tf_dataset
+    from doodle.batches.batching import tf_dataset
 
     s = StrokeStream(shard_paths(shards, "train"), RenderParams(32), 40, True, seed=2, steps=3, augment=ALL_ON)
     got = list(tf_dataset(s, repeat=True, start_epoch=1).take(4).as_numpy_iterator())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from doodle.core.workers import WorkerDied, fork_map
-from doodle.sources.quickdraw import SourceError
+from doodle.sources.folder import SourceError
 
 
 def squares(worker, items, tick):
@@ -57,9 +57,9 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang():
 
 def test_render_output_is_identical_for_one_and_two_workers(tmp_path):
     from doodle.batches.cache import CacheParams, build_cache, open_split
-    from doodle.sample.doodles import SampleParams, generate
+    from doodle.sample.generate import SampleParams, generate
     from doodle.shard.run import ShardParams, write_shards
-    from doodle.sources.quickdraw import resolve_source
+    from doodle.sources.folder import resolve_source
 
     generate(tmp_path / "src", SampleParams(train_per_class=80, test_per_class=1, classes=["circle", "star", "line"]))
     write_shards(resolve_source(tmp_path / "src"), tmp_path / "shards", ShardParams(count=4), progress=False)

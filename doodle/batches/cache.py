@@ -25,7 +25,7 @@ from doodle.core.params import ParamError, require
 from doodle.core.workers import fork_map, worker_count
 from doodle.drawing.images import fit_images
 from doodle.drawing.raster import RenderParams, render
-from doodle.shard.format import iter_image_batches, iter_shard_batches, read_classes, read_manifest
+from doodle.shard.format import iter_image_batches, iter_shard_batches, read_classes, read_manifest, split_shards
 
 
 @dataclass
@@ -104,9 +104,8 @@ def plan(shard_dir: str | Path, cfg: CacheParams) -> list[dict]:
     """Which shards to render and how many rows each, from the shard manifest."""
     man = read_manifest(shard_dir)
     require_cache_for_images(cfg.train_cache, man)
-    train = man["train_shards"][: cfg.train_shards] if cfg.train_shards else man["train_shards"]
-    if not cfg.train_cache:  # training draws its batches from the shards (doodle.batches.strokes)
-        train = []
+    # With render.train_cache: false, training draws its batches from the shards (doodle.batches.strokes).
+    train = split_shards(man, "train", cfg.train_shards) if cfg.train_cache else []
     jobs = []
     for i, name in enumerate(man["files"]):
         split = "val" if i in man["val_shards"] else "train" if i in train else None
@@ -207,6 +206,18 @@ def read_cache_manifest(cache_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the render stage first (dvc repro render)")
     return json.loads(path.read_text())
+
+
+def require_same_render(cache: dict, raster: RenderParams, cache_dir: str | Path, whose: str) -> None:
+    """Refuse images drawn with other render params than the cache's (``cache``: its manifest).
+    The one check for every consumer that puts drawings beside the cache's images: training drawn
+    on the fly, the baseline's sample drawn from the shards, a model scored on the cache. A
+    mismatch is train/serve skew, so it is an error with the fix, never a warning."""
+    if raster.to_dict() != cache["render"]:
+        raise ParamError(
+            f"{whose} {raster.to_dict()} differ from the render params {cache['render']} of {cache_dir}: "
+            "rerun `dvc repro` so that the cache is rendered again"
+        )
 
 
 def open_split(cache_dir: str | Path, split: str) -> CacheSplit:

@@ -9,7 +9,7 @@ its images are byte for byte the cache's. Drawing per batch also lets every epoc
 new versions of each drawing (:mod:`doodle.drawing.augment`), which a cache cannot.
 
 It is a drop-in for :class:`doodle.batches.stream.BatchStream` (``len``, ``image_shape``, ``epoch``,
-``forever``; :func:`doodle.batches.stream.tf_dataset` takes either) and shuffles the same way, seeded
+``forever``; :func:`doodle.batches.batching.tf_dataset` takes either) and shuffles the same way, seeded
 per epoch: the order of blocks across all shards, then rows within a buffer of blocks. A block is
 one parquet row group (the unit parquet reads), so memory holds ``buffer_groups`` row groups of
 strokes (two buffers while one gives way to the next), whatever the number of shards: only the
@@ -42,10 +42,10 @@ import pyarrow.parquet as pq
 from doodle.drawing.augment import StrokeAugmentParams, sample
 from doodle.drawing.raster import RenderParams, render
 from doodle.drawing.strokes import STROKE_COLUMNS, StrokeBatch
-from doodle.shard.format import read_manifest
+from doodle.shard.format import read_manifest, split_shards
 
+from .batching import Stream, aligned_empty, batch_pieces, check_share, passes
 from .cache import LabelledRows
-from .stream import batch_pieces, check_share
 
 #: Mixed into the augmentation generator's seed, so it never repeats the shuffle's numbers.
 _AUGMENT_STREAM = 0xA06
@@ -56,13 +56,7 @@ def shard_paths(shard_dir: str | Path, split: str, train_shards: int | None = No
     takes only the first N training shards, as ``render.train_shards`` does for the cache."""
     shard_dir = Path(shard_dir)
     man = read_manifest(shard_dir)
-    if split == "val":
-        picked = man["val_shards"]
-    elif split == "train":
-        picked = man["train_shards"][:train_shards] if train_shards is not None else man["train_shards"]
-    else:
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    return [shard_dir / man["files"][i] for i in picked]
+    return [shard_dir / man["files"][i] for i in split_shards(man, split, train_shards)]
 
 
 def concat(batches: list[StrokeBatch]) -> StrokeBatch:
@@ -84,16 +78,7 @@ def concat(batches: list[StrokeBatch]) -> StrokeBatch:
     return StrokeBatch(np.concatenate(xs), np.concatenate(ys), np.concatenate(pos), np.concatenate(sos))
 
 
-def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
-    """An uninitialised uint8 array whose data starts on a 64-byte boundary: TensorFlow converts
-    such a batch ~3x faster than numpy's default 16-byte alignment (see doodle.batches.stream)."""
-    nbytes = int(np.prod(shape))
-    raw = np.empty(nbytes + 64, np.uint8)
-    offset = -raw.ctypes.data % 64
-    return raw[offset : offset + nbytes].reshape(shape)
-
-
-class StrokeStream:
+class StrokeStream(Stream):
     """Batches of (uint8 images ``(B, S, S, C)``, int32 labels) drawn from stroke shards.
 
     ``augment`` (off when None or all zero) is drawn per drawing from a generator seeded by
@@ -238,22 +223,12 @@ class StrokeStream:
             yield from self._drawn(batch_pieces(self._rows(0), self.batch_size, self.steps, keep_last=True), rng)
             return
 
-        def passes():
-            p = 0
-            while True:
-                yield from self._rows(epoch * 1_000_003 + p)
-                p += 1
-
         limit = self.steps * self.workers
         yield from self._drawn(
-            batch_pieces(passes(), self.batch_size, limit, keep_last=False), rng, own and self.workers > 1
+            batch_pieces(passes(self._rows, epoch), self.batch_size, limit, keep_last=False),
+            rng,
+            own and self.workers > 1,
         )
-
-    def forever(self, start_epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        e = start_epoch
-        while True:
-            yield from self.epoch(e)
-            e += 1
 
 
 def _finish(started) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,6 @@ inherited, never pickled; only results, progress and errors cross the process bo
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing as mp
 import os
@@ -127,25 +126,3 @@ def _picklable(exc: BaseException) -> BaseException:
         return exc
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
-
-
-def limit_heap_retention() -> None:
-    """In a worker process: make glibc return freed block buffers to the OS.
-
-    glibc raises its mmap threshold to the size of the largest freed buffer (up to 32 MB), after
-    which block-sized buffers come from the heap and stay resident when freed: measured, a
-    shard reader's RSS settled ~60 MB higher with 2 MB blocks than with 0.3 MB ones, and this
-    brings it back to the same level for any block size. Meant for forked workers, whose malloc
-    state is their own; with another C library it does nothing."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    mallopt = getattr(libc, "mallopt", None)
-    if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, 1 << 20)  # fixed at 1 MB, which also stops the dynamic raise
-        mallopt(M_TRIM_THRESHOLD, 2 << 20)  # give back free heap tops over 2 MB
-
-
-M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
-M_MMAP_THRESHOLD = -3

@@ -19,8 +19,9 @@ import numpy as np
 from doodle.drawing.images import fit_images
 from doodle.drawing.raster import RenderParams, render
 from doodle.drawing.strokes import DRAWING_REASONS, StrokeBatch, parse_drawings
+from doodle.sources.folder import SourceError
 from doodle.sources.pixels import digit_header, iter_digit_rows
-from doodle.sources.quickdraw import MALFORMED_ROW, SourceError, iter_test_blocks
+from doodle.sources.quickdraw import MALFORMED_ROW, iter_test_blocks
 
 
 @dataclass

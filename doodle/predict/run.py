@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from doodle.core.params import ParamError, require
 from doodle.core.paths import MEMBERS, MODEL, PROBABILITIES, SUBMISSION
+from doodle.core.report import StageResult
+from doodle.sources.folder import Source
 from doodle.sources.pixels import DIGIT_CLASSES
-from doodle.sources.quickdraw import Source
 
 from .inference import Timing, TrainedModel, predict_digit_file, predict_test_file
 from .submission import (
@@ -69,17 +70,7 @@ class PredictParams:
         require(self.batch_size >= 1 and self.top_k_saved >= 3, where, "batch_size >= 1 and top_k_saved >= 3")
 
 
-@dataclass(frozen=True)
-class PredictResult:
-    """What a predict run reports: every figure (reports/test.json), the keys runs are compared
-    by (metrics/test.json), and its summary line."""
-
-    values: dict
-    headline: tuple[str, ...]
-    line: str
-
-
-def predict(cfg: PredictParams, source: Source, progress: bool = True) -> PredictResult:
+def predict(cfg: PredictParams, source: Source, progress: bool = True) -> StageResult:
     """The submission for ``source``'s test set, from the models ``cfg.models`` names."""
     if source.test_file is None:
         if source.kind == "kaggle":
@@ -101,7 +92,7 @@ def load_models(paths: list[Path]) -> list[TrainedModel]:
     return models
 
 
-def predict_drawings(source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool) -> PredictResult:
+def predict_drawings(source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool) -> StageResult:
     """Kaggle's Quick Draw submission: the top-3 words of every test_simplified.csv row."""
     t0 = time.perf_counter()
     timing = Timing()
@@ -124,7 +115,7 @@ def predict_drawings(source: Source, models: list[TrainedModel], cfg: PredictPar
         f"predict: {len(keys):,} rows -> {SUBMISSION} (valid; balanced={do_balance}, tta={cfg.tta_flip}, "
         f"{len(models)} model(s)) in {seconds:.1f}s, rendering {timing.render_s:.2f}s{score}"
     )
-    return PredictResult(metrics, ("test_map_at_3",), line)
+    return StageResult(metrics, ("test_map_at_3",), line)
 
 
 def resolve_models(models: str | list[str]) -> list[Path]:
@@ -174,7 +165,7 @@ def run_report(rows: int, rejected: dict, balanced: bool, cfg: PredictParams, mo
     }
 
 
-def no_test_set(source: Source) -> PredictResult:
+def no_test_set(source: Source) -> StageResult:
     """Nothing to predict: say so, and leave no submission (an earlier source's would pretend to
     be this one's). metrics/test.json is empty; reports/test.json says why."""
     for stale in (SUBMISSION, PROBABILITIES):
@@ -182,14 +173,14 @@ def no_test_set(source: Source) -> PredictResult:
             stale.unlink()
             log.info("removed %s: it was written for an earlier data.source", stale)
     SUBMISSION.parent.mkdir(parents=True, exist_ok=True)
-    return PredictResult(
+    return StageResult(
         {"test_rows": 0, "test_set": None, "source_kind": source.kind},
         ("test_map_at_3", "test_accuracy"),
         f"predict: {source.root} has no test set ({source.kind}); nothing to submit",
     )
 
 
-def predict_digits(source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool) -> PredictResult:
+def predict_digits(source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool) -> StageResult:
     """Kaggle's Digit Recognizer submission: one ``ImageId,Label`` row per test.csv row, in order."""
     if models[0].classes != DIGIT_CLASSES:
         raise ParamError(
@@ -220,4 +211,4 @@ def predict_digits(source: Source, models: list[TrainedModel], cfg: PredictParam
         f"predict: {len(ids):,} rows -> {SUBMISSION} (ImageId,Label; valid; {len(models)} model(s), "
         f"tta={cfg.tta_flip}) in {seconds:.1f}s{score}"
     )
-    return PredictResult(metrics, ("test_accuracy", "test_map_at_3"), line)
+    return StageResult(metrics, ("test_accuracy", "test_map_at_3"), line)

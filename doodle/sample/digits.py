@@ -15,6 +15,8 @@ random order), ``test.csv`` (``pixel0..pixel783``), ``sample_submission.csv`` (`
 ImageId from 1), plus ``test_labels.csv`` (``ImageId,Label``: the true test labels, which Kaggle
 keeps secret; here they let the run score its own submission). Everything follows from the seed,
 and the files are written row by row: memory does not depend on the number of digits.
+:func:`write_digits` takes plain arguments; params.yaml's ``sample`` section (``kind: digits``)
+is read in :mod:`doodle.sample.generate`.
 
 A small share of the train rows is deliberately broken, as real files break (a non-integer pixel,
 a pixel of 300, a negative pixel, a row cut short, a missing label, a label that is no digit), so
@@ -26,14 +28,11 @@ from __future__ import annotations
 import csv
 import functools
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-
-if TYPE_CHECKING:
-    from .doodles import SampleParams
 
 DIGITS = [str(d) for d in range(10)]
 SIDE = 28  # MNIST: 28x28 images
@@ -44,6 +43,7 @@ PEN = (1.4, 3.2)  # stroke width range in 28x28 pixels (MNIST's: ~1.7-3.2, 10th-
 WOBBLE = 3.5  # the elastic distortion's largest typical shift, in canvas pixels
 FLOOR = 16  # 28x28 pixels this faint are background
 PIXELS = SIDE * SIDE
+HEADER = [f"pixel{i}" for i in range(PIXELS)]  # test.csv's; train.csv's has "label" first
 
 # Six faces: OpenCV 5 draws FONT_HERSHEY_COMPLEX as SIMPLEX and TRIPLEX as DUPLEX (the same
 # pixels), and ignores FONT_ITALIC, so those add nothing; slant comes from the shear below.
@@ -191,49 +191,71 @@ def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     return np.random.default_rng(train), np.random.default_rng(test)
 
 
-def generate(out_dir: str | Path, cfg: SampleParams, progress=None) -> dict:
-    """Write the digits sample under ``out_dir`` (replacing it); return counts.
-    ``progress(n)`` is called after every ``n`` digits drawn."""
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    digits = [int(d) for d in cfg.class_names()]
-    train_rng, test_rng = _streams(cfg.seed)
-    header = [f"pixel{i}" for i in range(PIXELS)]
-
-    n_train = cfg.train_per_class * len(digits)
-    labels = train_rng.permutation(np.repeat(np.array(digits, np.int8), cfg.train_per_class))
-    bad = round(cfg.corrupt_fraction * n_train)
-    broken = {int(i): CORRUPTIONS[j % len(CORRUPTIONS)] for j, i in enumerate(train_rng.choice(n_train, bad, False))}
+def _write_train(
+    out: Path, digits: list[int], per_class: int, corrupt_fraction: float, rng: np.random.Generator, progress
+) -> int:
+    """``train.csv``: ``per_class`` of each digit in random order, ``corrupt_fraction`` of the rows
+    broken (they stay in the file, for the quarantine); return how many are broken."""
+    n_train = per_class * len(digits)
+    labels = rng.permutation(np.repeat(np.array(digits, np.int8), per_class))
+    bad = round(corrupt_fraction * n_train)
+    broken = {int(i): CORRUPTIONS[j % len(CORRUPTIONS)] for j, i in enumerate(rng.choice(n_train, bad, False))}
     with (out / "train.csv").open("w", newline="") as fh:
         wr = csv.writer(fh)
-        wr.writerow(["label", *header])
+        wr.writerow(["label", *HEADER])
         for i, label in enumerate(labels.tolist()):
-            fields = [_TEXT[label], *_row(draw_digit(label, train_rng))]
+            fields = [_TEXT[label], *_row(draw_digit(label, rng))]
             if i in broken:
-                fields = _corrupt(fields, broken[i], train_rng)
+                fields = _corrupt(fields, broken[i], rng)
             wr.writerow(fields)
             if progress is not None and (i + 1) % 1000 == 0:
                 progress(1000)
     if progress is not None:
         progress(n_train % 1000)
+    return bad
 
-    n_test = cfg.test_per_class * len(digits)
-    test_labels = test_rng.permutation(np.repeat(np.array(digits, np.int8), cfg.test_per_class))
+
+def _write_test(out: Path, digits: list[int], per_class: int, rng: np.random.Generator) -> int:
+    """``test.csv``, its true labels and Kaggle's sample submission (every label 0), ImageId from 1;
+    return the number of test digits."""
+    labels = rng.permutation(np.repeat(np.array(digits, np.int8), per_class))
     with (
         (out / "test.csv").open("w", newline="") as test_fh,
         (out / "test_labels.csv").open("w", newline="") as labels_fh,
         (out / "sample_submission.csv").open("w", newline="") as sub_fh,
     ):
         test_wr, labels_wr, sub_wr = csv.writer(test_fh), csv.writer(labels_fh), csv.writer(sub_fh)
-        test_wr.writerow(header)
+        test_wr.writerow(HEADER)
         labels_wr.writerow(["ImageId", "Label"])
         sub_wr.writerow(["ImageId", "Label"])
-        for image_id, label in enumerate(test_labels.tolist(), start=1):
-            test_wr.writerow(_row(draw_digit(label, test_rng)))
+        for image_id, label in enumerate(labels.tolist(), start=1):
+            test_wr.writerow(_row(draw_digit(label, rng)))
             labels_wr.writerow([image_id, label])
-            sub_wr.writerow([image_id, 0])  # Kaggle's sample submission: every label 0
+            sub_wr.writerow([image_id, 0])
+    return len(labels)
+
+
+def write_digits(
+    out_dir: str | Path,
+    digits: list[int],
+    *,
+    seed: int,
+    train_per_class: int,
+    test_per_class: int,
+    corrupt_fraction: float,
+    progress: Callable[[int], object] | None = None,
+) -> dict:
+    """Write the digits sample of ``digits`` (sorted, 0..9) under ``out_dir``, replacing it; return
+    counts (``classes``, ``train_rows``, ``corrupted_rows``, ``test_rows``). ``progress(n)`` is
+    called after every ``n`` digits drawn."""
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    train_rng, test_rng = _streams(seed)
+    bad = _write_train(out, digits, train_per_class, corrupt_fraction, train_rng, progress)
+    n_test = _write_test(out, digits, test_per_class, test_rng)
     if progress is not None:
         progress(n_test)
+    n_train = train_per_class * len(digits)
     return {"classes": len(digits), "train_rows": n_train, "corrupted_rows": bad, "test_rows": n_test}

@@ -7,7 +7,8 @@ stroke now and then) and written as ``train_simplified/<word>.csv``, ``test_simp
 ``sample_submission.csv``, plus ``test_labels.csv`` with the true test labels (Kaggle keeps
 those secret; here they let the default run score its own submission). Everything follows from
 the seed. A small share of deliberately broken rows exercises the quarantine downstream.
-``sample.kind: digits`` writes a Digit Recognizer folder instead (doodle.sample.digits).
+:func:`write_doodles` takes plain arguments; params.yaml's ``sample`` section, and the choice
+between these doodles and the digits, live in :mod:`doodle.sample.generate`.
 """
 
 from __future__ import annotations
@@ -17,14 +18,9 @@ import itertools
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from doodle.core.params import require
-
-from . import digits as sample_digits
 
 Poly = np.ndarray  # (k, 2) float points in roughly [-1, 1]
 
@@ -225,45 +221,6 @@ def draw(word: str, rng: np.random.Generator) -> list[list[list[int]]]:
     return out
 
 
-KINDS = ("doodles", "digits")
-
-
-@dataclass
-class SampleParams:
-    """params.yaml section ``sample``. ``kind`` picks the data set: ``doodles`` (Quick, Draw!
-    layout, this module) or ``digits`` (Digit Recognizer layout, doodle.sample.digits)."""
-
-    seed: int = 42
-    classes: list[str] | None = None
-    train_per_class: int = 1500
-    test_per_class: int = 50
-    corrupt_fraction: float = 0.002
-    kind: str = "doodles"
-
-    def validate(self, where: str = "sample") -> None:
-        require(self.kind in KINDS, f"{where}.kind", f"{self.kind!r} is not one of {', '.join(KINDS)}")
-        available = self.available()
-        unknown = sorted(set(self.classes or []) - set(available))
-        require(
-            not unknown,
-            f"{where}.classes",
-            f"unknown {self.kind} class(es) {unknown}; available: {available}"
-            + (" (as strings, e.g. ['3', '8'])" if self.kind == "digits" else ""),
-        )
-        require(
-            self.train_per_class >= 1 and self.test_per_class >= 0,
-            where,
-            "train_per_class must be >= 1 and test_per_class >= 0",
-        )
-        require(0 <= self.corrupt_fraction < 0.5, f"{where}.corrupt_fraction", "must be in [0, 0.5)")
-
-    def available(self) -> list[str]:
-        return list(sample_digits.DIGITS) if self.kind == "digits" else sorted(SHAPES)
-
-    def class_names(self) -> list[str]:
-        return sorted(self.classes or self.available())
-
-
 def _corrupt(row: list, rng, kind: str, other_word: str) -> list:
     """Break a valid train row in one of the ways real-world files break."""
     row = list(row)
@@ -297,81 +254,105 @@ CORRUPTIONS = [
 ]
 
 
-def generate(out_dir: str | Path, cfg: SampleParams, progress: Callable[[int], object] | None = None) -> dict:
-    """Write the sample data set of ``cfg.kind`` under ``out_dir``; return counts per file kind.
-    ``progress(n)`` is told of every ``n`` drawings made, ``(train_per_class + test_per_class) *
-    classes`` in all."""
-    if cfg.kind == "digits":
-        return sample_digits.generate(out_dir, cfg, progress)
+TRAIN_HEADER = ["countrycode", "drawing", "key_id", "recognized", "timestamp", "word"]
+
+
+class _Rows:
+    """Kaggle-like rows of doodles, every value drawn from one seeded generator. The order of its
+    draws is the data set (same seed, same bytes; the default sample's hash is the pipeline's
+    input), so each row draws its fields in a fixed order, and no key_id is handed out twice."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.used: set[int] = set()
+
+    def key(self) -> int:
+        while True:
+            k = int(self.rng.integers(4_500_000_000_000_000, 6_700_000_000_000_000))
+            if k not in self.used:
+                self.used.add(k)
+                return k
+
+    def country(self) -> str:
+        return COUNTRIES[int(self.rng.integers(len(COUNTRIES)))]
+
+    def timestamp(self) -> str:
+        r = self.rng
+        return (
+            f"2017-03-{int(r.integers(1, 29)):02d} {int(r.integers(0, 24)):02d}:"
+            f"{int(r.integers(0, 60)):02d}:{int(r.integers(0, 60)):02d}.{int(r.integers(0, 99999)):05d} UTC"
+        )
+
+    def train(self, word: str) -> list:
+        """One ``train_simplified/<word>.csv`` row, in TRAIN_HEADER's order."""
+        country = self.country()
+        drawing = json.dumps(draw(word, self.rng))
+        return [country, drawing, self.key(), bool(self.rng.random() < 0.93), self.timestamp(), word]
+
+    def test(self, word: str) -> tuple:
+        """One test drawing as (key_id, countrycode, drawing, word)."""
+        key, country = self.key(), self.country()
+        return key, country, json.dumps(draw(word, self.rng)), word
+
+
+def _break_some(rows: list, rng: np.random.Generator, fraction: float, words: list[str], word: str) -> int:
+    """Break ``fraction`` of one class's train ``rows`` in place (a duplicate key_id is an appended
+    copy), each class starting at a different kind of CORRUPTIONS so every kind turns up; return how many."""
+    first = words.index(word)
+    k = round(fraction * len(rows))
+    for j, i in enumerate(rng.choice(len(rows), size=k, replace=False)):
+        kind = CORRUPTIONS[(j + first) % len(CORRUPTIONS)]
+        if kind == "duplicate_key_id":
+            rows.append(list(rows[int(i)]))
+        else:
+            rows[int(i)] = _corrupt(rows[int(i)], rng, kind, words[(first + 1) % len(words)])
+    return k
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    with path.open("w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(header)
+        wr.writerows(rows)
+
+
+def _write_test(out: Path, test: list[tuple], words: list[str]) -> None:
+    """The test drawings, their true labels (Kaggle's underscores) and a sample submission that
+    guesses the first three classes for every drawing, as Kaggle's does."""
+    _write_csv(out / "test_simplified.csv", ["key_id", "countrycode", "drawing"], (r[:3] for r in test))
+    _write_csv(out / "test_labels.csv", ["key_id", "word"], ((r[0], r[3].replace(" ", "_")) for r in test))
+    guess = " ".join(w.replace(" ", "_") for w in words[:3])
+    _write_csv(out / "sample_submission.csv", ["key_id", "word"], ((r[0], guess) for r in test))
+
+
+def write_doodles(
+    out_dir: str | Path,
+    words: list[str],
+    *,
+    seed: int,
+    train_per_class: int,
+    test_per_class: int,
+    corrupt_fraction: float,
+    progress: Callable[[int], object] | None = None,
+) -> dict:
+    """Write the doodles of ``words`` (sorted names from SHAPES) under ``out_dir``, replacing it, with
+    ``corrupt_fraction`` of each class's train rows broken; return counts (``classes``,
+    ``train_rows``, ``corrupted_rows``, ``test_rows``). ``progress(n)`` is told of every ``n``
+    drawings made."""
     progress = progress or (lambda n: None)
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
     (out / "train_simplified").mkdir(parents=True)
-    rng = np.random.default_rng(cfg.seed)
-    words = cfg.class_names()
-    used: set[int] = set()
-
-    def new_key() -> int:
-        while True:
-            k = int(rng.integers(4_500_000_000_000_000, 6_700_000_000_000_000))
-            if k not in used:
-                used.add(k)
-                return k
-
-    def timestamp() -> str:
-        return (
-            f"2017-03-{int(rng.integers(1, 29)):02d} {int(rng.integers(0, 24)):02d}:"
-            f"{int(rng.integers(0, 60)):02d}:{int(rng.integers(0, 60)):02d}.{int(rng.integers(0, 99999)):05d} UTC"
-        )
-
-    header = ["countrycode", "drawing", "key_id", "recognized", "timestamp", "word"]
+    rows = _Rows(seed)
     n_bad = n_train = 0
     for w in words:
-        rows = [
-            [
-                COUNTRIES[int(rng.integers(len(COUNTRIES)))],
-                json.dumps(draw(w, rng)),
-                new_key(),
-                bool(rng.random() < 0.93),
-                timestamp(),
-                w,
-            ]
-            for _ in range(cfg.train_per_class)
-        ]
-        k = round(cfg.corrupt_fraction * len(rows))
-        for j, i in enumerate(rng.choice(len(rows), size=k, replace=False)):
-            kind = CORRUPTIONS[(j + words.index(w)) % len(CORRUPTIONS)]
-            if kind == "duplicate_key_id":
-                rows.append(list(rows[int(i)]))
-            else:
-                rows[int(i)] = _corrupt(rows[int(i)], rng, kind, words[(words.index(w) + 1) % len(words)])
-            n_bad += 1
-        n_train += len(rows)
-        progress(cfg.train_per_class)
-        with (out / "train_simplified" / f"{w}.csv").open("w", newline="") as fh:
-            wr = csv.writer(fh)
-            wr.writerow(header)
-            wr.writerows(rows)
-
-    test = [
-        (new_key(), COUNTRIES[int(rng.integers(len(COUNTRIES)))], json.dumps(draw(w, rng)), w)
-        for w in words
-        for _ in range(cfg.test_per_class)
-    ]
+        train = [rows.train(w) for _ in range(train_per_class)]
+        n_bad += _break_some(train, rows.rng, corrupt_fraction, words, w)
+        n_train += len(train)
+        progress(train_per_class)
+        _write_csv(out / "train_simplified" / f"{w}.csv", TRAIN_HEADER, train)
+    test = [rows.test(w) for w in words for _ in range(test_per_class)]
     progress(len(test))
-    test = [test[i] for i in rng.permutation(len(test))]
-    with (out / "test_simplified.csv").open("w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["key_id", "countrycode", "drawing"])
-        wr.writerows(r[:3] for r in test)
-    with (out / "test_labels.csv").open("w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["key_id", "word"])
-        wr.writerows((r[0], r[3].replace(" ", "_")) for r in test)
-    guess = " ".join(w.replace(" ", "_") for w in words[:3])
-    with (out / "sample_submission.csv").open("w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["key_id", "word"])
-        wr.writerows((r[0], guess) for r in test)
+    _write_test(out, [test[i] for i in rows.rng.permutation(len(test))], words)
     return {"classes": len(words), "train_rows": n_train, "corrupted_rows": n_bad, "test_rows": len(test)}

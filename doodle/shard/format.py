@@ -187,6 +187,19 @@ def read_manifest(shard_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def split_shards(manifest: dict, split: str, train_shards: int | None = None) -> list[int]:
+    """The shard indices of ``split`` ("train" or "val") in file order. For "train", the first
+    ``train_shards`` training shards (None: all): ``render.train_shards``, the one rule the render
+    cache, the on-the-fly stroke stream, the folds and the baseline share, so that each of them
+    reads the same training drawings."""
+    if split == "val":
+        return list(manifest["val_shards"])
+    if split == "train":
+        train = manifest["train_shards"]
+        return list(train if train_shards is None else train[:train_shards])
+    raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+
+
 def read_classes(path: str | Path) -> list[str]:
     """A classes.csv (index,word) as a list indexed by label."""
     path = Path(path)

@@ -14,7 +14,7 @@ Both passes run in ``workers`` forked processes (class files in pass 1, shards i
 the result is byte-identical for any number of them: rows carry their input position
 (``seq``), and every order is decided by key hashes and ``seq``, never by which worker was
 faster. Memory is bounded by workers x (``block_mb``, ``memory_mb``); see
-:func:`_system_memory_pool` and :func:`doodle.core.workers.limit_heap_retention` for the two
+:func:`_system_memory_pool` and :func:`doodle.core.malloc.limit_heap_retention` for the two
 allocator settings that keep it from creeping up as files go by.
 """
 
@@ -33,11 +33,13 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from doodle.core.malloc import limit_heap_retention
 from doodle.core.params import require
-from doodle.core.workers import fork_map, limit_heap_retention, worker_count
+from doodle.core.workers import fork_map, worker_count
 from doodle.drawing.strokes import DRAWING_REASONS
+from doodle.sources.folder import Source
 from doodle.sources.pixels import PIXEL_REASONS, check_class_keys, image_shape
-from doodle.sources.quickdraw import MALFORMED_ROW, ROW_REASONS, TRAIN_COLUMNS, Source, clean_block, iter_class_blocks
+from doodle.sources.quickdraw import MALFORMED_ROW, ROW_REASONS, TRAIN_COLUMNS, clean_block, iter_class_blocks
 
 from .format import SPILL_SCHEMA, STROKES, Layout, Quarantine, image_layout, join_quarantine, shard_name, shard_of
 from .pixels import shard_pixel_file
@@ -133,17 +135,8 @@ def _system_memory_pool():
 
 def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -> dict:
     t0 = time.perf_counter()
-    if out.exists():
-        shutil.rmtree(out)
-    job = _Job(source, cfg, source.classes, out / "_spill", out / "_parts")
+    job = _start_job(source, out, cfg)
     files = source.input_files()
-    if source.pixels:
-        require(not cfg.recognized_only, "shard.recognized_only", f"{source.kind} sources have no recognized flag")
-        job.image_shape = image_shape(source.kind, files)
-        job.layout = image_layout(job.image_shape)
-        check_class_keys(job.classes)
-    job.spill_dir.mkdir(parents=True)
-    job.parts_dir.mkdir()
     workers = max(1, min(cfg.resolved_workers(), len(files)))
     stats = {
         "rows_in": 0,
@@ -155,11 +148,54 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
         "workers": workers,
     }
     rejected: dict[str, int] = {}
+    _pass1(job, files, workers, progress, stats, rejected)
+    t1 = time.perf_counter()
+    rows_per_shard, per_class = _pass2(job, workers, progress, rejected)
+    # read rejects in class-file order, then duplicates in shard order
+    parts = sorted(job.parts_dir.glob("read-*.csv")) + sorted(job.parts_dir.glob("dups-*.csv"))
+    join_quarantine(parts, out / "quarantine.csv")
+    shutil.rmtree(job.parts_dir)
+    _write_manifest(out, job, rows_per_shard)
 
-    # ---- pass 1: stream, clean, route to shard spills (biggest files first: the last to finish are short)
+    seconds = time.perf_counter() - t0
+    stats["rows_out"] = int(sum(rows_per_shard))
+    reasons = PIXEL_REASONS if source.pixels else [*DRAWING_REASONS.values(), *ROW_REASONS]
+    stats["rejected"] = {r: rejected.get(r, 0) for r in reasons}
+    stats["rejected_total"] = int(sum(rejected.values()))
+    stats["rows_per_shard"] = rows_per_shard
+    stats["rows_per_class"] = {w: int(c) for w, c in zip(job.classes, per_class)}
+    stats["seconds"] = round(seconds, 3)
+    stats["read_seconds"] = round(t1 - t0, 3)
+    stats["shuffle_write_seconds"] = round(time.perf_counter() - t1, 3)
+    stats["rows_per_s"] = round(stats["rows_in"] / seconds, 1) if seconds else 0.0
+    # Timings stay out of the output folder: identical input and params give identical bytes,
+    # so DVC sees nothing new downstream when only the speed changed.
+    stats_file = {k: v for k, v in stats.items() if k not in TIMING_KEYS}
+    (out / "stats.json").write_text(json.dumps(stats_file, indent=2) + "\n")
+    return stats
+
+
+def _start_job(source: Source, out: Path, cfg: ShardParams) -> _Job:
+    """An empty ``out`` with its scratch folders, and what the workers of both passes share."""
+    if out.exists():
+        shutil.rmtree(out)
+    job = _Job(source, cfg, source.classes, out / "_spill", out / "_parts")
+    if source.pixels:
+        require(not cfg.recognized_only, "shard.recognized_only", f"{source.kind} sources have no recognized flag")
+        job.image_shape = image_shape(source.kind, source.input_files())
+        job.layout = image_layout(job.image_shape)
+        check_class_keys(job.classes)
+    job.spill_dir.mkdir(parents=True)
+    job.parts_dir.mkdir()
+    return job
+
+
+def _pass1(job: _Job, files: list[Path], workers: int, progress: bool, stats: dict, rejected: dict) -> None:
+    """Stream, clean and route every row to its shard's spills, biggest files first (the last
+    to finish are then short); counts go into ``stats`` and ``rejected``."""
     order = sorted(range(len(files)), key=lambda i: -files[i].stat().st_size)
     total_bytes = sum(p.stat().st_size for p in files)
-    if workers > 1 and not source.pixels:
+    if workers > 1 and not job.source.pixels:
         _warm_up()
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="shard: read", disable=not progress) as bar:
         read = fork_map(
@@ -179,12 +215,14 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
                 name = files[file_stats["index"]]
                 stats["empty_class_files"].append(name.name)
                 log.warning("class file %s is empty", name)
-            for r, c in file_stats["rejected"].items():
-                rejected[r] = rejected.get(r, 0) + c
+            _add(rejected, file_stats["rejected"])
     stats["empty_class_files"].sort()
-    t1 = time.perf_counter()
 
-    # ---- pass 2: order each shard by its seeded key, drop duplicates, write parquet
+
+def _pass2(job: _Job, workers: int, progress: bool, rejected: dict) -> tuple[list[int], np.ndarray]:
+    """Order each shard by its seeded key, drop duplicates, write parquet; (rows per shard, rows
+    per class). The spills are removed after."""
+    cfg = job.cfg
     spec = ShuffleSpec(
         job.classes, job.spill_dir, job.parts_dir, cfg.seed, int(cfg.memory_mb * 2**20), cfg.row_group_rows, job.layout
     )
@@ -202,15 +240,20 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
         for shard_stats in shuffled:
             rows_per_shard[shard_stats["shard"]] = shard_stats["rows_out"]
             per_class += shard_stats["per_class"]
-            for r, c in shard_stats["rejected"].items():
-                rejected[r] = rejected.get(r, 0) + c
+            _add(rejected, shard_stats["rejected"])
             bar.update(1)
     shutil.rmtree(job.spill_dir)
-    # read rejects in class-file order, then duplicates in shard order
-    parts = sorted(job.parts_dir.glob("read-*.csv")) + sorted(job.parts_dir.glob("dups-*.csv"))
-    join_quarantine(parts, out / "quarantine.csv")
-    shutil.rmtree(job.parts_dir)
+    return rows_per_shard, per_class
 
+
+def _add(total: dict[str, int], counts: dict[str, int]) -> None:
+    for reason, n in counts.items():
+        total[reason] = total.get(reason, 0) + n
+
+
+def _write_manifest(out: Path, job: _Job, rows_per_shard: list[int]) -> None:
+    """manifest.json (what every later stage reads: the files, the split, the rows) and classes.csv."""
+    cfg, source = job.cfg, job.source
     val = cfg.resolved_val_shards()
     manifest = {
         "count": cfg.count,
@@ -230,23 +273,6 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
         w = csv.writer(fh)
         w.writerow(["index", "word"])
         w.writerows(enumerate(job.classes))
-
-    seconds = time.perf_counter() - t0
-    stats["rows_out"] = int(sum(rows_per_shard))
-    reasons = PIXEL_REASONS if source.pixels else [*DRAWING_REASONS.values(), *ROW_REASONS]
-    stats["rejected"] = {r: rejected.get(r, 0) for r in reasons}
-    stats["rejected_total"] = int(sum(rejected.values()))
-    stats["rows_per_shard"] = rows_per_shard
-    stats["rows_per_class"] = {w: int(c) for w, c in zip(job.classes, per_class)}
-    stats["seconds"] = round(seconds, 3)
-    stats["read_seconds"] = round(t1 - t0, 3)
-    stats["shuffle_write_seconds"] = round(time.perf_counter() - t1, 3)
-    stats["rows_per_s"] = round(stats["rows_in"] / seconds, 1) if seconds else 0.0
-    # Timings stay out of the output folder: identical input and params give identical bytes,
-    # so DVC sees nothing new downstream when only the speed changed.
-    stats_file = {k: v for k, v in stats.items() if k not in TIMING_KEYS}
-    (out / "stats.json").write_text(json.dumps(stats_file, indent=2) + "\n")
-    return stats
 
 
 # --------------------------------------------------------------------------- pass 1

@@ -34,11 +34,11 @@ from typing import Literal
 import numpy as np
 import pyarrow.parquet as pq
 
-from doodle.batches.cache import CacheParams, CacheSplit, open_split, read_cache_manifest
+from doodle.batches.cache import CacheParams, CacheSplit, open_split, read_cache_manifest, require_same_render
 from doodle.core.params import ParamError, require
 from doodle.drawing.raster import render
 from doodle.drawing.strokes import STROKE_COLUMNS, StrokeBatch
-from doodle.shard.format import read_manifest
+from doodle.shard.format import read_manifest, split_shards
 
 SCORE_BATCH = 2048  # validation rows per decision_function call: bounds memory, not the result
 RANK_WEIGHTS = np.array([1.0, 1 / 2, 1 / 3])
@@ -115,8 +115,7 @@ def training_groups(shard_dir: str | Path, render_cfg: CacheParams) -> list[tupl
     ``render.max_per_shard`` rows of each. Only footers are read."""
     shard_dir = Path(shard_dir)
     man = read_manifest(shard_dir)
-    train = man["train_shards"]
-    picked = set(train[: render_cfg.train_shards] if render_cfg.train_shards else train)
+    picked = set(split_shards(man, "train", render_cfg.train_shards))
     groups = []
     for i, name in enumerate(man["files"]):
         if i not in picked:
@@ -276,11 +275,7 @@ def run(
         total = split.rows
         images, labels = cache_sample(split, cfg, progress("baseline sample", min(cfg.max_rows, total)))
     else:
-        if render_cfg.raster().to_dict() != man["render"]:
-            raise ParamError(
-                f"param render: the render params {render_cfg.raster().to_dict()} differ from "
-                f"{cache_dir}'s {man['render']}: rerun render"
-            )
+        require_same_render(man, render_cfg.raster(), cache_dir, "param render: the render params")
         source = "shards"
         total = sum(n for _, _, n in training_groups(shard_dir, render_cfg))
         images, labels = shard_sample(shard_dir, render_cfg, cfg, progress("baseline sample", min(cfg.max_rows, total)))

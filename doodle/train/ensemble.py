@@ -12,22 +12,22 @@ val MAP@3 and the out-of-fold MAP@3, every member's in the full report.
 
 from __future__ import annotations
 
-import copy
 import gc
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from doodle.batches.cache import open_split
+from doodle.batches.cache import CacheParams, open_split, require_cache_for_images, require_same_render
 from doodle.batches.strokes import DrawnSplit
 from doodle.core.metrics import map_at_3
+from doodle.core.params import ParamError
+from doodle.core.paths import BACKUP, CACHE, DVCLIVE, MEMBERS, MODEL, MODEL_META, REPORTS, SHARDS
 from doodle.core.plots import learning_curves
-from doodle.shard.format import read_manifest
+from doodle.core.report import StageResult
 
-from .feed import CACHE, SHARDS
 from .folds import (
     FoldAccumulator,
     OofWriter,
@@ -40,6 +40,7 @@ from .folds import (
     write_oof,
 )
 from .params import TrainParams
+from .strategy import Worker
 from .trainer import Member, Setup, train_member
 
 PREDICT_BATCH = 512  # images a call when predicting the held-out drawings
@@ -61,30 +62,39 @@ class TrainFiles:
 
     @classmethod
     def under(cls, root: Path) -> TrainFiles:
-        members = root / "models/members"
         return cls(
             root,
-            model=root / "models/model.keras",
-            meta=root / "models/model.json",
-            backup=root / "models/backup",
-            live=root / "dvclive",
-            members=members,
-            oof=members / "oof.parquet",
-            curves=root / "reports/train_curves.png",
+            model=root / MODEL,
+            meta=root / MODEL_META,
+            backup=root / BACKUP,
+            live=root / DVCLIVE,
+            members=root / MEMBERS,
+            oof=root / MEMBERS / "oof.parquet",
+            curves=root / REPORTS / "train_curves.png",
         )
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """What a finished run reports: every figure (reports/train.json), the keys runs are compared
-    by (metrics/train.json), and its summary line."""
+def check_run(cfg: TrainParams, render_cfg: CacheParams, cache: dict, shards: dict, worker: Worker) -> None:
+    """Raise a one-line ParamError when the train params cannot train on this data, before anything
+    starts (no device is set up, no model built, nothing written or cleared): the one place where
+    the train params are checked against the render params, the render cache's manifest (``cache``),
+    the shards' (``shards``) and the cluster (``worker``). Each section's own values were checked
+    when it was loaded (``TrainParams.validate``)."""
+    if cfg.folds > 1:  # enough shards with images for every fold to train and validate on
+        plan_folds(cache, shards, cfg.folds, render_cfg.train_cache, render_cfg.train_shards)
+    if render_cfg.train_cache and cfg.stroke_augment_params.any():
+        raise ParamError(
+            "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
+        )
+    if not render_cfg.train_cache:  # drawn on the fly: strokes to draw, drawn as the cache's images were
+        require_cache_for_images(False, shards)
+        require_same_render(cache, render_cfg.raster(), CACHE, "param render: the render params")
+    if cfg.time_budget_s and worker.count > 1:
+        # Each worker would read its own clock, and workers that disagree on stopping would hang.
+        raise ParamError("param train.time_budget_s: not supported with train.strategy multi_worker; use null")
 
-    values: dict
-    headline: tuple[str, ...]
-    line: str
 
-
-def train_models(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult | None:
+def train_models(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResult | None:
     """Train the single model, or with train.folds or train.seeds > 1 the ensemble. Returns the
     figures on the chief, None on the other workers. The resume backup (``files.backup``) is left
     for the caller to delete once the figures are written: a run killed before that resumes."""
@@ -93,7 +103,7 @@ def train_models(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult |
     return train_single(cfg, run, files)
 
 
-def train_single(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult | None:
+def train_single(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResult | None:
     """The one model on the shard.val_shards holdout: models/model.keras, and the holdout's
     probabilities in the out-of-fold file (for stacking, like an ensemble's)."""
     if run.worker.chief:  # stale members would be averaged by predict's ``models: auto``
@@ -111,7 +121,7 @@ def train_single(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult |
         f"top-3 {metrics['val_top3']:.4f} after {metrics['epochs_run']} epochs in {metrics['seconds']:.0f}s "
         f"-> {files.model.relative_to(files.root)}"
     )
-    return RunResult(metrics, ("val_map_at_3", "epochs_run"), line)
+    return StageResult(metrics, ("val_map_at_3", "epochs_run"), line)
 
 
 def fold_splits(fold, run: Setup, shards: dict, threads: int | None = None):
@@ -129,7 +139,7 @@ def fold_splits(fold, run: Setup, shards: dict, threads: int | None = None):
     return train, val, tuple(fold.val_shards)
 
 
-def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult | None:
+def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResult | None:
     """train.folds x train.seeds members (see the module doc).
 
     The reference member (seed 0 of :func:`doodle.train.folds.reference_fold`) trains first and is also
@@ -139,8 +149,8 @@ def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult
     resumes the interrupted one exactly. Members add their probabilities per fold into the OOF
     file as soon as each is trained, so one model at a time is in memory.
     """
-    shards, chief = read_manifest(SHARDS), run.worker.chief
-    if cfg.folds > 1:
+    shards, chief = run.shards, run.worker.chief
+    if cfg.folds > 1:  # checked by check_run before the run started
         folds = plan_folds(run.cache, shards, cfg.folds, run.render.train_cache, run.render.train_shards)
         ref = reference_fold(folds, shards["val_shards"])
     else:
@@ -155,35 +165,7 @@ def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult
     results = []
     oof = OofWriter(files.oof, len(run.cache["classes"])) if chief else None
     for f in [ref, *(f for f in range(len(folds)) if f != ref)]:
-        fold = folds[f]
-        train_split, val_split, held = fold_splits(fold, run, shards, cfg.render_threads)
-        extra = {} if fold is None else {"fold": f, "train_files": fold.train, "val_files": fold.val}
-        splits = {"val_split": val_split, "train_split": train_split, "held_out": held, "fingerprint": extra}
-        # the fold's members' summed probabilities: each member adds its own as soon as it is trained
-        acc = FoldAccumulator(files.members / f".oof-fold{f}.npy", val_split, oof.classes) if oof else None
-        for s in range(cfg.seeds):
-            name = member_name(f, s)
-            live = files.live if (f, s) == (ref, 0) else files.live / "members" / name
-            stem = files.members / name
-            member = Member(
-                name, f, stem.with_suffix(".keras"), stem.with_suffix(".json"), files.backup / name, live, **splits
-            )
-            member_cfg = copy.copy(cfg)  # keeps what validate() derived (augment_params, ...)
-            member_cfg.seed = cfg.seed + s
-            result = train_member(member_cfg, run, member)
-            if result is None:  # not the chief: only the training itself, collectively
-                continue
-            metrics, best = result
-            top = acc.add(lambda x, m=best: m(x, training=False), PREDICT_BATCH)
-            rows = {"val_rows": val_split.rows}  # train_rows: in metrics
-            metrics["oof_map_at_3"] = map_at_3(val_split.all_labels(), top)  # on all of its fold, unlike val_steps
-            ids = {"name": name, "fold": f, "seed": member_cfg.seed, "val_shards": list(held)}
-            results.append({**ids, **rows, **metrics})
-            del best, result
-            gc.collect()
-        if oof is not None:
-            oof.add_fold(f, acc)
-            acc.close()
+        results += train_fold(cfg, run, files, f, folds[f], f == ref, oof)
     if oof is None:  # not the chief
         return None
     oof.close()
@@ -203,7 +185,45 @@ def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> RunResult
         f"{files.members.relative_to(files.root)}/, {files.model.relative_to(files.root)} = {reference}"
     )
     headline = ("val_map_at_3", "val_map_at_3_std", "oof_map_at_3", "epochs_run", "members")
-    return RunResult(summary, headline, line)
+    return StageResult(summary, headline, line)
+
+
+def train_fold(
+    cfg: TrainParams, run: Setup, files: TrainFiles, f: int, fold, reference: bool, oof: OofWriter | None
+) -> list[dict]:
+    """Train fold ``f``'s ``train.seeds`` members (``fold`` None: the shard.val_shards holdout), seeded
+    ``train.seed + s``; each adds its probabilities of the fold's held-out drawings to the OOF file as
+    soon as it is trained. ``reference``: the fold whose seed 0 has its curves in dvclive/. Returns
+    the members' figures on the chief (``oof`` given), nothing on the other workers."""
+    train_split, val_split, held = fold_splits(fold, run, run.shards, cfg.render_threads)
+    extra = {} if fold is None else {"fold": f, "train_files": fold.train, "val_files": fold.val}
+    splits = {"val_split": val_split, "train_split": train_split, "held_out": held, "fingerprint": extra}
+    # the fold's members' summed probabilities: each member adds its own as soon as it is trained
+    acc = FoldAccumulator(files.members / f".oof-fold{f}.npy", val_split, oof.classes) if oof else None
+    results = []
+    for s in range(cfg.seeds):
+        name = member_name(f, s)
+        live = files.live if reference and s == 0 else files.live / "members" / name
+        stem = files.members / name
+        member = Member(
+            name, f, stem.with_suffix(".keras"), stem.with_suffix(".json"), files.backup / name, live, **splits
+        )
+        member_cfg = replace(cfg, seed=cfg.seed + s)  # a new value: only the seed differs, valid as cfg is
+        result = train_member(member_cfg, run, member)
+        if result is None:  # not the chief: only the training itself, collectively
+            continue
+        metrics, best = result
+        top = acc.add(lambda x, m=best: m(x, training=False), PREDICT_BATCH)
+        rows = {"val_rows": val_split.rows}  # train_rows: in metrics
+        metrics["oof_map_at_3"] = map_at_3(val_split.all_labels(), top)  # on all of its fold, unlike val_steps
+        ids = {"name": name, "fold": f, "seed": member_cfg.seed, "val_shards": list(held)}
+        results.append({**ids, **rows, **metrics})
+        del best, result
+        gc.collect()
+    if oof is not None:
+        oof.add_fold(f, acc)
+        acc.close()
+    return results
 
 
 def write_curves(path: Path, metas: dict[str, Path]) -> Path:

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from doodle.batches.cache import CacheParams, CacheSplit, open_split, require_cache_for_images
-from doodle.batches.stream import BatchStream, tf_dataset
+from doodle.batches.batching import tf_dataset
+from doodle.batches.cache import CacheParams, CacheSplit, open_split
+from doodle.batches.stream import BatchStream
 from doodle.batches.strokes import DrawnSplit, StrokeStream, shard_paths
-from doodle.core.params import ParamError
+from doodle.core.paths import CACHE, SHARDS
 from doodle.shard.format import read_manifest
 
-from .params import TrainParams, Worker
-
-CACHE = Path("data/cache")
-SHARDS = Path("data/shards")
+from .params import TrainParams
+from .strategy import Worker
 
 
 def fit_data(strategy, worker: Worker, stream, start_epoch: int = 0):
@@ -44,7 +43,6 @@ def fit_data(strategy, worker: Worker, stream, start_epoch: int = 0):
 def training_stream(
     cfg: TrainParams,
     render_cfg: CacheParams,
-    cache: dict,
     batch: int,
     worker: Worker | None = None,
     cache_dir: Path = CACHE,
@@ -60,10 +58,6 @@ def training_stream(
     their parquet files, drawn on the fly."""
     worker = worker or Worker()
     if isinstance(split, CacheSplit) or (render_cfg.train_cache and split is None):
-        if cfg.stroke_augment_params.any():
-            raise ParamError(
-                "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
-            )
         stream = BatchStream(
             split if isinstance(split, CacheSplit) else open_split(cache_dir, "train"),
             batch,
@@ -77,10 +71,7 @@ def training_stream(
         )
         return stream, "cache"
     shards = read_manifest(shards_dir)
-    require_cache_for_images(False, shards)  # image shards have no strokes to draw
-    raster = render_cfg.raster()
-    if raster.to_dict() != cache["render"]:
-        raise ParamError(f"render params {raster.to_dict()} differ from {cache_dir}'s {cache['render']}: rerun render")
+    raster = render_cfg.raster()  # checked against the cache's before any work (ensemble.check_run)
     stream = StrokeStream(
         split if split is not None else shard_paths(shards_dir, "train", render_cfg.train_shards),
         raster,

@@ -30,7 +30,7 @@ import numpy as np
 from doodle.batches.cache import CacheSplit, open_files
 from doodle.core.metrics import top_k
 from doodle.core.params import ParamError
-from doodle.shard.format import shard_of
+from doodle.shard.format import shard_of, split_shards
 
 if TYPE_CHECKING:  # a type only: this module plans folds and gathers OOF rows; doodle.train.ensemble draws them
     from doodle.batches.strokes import DrawnSplit
@@ -68,8 +68,8 @@ def plan_folds(
 ) -> list[Fold]:
     """The ``folds`` folds (``folds > 1``; see the module doc) over the shards there are images of:
     with ``train_cache`` the shards in the render cache, else (images drawn on the fly from the
-    strokes) the validation shards and the first ``train_shards`` training shards (all when None),
-    as ``render.train_shards`` picks them for the cache.
+    strokes) the validation shards and the training shards ``render.train_shards`` picks
+    (:func:`doodle.shard.format.split_shards`).
 
     Raises a one-line ParamError naming the params to change when the folds cannot be made: more
     folds than shards, or a fold with nothing to train or validate on."""
@@ -85,8 +85,7 @@ def plan_folds(
         usable = [(f["prefix"], index[f["prefix"]]) for f in cache_manifest["files"] if f["rows"] > 0]
     else:
         where = "the shards (render.train_cache: false)"
-        picked = shard_manifest["train_shards"]
-        picked = sorted([*shard_manifest["val_shards"], *(picked if train_shards is None else picked[:train_shards])])
+        picked = sorted(split_shards(shard_manifest, "val") + split_shards(shard_manifest, "train", train_shards))
         rows = shard_manifest["rows_per_shard"]
         usable = [(Path(shard_manifest["files"][i]).stem, i) for i in picked if rows[i] > 0]
     out = []

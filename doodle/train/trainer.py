@@ -1,42 +1,37 @@
 """Training one model (:func:`train_member`): the single model of the train stage, or one member of
 a cross-validation or seed ensemble (doodle.train.ensemble), trained the same way.
 
-Builds and compiles the model, feeds it the training stream (cache images or strokes drawn on the
-fly, doodle.train.feed), decides each epoch on the validation MAP@3 (ReduceLROnPlateau, EarlyStopping,
-the time budget), recalibrates BatchNorm, logs to DVCLive, and keeps a resumable state
-(doodle.train.resume): a killed run continues after its last completed epoch and ends with the same
-model, history and curves as an uninterrupted one. The best model and its metadata are written to
-the member's files.
+Builds and compiles the model (doodle.train.compile), feeds it the training stream (cache images or
+strokes drawn on the fly, doodle.train.feed), decides each epoch on the validation MAP@3
+(ReduceLROnPlateau, EarlyStopping, the time budget), recalibrates BatchNorm, logs to DVCLive, and
+keeps a resumable state (doodle.train.resume): a killed run continues after its last completed epoch
+and ends with the same model, history and curves as an uninterrupted one. The best model and its
+metadata are written to the member's files. The params were checked against the data before any of
+this (:func:`doodle.train.ensemble.check_run`), so a member fails only on what only training finds.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
+import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
 
+from doodle.batches.batching import tf_dataset
 from doodle.batches.cache import CacheParams, CacheSplit
-from doodle.batches.stream import tf_dataset
 from doodle.batches.strokes import DrawnSplit
-from doodle.core.params import ParamError
-from doodle.models import build_model
 
-from .batchnorm import ChanceWatch, RecalibrateBatchNorm, batchnorm_layers
-from .callbacks import EpochLog, LiveLog, StepProgress, TimeBudget
+from .compile import FitCallbacks, compiled_model, fit_callbacks
 from .feed import fit_data, training_stream, validation_stream
-from .keras_metrics import MapAt3, SmoothedSparseCrossentropy
-from .params import TrainParams, Worker, make_optimizer
-from .resume import TrainingState, reopen_live
+from .params import TrainParams
+from .strategy import Worker
 
 # in reports/train.json, never in models/ (whether train.time_budget_s stopped the run depends on timings too)
 TIMINGS = ("seconds", "images_per_s", "bn_recalibration_seconds", "stopped_by_time_budget", "time_budget_used_s")
-RECALIBRATION_EPOCHS = 1_000_000  # the recalibration stream's epochs: apart from the training ones
 
 
 @dataclass(frozen=True)
@@ -48,6 +43,7 @@ class Setup:
     device: str
     worker: Worker
     cache: dict  # the render cache's manifest
+    shards: dict  # the shards' manifest
     progress: bool = False
 
 
@@ -76,101 +72,77 @@ class Member:
 def train_member(cfg: TrainParams, run: Setup, member: Member):
     """Train ``member``; write its best model and metadata. Returns (metrics, best model) on the
     chief, None on the other workers."""
-    model_path, meta_path, backup, live_dir = member.model, member.meta, member.backup, member.live
-    render_cfg, strategy, device, worker, cache = run.render, run.strategy, run.device, run.worker, run.cache
-    val_split = member.val_split
     keras.utils.set_random_seed(cfg.seed)
-    classes = cache["classes"]
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    batch = cfg.batch_size * replicas  # the global batch: over every replica of every worker
+    worker, batch = run.worker, global_batch(cfg, run.strategy)
     local = batch // worker.count  # this worker's share of it
+    train, source = training_stream(cfg, run.render, local, worker, split=member.train_split)
+    val = validation_stream(member.val_split, local, cfg.val_steps)  # all of it, on every worker
+    print(start_line(cfg, run, member, train, source, batch), flush=True)
+    model = compiled_model(cfg, train.image_shape, len(run.cache["classes"]), len(train), run.strategy)
+    fingerprint = resume_fingerprint(cfg, run.cache, source, model, batch, member.fingerprint)
+    if worker.count > 1 and member.backup.exists():
+        # Every worker must start at the same epoch, and the others keep no backup: start over.
+        print(f"{member.tag}: multi-worker runs do not resume; deleting {member.backup}", flush=True)
+        shutil.rmtree(member.backup)
+    callbacks = fit_callbacks(
+        cfg, model, train, batch, fingerprint, member.backup, member.model, member.live, progress=run.progress
+    )
+    done = callbacks.state.epochs_done
+    resumed = f"; resuming from backup after epoch {done}" if done else ""
+    print(f"{member.tag}: {model.count_params():,} parameters{resumed}", flush=True)
+    fitted = fit(model, cfg, run, train, val, callbacks, batch)
+    if not worker.chief:  # the chief evaluates and writes the results; nothing collective is left
+        callbacks.live.end()
+        print(f"{member.tag}: worker {worker.index} of {worker.count} done in {fitted.seconds:.0f}s", flush=True)
+        return None
+    return finish(cfg, run, member, train, val, callbacks, fitted)
 
-    train, source = training_stream(cfg, render_cfg, cache, local, worker, split=member.train_split)
-    val = validation_stream(val_split, local, cfg.val_steps)  # all of it, on every worker
-    shape = train.image_shape
+
+def global_batch(cfg: TrainParams, strategy) -> int:
+    """``train.batch_size`` is per replica: the global batch is over every replica of every worker."""
+    return cfg.batch_size * (strategy.num_replicas_in_sync if strategy is not None else 1)
+
+
+def start_line(cfg: TrainParams, run: Setup, member: Member, train, source, batch: int) -> str:
+    """What is trained on what, where, and how long: the member's first line."""
+    worker, val_split = run.worker, member.val_split
     shared, role = "", ""
     if worker.count > 1:
-        shared = f" ({local} on each of {worker.count} workers)"
+        shared = f" ({batch // worker.count} on each of {worker.count} workers)"
         role = f"; this is worker {worker.index}{' (the chief)' if worker.chief else ''}"
     drawn = "drawings (drawn on the fly)"
-    print(
-        f"{member.tag}: {cfg.model} on {shape}, {len(classes)} classes, {train.rows:,} train "
+    return (
+        f"{member.tag}: {cfg.model} on {train.image_shape}, {len(run.cache['classes'])} classes, {train.rows:,} train "
         f"{'images' if source == 'cache' else drawn} / "
-        f"{val_split.rows:,} val {drawn if isinstance(val_split, DrawnSplit) else 'images'}; device: {device}; "
-        f"batch {batch}{shared} x {len(train)} steps x {cfg.epochs} epochs{role}",
-        flush=True,
+        f"{val_split.rows:,} val {drawn if isinstance(val_split, DrawnSplit) else 'images'}; device: {run.device}; "
+        f"batch {batch}{shared} x {len(train)} steps x {cfg.epochs} epochs{role}"
     )
 
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
-        model = build_model(cfg.model, shape, len(classes), width=cfg.width, augment=cfg.augment_params, seed=cfg.seed)
-        model.compile(
-            optimizer=make_optimizer(cfg, len(train)),
-            loss=SmoothedSparseCrossentropy(cfg.label_smoothing),
-            metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(3, name="top3"), MapAt3()],
-        )
 
-    # The callbacks that decide on each epoch's val_map_at_3; TrainingState saves their counters. It also
-    # keeps the best model (in the backup, copied to MODEL), so EarlyStopping keeps no best weights.
-    decisions = [
-        keras.callbacks.EarlyStopping(monitor="val_map_at_3", mode="max", patience=cfg.early_stopping_patience),
-    ]
-    if cfg.schedule == "plateau":
-        decisions.insert(
-            0,
-            keras.callbacks.ReduceLROnPlateau(monitor="val_map_at_3", mode="max", factor=0.5, patience=2, min_lr=1e-5),
-        )
-    fingerprint = cfg.fingerprint(
-        {
-            "cache": cache["render"],
-            "rows": cache["rows"],
-            "files": cache["files"],
-            "train_source": source,
-            "variables": [list(v.shape) for v in model.variables],  # a changed architecture never resumes
-            "batch": batch,  # another number of replicas is another run
-            **member.fingerprint,  # a fold's shards
-        }
-    )
-    if worker.count > 1 and backup.exists():
-        # Every worker must start at the same epoch, and the others keep no backup: start over.
-        print(f"{member.tag}: multi-worker runs do not resume; deleting {backup}", flush=True)
-        shutil.rmtree(backup)
-    state = TrainingState(backup, fingerprint, best_model=model_path, monitor="val_map_at_3", track=decisions)
+def resume_fingerprint(cfg: TrainParams, cache: dict, source, model, batch: int, extra: dict) -> str:
+    """What a resume backup must have been made with to be continued (doodle.train.resume): the train
+    params, the render cache, what training reads (``source``: the cache, or the shards drawn on the
+    fly), the model's variables (a changed architecture never resumes), the global batch (another
+    number of replicas is another run) and the member's ``extra`` (a fold's shards)."""
+    data = {"cache": cache["render"], "rows": cache["rows"], "files": cache["files"], "train_source": source}
+    shapes = {"variables": [list(v.shape) for v in model.variables], "batch": batch}
+    blob = json.dumps({"train": asdict(cfg), **data, **shapes, **extra}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What ``model.fit`` did in this process: a resumed run counts only the epochs it ran."""
+
+    seconds: float
+    epochs: int  # epochs run by this process, for the speed
+    images: int  # images an epoch: steps x the global batch
+
+
+def fit(model, cfg: TrainParams, run: Setup, train, val, callbacks: FitCallbacks, batch: int) -> Fitted:
+    """``model.fit`` from the first epoch not in the resumed state (none left when it had stopped)."""
+    strategy, worker, state = run.strategy, run.worker, callbacks.state
     start = cfg.epochs if state.stopped else state.epochs_done
-    live = reopen_live(live_dir, state.epochs_done, save_dvc_exp=False, dvcyaml=None)
-    resumed = f"; resuming from backup after epoch {state.epochs_done}" if state.epochs_done else ""
-    print(f"{member.tag}: {model.count_params():,} parameters{resumed}", flush=True)
-
-    images = len(train) * batch
-
-    # After an epoch's last step, before validation: BatchNorm statistics from training batches of
-    # a stream of their own (deterministic per epoch, so a resumed run does exactly the same).
-    # Every worker recalibrates on the same batches (own=False), so the statistics agree everywhere.
-    def recalibration_batches(e):
-        return (
-            x
-            for x, _ in itertools.islice(train.epoch(RECALIBRATION_EPOCHS + e, own=False), cfg.bn_recalibration_batches)
-        )
-
-    recalibration = RecalibrateBatchNorm(recalibration_batches, len(train))
-    # In this order at each epoch end: decide, write the DVCLive row, save it all, then print the
-    # "epoch i/N done" line, so that a printed epoch is one a rerun continues after.
-    # train.time_budget_s decides with them, before the state is saved (a budget stop is kept on resume).
-    # Each worker would read its own clock, and workers that disagree on stopping would hang.
-    if cfg.time_budget_s and worker.count > 1:
-        raise ParamError("param train.time_budget_s: not supported with train.strategy multi_worker; use null")
-    budget = [TimeBudget(cfg.time_budget_s)] if cfg.time_budget_s else []
-    callbacks = [
-        *decisions,
-        *budget,
-        LiveLog(live, images),
-        state,
-        EpochLog(images, cfg.epochs),
-        ChanceWatch(len(classes)),
-        StepProgress(len(train), batch, cfg.epochs, cfg.time_budget_s, bar=run.progress),
-    ]
-    if cfg.bn_recalibration_batches and batchnorm_layers(model):
-        callbacks.insert(0, recalibration)
     t0 = time.perf_counter()
     history = model.fit(
         fit_data(strategy, worker, train, start_epoch=start),  # the resumed epoch's batches, not epoch 0's
@@ -179,43 +151,61 @@ def train_member(cfg: TrainParams, run: Setup, member: Member):
         epochs=cfg.epochs,
         validation_data=fit_data(strategy, worker, val),
         validation_steps=len(val),
-        callbacks=callbacks,
+        callbacks=callbacks.all,
         shuffle=False,
         verbose=0,
     )
     seconds = time.perf_counter() - t0
-    trained = len(history.history.get("loss", []))  # epochs run by this process, for the speed
-    if not worker.chief:  # the chief evaluates and writes the results; nothing collective is left
-        live.end()
-        print(f"{member.tag}: worker {worker.index} of {worker.count} done in {seconds:.0f}s", flush=True)
-        return None
+    return Fitted(seconds, len(history.history.get("loss", [])), len(train) * batch)
 
-    best = keras.saving.load_model(model_path)
+
+def finish(cfg: TrainParams, run: Setup, member: Member, train, val, callbacks: FitCallbacks, fitted: Fitted):
+    """Score the best model (kept by the resumable state) on the validation stream, write its metadata
+    and end the DVCLive run. Returns (metrics, best model)."""
+    best = keras.saving.load_model(member.model)
     scores = best.evaluate(tf_dataset(val, repeat=False), steps=len(val), verbose=0, return_dict=True)
-    h = state.history  # every epoch of the run, resumed or not
-    epochs_run = len(h["loss"])
-    metrics = {
+    metrics = member_metrics(scores, train.rows, callbacks, fitted)
+    write_meta(cfg, run, member, train.image_shape, metrics, callbacks.state.history)
+    callbacks.live.end()
+    if member.name:
+        print(
+            f"{member.tag}: best val MAP@3 {metrics['val_map_at_3']:.4f} after {metrics['epochs_run']} epochs "
+            f"in {fitted.seconds:.0f}s -> {member.model}",
+            flush=True,
+        )
+    return metrics, best
+
+
+def member_metrics(scores: dict, train_rows: int, callbacks: FitCallbacks, fitted: Fitted) -> dict:
+    """The best model's validation scores, and the run's figures: its timings are :data:`TIMINGS`."""
+    budget, seconds = callbacks.budget, fitted.seconds
+    return {
         "val_map_at_3": scores["map_at_3"],
         "val_accuracy": scores["accuracy"],
         "val_top3": scores["top3"],
         "val_loss": scores["loss"],
-        "train_rows": train.rows,  # images, or drawings drawn on the fly
-        "epochs_run": epochs_run,
+        "train_rows": train_rows,  # images, or drawings drawn on the fly
+        "epochs_run": len(callbacks.state.history["loss"]),  # every epoch of the run, resumed or not
         "seconds": round(seconds, 1),
-        "images_per_s": round(trained * images / seconds, 1) if seconds else 0.0,
-        "bn_recalibration_seconds": round(recalibration.seconds, 1),
-        "stopped_by_time_budget": bool(budget and budget[0].stopped_epoch is not None),
-        "time_budget_used_s": round(budget[0].elapsed_s, 1) if budget else None,  # to the last epoch's end
+        "images_per_s": round(fitted.epochs * fitted.images / seconds, 1) if seconds else 0.0,
+        "bn_recalibration_seconds": round(callbacks.recalibration.seconds, 1),
+        "stopped_by_time_budget": bool(budget and budget.stopped_epoch is not None),
+        "time_budget_used_s": round(budget.elapsed_s, 1) if budget else None,  # to the last epoch's end
     }
+
+
+def write_meta(cfg: TrainParams, run: Setup, member: Member, shape, metrics: dict, history: dict) -> None:
+    """The member's metadata beside its model: what predict needs to use it (classes, input shape,
+    render params) and what it scored, without the timings (the same run always writes the same file)."""
     meta = {
         "model": cfg.model,
         "width": cfg.width,
         "input_shape": list(shape),
-        "classes": classes,
-        "render": cache["render"],
-        "device": device,
+        "classes": run.cache["classes"],
+        "render": run.cache["render"],
+        "device": run.device,
         "metrics": {k: v for k, v in metrics.items() if k not in TIMINGS},
-        "history": h,
+        "history": history,
     }
     if member.name:  # an ensemble member: which fold and seed, and the shards it never trained on
         meta["member"] = {
@@ -224,13 +214,5 @@ def train_member(cfg: TrainParams, run: Setup, member: Member):
             "seed": cfg.seed,
             "val_shards": list(member.held_out),
         }
-    meta_path.parent.mkdir(parents=True, exist_ok=True)
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    live.end()
-    if member.name:
-        print(
-            f"{member.tag}: best val MAP@3 {metrics['val_map_at_3']:.4f} after {epochs_run} epochs "
-            f"in {seconds:.0f}s -> {model_path}",
-            flush=True,
-        )
-    return metrics, best
+    member.meta.parent.mkdir(parents=True, exist_ok=True)
+    member.meta.write_text(json.dumps(meta, indent=2) + "\n")

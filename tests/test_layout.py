@@ -1,0 +1,135 @@
+"""The library's shape, as doodle/__init__.py draws it: subpackages in floors, each importing only
+from itself and the floors listed before it, none importing a stage, a benchmark or a test; no import
+cycle; no private name imported across modules; no function longer than a screen, numba kernels
+aside (a compiled loop is kept whole on purpose)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_dvc_yaml import imported_modules
+
+#: From the foundation up, as in doodle/__init__.py's docstring.
+FLOORS = ["core", "drawing", "sources", "sample", "shard", "batches", "models", "train", "predict", "evaluate"]
+TOP = {"sections", "recipes"}  # doodle/<name>.py above every subpackage
+LONGEST_FUNCTION = 80  # lines
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def library() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted((REPO / "doodle").rglob("*.py"))}
+
+
+def project_imports(path: Path) -> set[str]:
+    """The project modules ``path`` imports (anywhere, functions included; TYPE_CHECKING too)."""
+    mods = library()
+    return {m for m in imported_modules(path) if m in mods or m.split(".")[0] in ("stages", "benchmarks", "tests")}
+
+
+def floor(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return -1  # doodle/__init__.py: the map, imports core only
+    if parts[1] in TOP:
+        return len(FLOORS)
+    return FLOORS.index(parts[1])
+
+
+def test_every_subpackage_is_on_a_floor():
+    subpackages = {p.parent.name for p in (REPO / "doodle").glob("*/__init__.py")}
+    assert subpackages == set(FLOORS)
+    top_modules = {p.stem for p in (REPO / "doodle").glob("*.py")} - {"__init__"}
+    assert top_modules == TOP
+
+
+def test_no_upward_import_and_no_stage_import():
+    bad = []
+    for name, path in library().items():
+        for target in project_imports(path):
+            if target.split(".")[0] != "doodle":
+                bad.append(f"{name} imports {target} (the library never imports a stage, benchmark or test)")
+            elif name != "doodle" and target != "doodle" and floor(target) > floor(name):
+                bad.append(f"{name} imports {target}, a floor above it")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycle():
+    graph = {
+        name: {t for t in project_imports(path) if t in library() and t != name} for name, path in library().items()
+    }
+    graph = {n: {t for t in ts if t != "doodle"} for n, ts in graph.items()}  # every module's package runs it first
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(
+                    " -> ".join([*stack[stack.index(nxt) :], node, nxt]) if nxt in stack else f"{node}->{nxt}"
+                )
+            elif nxt not in state:
+                visit(nxt, [*stack, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert not cycles, cycles
+
+
+def python_files():
+    for folder in ("doodle", "stages", "benchmarks", "tests"):
+        yield from sorted((REPO / folder).rglob("*.py"))
+
+
+def test_no_private_name_is_imported_from_another_module():
+    bad = []
+    for path in python_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.level == 0
+                and (node.module or "").split(".")[0]
+                in (
+                    "doodle",
+                    "stages",
+                    "benchmarks",
+                )
+            ):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                parts = [p for p in node.module.split(".") if p.startswith("_") and not p.startswith("__")]
+                if private or parts:
+                    bad.append(f"{path.relative_to(REPO)}: from {node.module} import {', '.join(private) or '...'}")
+    assert not bad, bad
+
+
+def test_conftest_does_not_import_benchmarks():
+    """The shared test helpers stand alone (a test of a benchmark may import it; the helpers every
+    test loads may not)."""
+    imported = imported_modules(REPO / "tests" / "conftest.py")
+    assert not [m for m in imported if m.split(".")[0] == "benchmarks"]
+
+
+def _is_kernel(fn: ast.FunctionDef) -> bool:
+    return any("njit" in ast.unparse(d) or "numba" in ast.unparse(d) for d in fn.decorator_list)
+
+
+@pytest.mark.parametrize("folder", ["doodle", "stages", "benchmarks"])
+def test_no_function_longer_than_a_screen(folder):
+    long = []
+    for path in sorted((REPO / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not _is_kernel(node):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > LONGEST_FUNCTION:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long
