@@ -51,7 +51,9 @@ def set_thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_bytes) and libc.mallopt(M_TRIM_THRESHOLD, trim_bytes))
+    mmap_set = libc.mallopt(M_MMAP_THRESHOLD, mmap_bytes)
+    trim_set = libc.mallopt(M_TRIM_THRESHOLD, trim_bytes)  # set even if the first was refused
+    return bool(mmap_set and trim_set)
 
 
 @functools.cache

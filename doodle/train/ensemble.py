@@ -124,12 +124,12 @@ def train_single(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResult
     return StageResult(metrics, ("val_map_at_3", "epochs_run"), line)
 
 
-def fold_splits(fold, run: Setup, shards: dict, threads: int | None = None):
+def fold_splits(fold, run: Setup, threads: int | None = None):
     """(train, validation, held-out shard indices) of ``fold`` (None: the shard.val_shards holdout):
     its cache images, or with render.train_cache: false its shard files and held-out drawings,
     drawn on the fly."""
     if fold is None:
-        return None, open_split(CACHE, "val"), tuple(shards["val_shards"])
+        return None, open_split(CACHE, "val"), tuple(run.shards["val_shards"])
     if run.render.train_cache:
         train, val = open_fold(CACHE, fold)
     else:
@@ -195,7 +195,7 @@ def train_fold(
     ``train.seed + s``; each adds its probabilities of the fold's held-out drawings to the OOF file as
     soon as it is trained. ``reference``: the fold whose seed 0 has its curves in dvclive/. Returns
     the members' figures on the chief (``oof`` given), nothing on the other workers."""
-    train_split, val_split, held = fold_splits(fold, run, run.shards, cfg.render_threads)
+    train_split, val_split, held = fold_splits(fold, run, cfg.render_threads)
     extra = {} if fold is None else {"fold": f, "train_files": fold.train, "val_files": fold.val}
     splits = {"val_split": val_split, "train_split": train_split, "held_out": held, "fingerprint": extra}
     # the fold's members' summed probabilities: each member adds its own as soon as it is trained
