@@ -96,3 +96,26 @@ def test_stroke_augmentation_needs_the_on_the_fly_input(rendered, tmp_path, monk
 
     with pytest.raises(ParamError, match="train.stroke_augment.*render.train_cache: false"):
         train.main(["--quiet"])
+
+
+def test_check_run_refuses_params_that_conflict_with_the_data_before_any_work():
+    """ensemble.check_run, which the train stage calls before any device, model or file work: each
+    cross-section conflict is one ParamError naming the param and the fix."""
+    from doodle.batches.cache import CacheParams
+    from doodle.core.params import ParamError
+    from doodle.train.ensemble import check_run
+    from doodle.train.params import TrainParams
+    from doodle.train.strategy import Worker
+
+    render = CacheParams(train_cache=False)
+    cache = {"render": render.raster().to_dict(), "files": [], "classes": ["a", "b"]}
+    strokes = {"content": "strokes", "count": 4, "val_shards": [0], "train_shards": [1, 2, 3]}
+    check_run(TrainParams(), render, cache, strokes, Worker())  # consistent: nothing raised
+
+    with pytest.raises(ParamError, match="time_budget_s: not supported with train.strategy multi_worker"):
+        check_run(TrainParams(time_budget_s=60), render, cache, strokes, Worker(0, 2))
+    with pytest.raises(ParamError, match="render params .* differ from the render params .*rerun `dvc repro`"):
+        check_run(TrainParams(), CacheParams(train_cache=False, line_width=8.0), cache, strokes, Worker())
+    images = {**strokes, "content": "images", "source_kind": "digits"}
+    with pytest.raises(ParamError, match="set render.train_cache: true"):
+        check_run(TrainParams(), render, cache, images, Worker())
