@@ -8,10 +8,14 @@ Builds shards and a render cache of real drawings (replicated to --images, 64x64
 (a) BatchStream (numpy, full block+buffer shuffle) and (b) the tf.data pipeline the train stage
 uses, both batch 680, over memory-mapped files; (c) on the fly: StrokeStream rendering the
 training shards at 64x64, 1 and 3 channels, with every stroke augmentation on, alone (numpy) and
-through the same tf.data wrapper; and (d) a reference generator in the public-kernel style:
-pandas CSV chunks, ast.literal_eval, cv2 drawing per image. Last line: one JSON object;
-``on_the_fly_per_s`` maps each configuration to its tf.data rate and ``on_the_fly_numpy_per_s``
-to the stream's own. The load average is printed with each number (this machine is shared).
+through the same tf.data wrapper; (e) sequences: the same StrokeStream with the stroke-sequence
+encoder (SequenceParams, 128 points x 3 channels plain and augmented, x 5 with the position
+channels augmented), numpy and tf.data; and (d) a reference generator in the public-kernel style: pandas CSV chunks,
+ast.literal_eval, cv2 drawing per image. Last line: one JSON object; ``on_the_fly_per_s`` maps each
+configuration to its tf.data rate and ``on_the_fly_numpy_per_s`` to the stream's own (images/s),
+``sequences_per_s`` and ``sequences_numpy_per_s`` the same for sequences. The load average is
+printed with each number (this machine is shared). ``--only-sequences`` measures (e) alone over
+the shards of an earlier run (or builds them), skipping the cache, the images and the reference.
 
 ``--shards-memory`` writes shards of the same rows per shard (so 10x the shards is 10x the
 rows) and reads one full shuffled, augmented epoch of each set in a fresh process, reporting
@@ -93,6 +97,46 @@ def on_the_fly(shard_dir: Path, batch: int, steps: int) -> tuple[dict, dict]:
     return tf_rates, np_rates
 
 
+def sequences(shard_dir: Path, batch: int, steps: int) -> tuple[dict, dict]:
+    """Sequences/s of StrokeStream with the stroke-sequence encoder over the training shards,
+    128 points x 3 channels without and with every augmentation on, and x 5 (with the position
+    channels, as the ``ours-strokes`` recipe) augmented: (tf.data rates, numpy rates)."""
+    from doodle.batches.batching import tf_dataset
+    from doodle.batches.strokes import StrokeStream, shard_paths
+    from doodle.drawing.augment import StrokeAugmentParams
+    from doodle.drawing.sequence import SequenceParams
+
+    tf_rates, np_rates = {}, {}
+    configs = [(SequenceParams(128), None), (SequenceParams(128), StrokeAugmentParams(**AUGMENT))]
+    configs.append((SequenceParams(128, position=True), StrokeAugmentParams(**AUGMENT)))  # ours-strokes' input
+    for encoder, augment in configs:
+        name = "seq{}x{}".format(*encoder.shape()) + ("_augmented" if augment else "")
+        stream = StrokeStream(shard_paths(shard_dir, "train"), encoder, batch, shuffle=True, seed=0, augment=augment)
+        np_rates[name] = round(rate(stream.forever(), steps))
+        print(
+            f"on the fly {name} (numpy):   {np_rates[name]:>10,} sequences/s over {stream.rows:,} drawings ({load()})"
+        )
+        tf_rates[name] = round(rate(iter(tf_dataset(stream, repeat=True)), steps))
+        print(f"on the fly {name} (tf.data): {tf_rates[name]:>10,} sequences/s ({load()})")
+    return tf_rates, np_rates
+
+
+def only_sequences(work: Path, images: int, batch: int) -> None:
+    """``--only-sequences``: (e) alone, over the shards in ``work`` (built if missing)."""
+    from doodle.batches.strokes import shard_paths
+    from doodle.shard.run import ShardParams, write_shards
+    from doodle.sources.folder import resolve_source
+
+    if not (work / "shards" / "manifest.json").exists():
+        replicate_kaggle(work / "in", images)
+        write_shards(resolve_source(work / "in"), work / "shards", ShardParams(count=8, val_shards=[-1]), False)
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.read_metadata(p).num_rows for p in shard_paths(work / "shards", "train"))
+    seq_tf, seq_np = sequences(work / "shards", batch, min(rows // batch - 1, 200))
+    last_line({"batch": batch, "sequences_per_s": seq_tf, "sequences_numpy_per_s": seq_np, "augment": AUGMENT})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=230_000)
@@ -102,6 +146,7 @@ def main() -> None:
     p.add_argument("--shard-counts", type=int, nargs="+", default=[10, 100])
     p.add_argument("--shard-rows", type=int, default=50_000, help="rows per shard (--shards-memory)")
     p.add_argument("--row-group-rows", type=int, default=25_000, help="parquet row group size (--shards-memory)")
+    p.add_argument("--only-sequences", action="store_true", help="only the sequence encoder's rates (e)")
     p.add_argument("--stream-rss", default=None, help=argparse.SUPPRESS)  # the child of --shards-memory
     a = p.parse_args()
     if a.stream_rss:
@@ -109,6 +154,8 @@ def main() -> None:
     if a.shards_memory:
         return shards_memory(a)
     work = Path(a.workdir or f"/tmp/doodle-bench-input-{a.images}")
+    if a.only_sequences:
+        return only_sequences(work, a.images, a.batch)
     from doodle.batches.cache import CacheParams, build_cache, open_split
     from doodle.shard.run import ShardParams, write_shards
     from doodle.sources.folder import resolve_source
@@ -131,6 +178,7 @@ def main() -> None:
     ours_tf = rate(iter(ds), steps)
     print(f"tf.data (train stage): {ours_tf:>10,.0f} images/s ({load()})")
     fly_tf, fly_np = on_the_fly(work / "shards", a.batch, steps)
+    seq_tf, seq_np = sequences(work / "shards", a.batch, steps)
     files = sorted((work / "in" / "train_simplified").glob("*.csv"))
     ref = rate(reference_generator(files, a.batch), 5, warmup=1)
     print(f"reference generator:   {ref:>10,.0f} images/s (pandas + ast.literal_eval + cv2)")
@@ -143,6 +191,8 @@ def main() -> None:
             "on_the_fly_per_s": fly_tf,
             "on_the_fly_numpy_per_s": fly_np,
             "on_the_fly_augment": AUGMENT,
+            "sequences_per_s": seq_tf,
+            "sequences_numpy_per_s": seq_np,
             "reference_per_s": round(ref),
             "ratio": round(ours_tf / ref, 1),
             "loadavg_1min": round(os.getloadavg()[0], 2),

@@ -23,6 +23,11 @@ and early stopping off, so the budget ends every run; the best epoch by validati
 the train stage always does. An epoch is ``train.steps_per_epoch`` = --steps-per-epoch (default
 budget / 30, at least 5) steps, the same for every recipe, so epochs stay short against the budget.
 
+``--blend A B``: after the recipes (A and B among them), their two models averaged by the predict
+stage with ``predict.weights: fit`` (weights chosen on the validation shard, doodle.predict.blend: an
+image CNN and a stroke model make different mistakes) in a project of its own, ``blend-A+B``; its row
+gives the blend's validation MAP@3 (the fitted weights' score) and its test MAP@3.
+
 Prints a table (recipe, validation and test MAP@3, training seconds, epochs, images/s), a diagnosis for
 a reference recipe below 0.70 test MAP@3, and as its last line one JSON object:
 ``{"recipes": {NAME: {"test_map3", "val_map3", "train_s", "epochs", ...}}, "ours_map3", "best_reference_map3",
@@ -152,6 +157,40 @@ def run_recipe(recipe: recipes.Recipe, params: dict, work: Path, shards_done: di
     return out
 
 
+def run_blend(names: list[str], results: list[dict], all_params: dict, work: Path) -> dict:
+    """Average the models of the recipes ``names`` with weights fitted on validation (``predict.weights:
+    fit``) through the predict stage, in ``WORKDIR/blend-A+B``; the row of the table for it."""
+    name = "blend-" + "+".join(names)
+    out = {"recipe": name, "ok": False, "stage_s": {}}
+    done = {r["recipe"]: r for r in results if r["ok"]}
+    if not all(n in done for n in names):
+        return out
+    project = work / name
+    shutil.rmtree(project, ignore_errors=True)
+    models = []
+    for n in names:
+        for suffix in (".keras", ".json"):
+            (project / "models").mkdir(parents=True, exist_ok=True)
+            shutil.copy(work / n / "models" / f"model{suffix}", project / "models" / f"{n}{suffix}")
+        models.append(f"models/{n}.keras")
+    params = recipes.merge(all_params[names[0]], {"predict": {"models": models, "weights": "fit"}})
+    write_params(project, params)
+    (project / "data").mkdir()
+    (project / "data" / "shards").symlink_to((work / names[0] / "data" / "shards").resolve(), target_is_directory=True)
+    ok, seconds = stage("predict", project)
+    out["stage_s"]["predict"] = round(seconds, 1)
+    if ok:
+        report = read_json(project / "reports" / "test.json")
+        out.update(
+            ok=True,
+            val_map3=report["val_map_at_3_blend"],
+            test_map3=round(report["test_map_at_3"], 4),
+            weights=dict(zip(names, report["weights"])),
+            val_map3_alone=dict(zip(names, report["val_map_at_3_alone"].values())),
+        )
+    return out
+
+
 def diagnose(r: dict, params: dict) -> list[str]:
     """Why a recipe scored low, as far as its log and history tell."""
     why = []
@@ -188,16 +227,20 @@ def diagnose(r: dict, params: dict) -> list[str]:
 
 
 def table(results: list[dict]) -> str:
-    head = f"{'recipe':<20} {'val MAP@3':>9} {'test MAP@3':>10} {'train s':>8} {'fit s':>6} {'epochs':>6} {'img/s':>6}"
+    head = f"{'recipe':<24} {'val MAP@3':>9} {'test MAP@3':>10} {'train s':>8} {'fit s':>6} {'epochs':>6} {'img/s':>6}"
     head += "  stop"
     lines = [head, "-" * len(head)]
     for r in results:
         if not r["ok"]:
-            lines.append(f"{r['recipe']:<20} {'failed':>9}")
+            lines.append(f"{r['recipe']:<24} {'failed':>9}")
+            continue
+        if "weights" in r:  # a blend: no training of its own
+            weights = ", ".join(f"{w:.2f}" for w in r["weights"].values())
+            lines.append(f"{r['recipe']:<24} {r['val_map3']:>9.4f} {r['test_map3']:>10.4f}  weights {weights}")
             continue
         stop = "budget" if r["stopped_by_budget"] else "epochs"
         lines.append(
-            f"{r['recipe']:<20} {r['val_map3']:>9.4f} {r['test_map3']:>10.4f} {r['train_s']:>8.0f} {r['fit_s']:>6.0f} "
+            f"{r['recipe']:<24} {r['val_map3']:>9.4f} {r['test_map3']:>10.4f} {r['train_s']:>8.0f} {r['fit_s']:>6.0f} "
             f"{r['epochs']:>6} "
             f"{r['images_per_s']:>6.0f}  {stop}"
         )
@@ -217,6 +260,7 @@ def main(argv=None) -> None:
         "--print-params", choices=names, metavar="NAME", help="print the `dvc exp run -S ...` line of a recipe"
     )
     p.add_argument("--list", action="store_true", help="list the recipes")
+    p.add_argument("--blend", nargs=2, choices=names, metavar="NAME", help="also blend these two recipes' models")
     a = p.parse_args(argv)
     if a.print_params:
         print(recipes.get(a.print_params).dvc_command())
@@ -225,7 +269,7 @@ def main(argv=None) -> None:
         for r in recipes.RECIPES.values():
             print(f"{r.name}: {r.description}")
         return
-    chosen = [recipes.get(n) for n in dict.fromkeys(a.recipes)]
+    chosen = [recipes.get(n) for n in dict.fromkeys([*a.recipes, *(a.blend or [])])]
     data = Path(a.data).resolve()
     for need in ("train_simplified", "test_simplified.csv", "test_labels.csv"):
         if not (data / need).exists():
@@ -254,31 +298,38 @@ def main(argv=None) -> None:
                 f"{res['train_s']:.0f}s training; stages {res['stage_s']}",
                 flush=True,
             )
+    if a.blend:
+        results.append(run_blend(a.blend, results, all_params, work))
     wall = time.perf_counter() - t0
+    summarize(results, all_params, work, wall, a.budget, spe)
 
+
+def summarize(results: list[dict], all_params: dict, work: Path, wall: float, budget: int, spe: int) -> None:
+    """The table, a diagnosis of each low reference, and the JSON last line."""
     print()
     print(table(results))
     for r in results:
         if not r["ok"]:
             print(f"\n{r['recipe']} failed: see its logs in {work / r['recipe'] / 'logs'}")
             continue
-        if recipes.RECIPES[r["recipe"]].reference and r["test_map3"] < CREDIBLE:
+        if r["recipe"] in recipes.RECIPES and recipes.RECIPES[r["recipe"]].reference and r["test_map3"] < CREDIBLE:
             print(f"\n{r['recipe']} is below {CREDIBLE:.2f} test MAP@3, not a credible reference yet. Likely why:")
             for line in diagnose(r, all_params[r["recipe"]]):
                 print(f"  - {line}")
-        if r["budget_overrun_warnings"]:
+        if r.get("budget_overrun_warnings"):
             print(f"\n{r['recipe']}: an epoch ended past the budget; lower --steps-per-epoch")
-    print(f"\ntotal wall time {wall:.0f}s ({wall / 60:.1f} min), budget {a.budget}s a recipe")
+    print(f"\ntotal wall time {wall:.0f}s ({wall / 60:.1f} min), budget {budget}s a recipe")
 
     ok = {r["recipe"]: r for r in results if r["ok"]}
-    refs = [r["test_map3"] for n, r in ok.items() if recipes.RECIPES[n].reference]
+    refs = [r["test_map3"] for n, r in ok.items() if n in recipes.RECIPES and recipes.RECIPES[n].reference]
     keys = ("test_map3", "val_map3", "train_s", "fit_s", "epochs", "images_per_s", "stopped_by_budget")
+    keys += ("weights", "val_map3_alone")  # a blend's
     last_line(
         {
-            "recipes": {n: {k: r[k] for k in keys} for n, r in ok.items()},
+            "recipes": {n: {k: r[k] for k in keys if k in r} for n, r in ok.items()},
             "ours_map3": ok["ours"]["test_map3"] if "ours" in ok else None,
             "best_reference_map3": max(refs) if refs else None,
-            "budget_s": a.budget,
+            "budget_s": budget,
             "steps_per_epoch": spe,
             "wall_s": round(wall, 1),
             "failed": [r["recipe"] for r in results if not r["ok"]],

@@ -161,7 +161,7 @@ def time_stage(cache: Path, run_dir: Path, steps: int, epochs: int, warmup: int,
     files = (run_dir / "backup", run_dir / "model.keras", run_dir / "dvclive")
     callbacks = fit_callbacks(cfg, model, train, BATCH, "bench", *files, printer=lambda *a, **k: None)
     timed = [phase_callback(phases, steps), *callbacks.all, phase_callback(phases, steps, last=True)]
-    setup = Setup(render, None, "benchmark", Worker(), manifest, {})
+    setup = Setup(render, render.raster(), None, "benchmark", Worker(), manifest, {})
     load_before = load()
     total.mark("all")
     fit(model, cfg, setup, train, val, replace(callbacks, all=timed), BATCH)

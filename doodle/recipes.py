@@ -34,6 +34,25 @@ RUN_KEYS = (
 
 _NO_AUGMENT = {"shift": 0.0, "zoom": 0.0, "rotation": 0.0, "shear": 0.0, "flip": False}
 _NO_STROKE_AUGMENT = {"scale": 0.0, "aspect": 0.0, "shift": 0.0, "rotation": 0.0, "shear": 0.0, "stroke_dropout": 0.0}
+_OURS_STROKE_AUGMENT = {
+    "scale": 0.15,
+    "aspect": 0.15,
+    "shift": 0.08,
+    "rotation": 10.0,
+    "shear": 0.15,
+    "stroke_dropout": 0.05,
+}
+#: How the project's own recipes train, whatever the model: batch 128, Adam 0.003 on a plateau schedule,
+#: label smoothing 0.1, the strokes augmented before drawing or encoding, the images not after.
+_OURS_TRAINING = {
+    "batch_size": 128,
+    "optimizer": "adam",
+    "learning_rate": 0.003,
+    "schedule": "plateau",
+    "label_smoothing": 0.1,
+    "augment": dict(_NO_AUGMENT),
+    "stroke_augment": dict(_OURS_STROKE_AUGMENT),
+}
 _BASELINE_RENDER = {"size": 64, "line_width": 6, "channels": 1, "antialias": False}
 
 
@@ -103,26 +122,31 @@ RECIPES: dict[str, Recipe] = {
             "stroke augmentation, label smoothing 0.1, Adam lr 0.003, ReduceLROnPlateau, batch 128",
             {
                 "render": {"size": 64, "line_width": 6, "channels": 3, "antialias": False, "train_cache": False},
-                "train": {
-                    "model": "cnn",
-                    "width": 0.5,
-                    "batch_size": 128,
-                    "optimizer": "adam",
-                    "learning_rate": 0.003,
-                    "schedule": "plateau",
-                    "label_smoothing": 0.1,
-                    "augment": dict(_NO_AUGMENT),
-                    "stroke_augment": {
-                        "scale": 0.15,
-                        "aspect": 0.15,
-                        "shift": 0.08,
-                        "rotation": 10.0,
-                        "shear": 0.15,
-                        "stroke_dropout": 0.05,
-                    },
-                },
+                "train": {"model": "cnn", "width": 0.5, **copy.deepcopy(_OURS_TRAINING)},
             },
             reference=False,
+        ),
+        *(
+            Recipe(
+                name,
+                f"This project's stroke-sequence recipe ({what}): {model} at width 1.0 on the first 128 points of "
+                "each drawing (dx, dy, pen state, x, y) straight from the shards, no rendering, the same stroke "
+                "augmentation as ours, label smoothing 0.1, Adam lr 0.003, ReduceLROnPlateau, batch 128",
+                {
+                    "render": {"train_cache": False},  # nothing to render for training; the cache holds validation
+                    "train": {
+                        "model": model,
+                        "width": 1.0,
+                        **copy.deepcopy(_OURS_TRAINING),
+                        "sequence": {"max_points": 128, "time": False, "position": True},
+                    },
+                },
+                reference=False,
+            )
+            for name, model, what in (
+                ("ours-strokes", "stroke_conv1d", "dilated 1-D convolutions, masked max and mean pooling"),
+                ("ours-strokes-rnn", "stroke_rnn", "1-D convolutions then 3 bidirectional LSTMs, masked"),
+            )
         ),
     )
 }

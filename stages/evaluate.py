@@ -8,6 +8,10 @@ doodle.evaluate.analysis.SAMPLE_ROWS validation drawings (a uniform sample: the 
 reports/embedding.png and reports/activations.png show what the network sees (doodle.evaluate.views,
 params section ``evaluate``): its penultimate features of the first ``evaluate.embedding_samples``
 validation drawings in 2-D, and its first conv layers' activations for a few of them.
+
+A stroke-sequence model (``train.model: stroke_rnn``...) reads the same validation drawings encoded
+from the validation shards by its own encoder (doodle.evaluate.analysis.shard_inputs); the reports
+still show their cached images.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from tqdm import tqdm
 
 from doodle.batches.cache import open_split, read_cache_manifest, require_same_render
 from doodle.core.params import load_section, read_params
-from doodle.core.paths import CACHE, MODEL, REPORTS
-from doodle.evaluate.analysis import analyse_split, iter_batches
+from doodle.core.paths import CACHE, MODEL, REPORTS, SHARDS
+from doodle.drawing.raster import RenderParams
+from doodle.evaluate.analysis import analyse_split, iter_batches, model_inputs
 from doodle.evaluate.reports import write_reports
 from doodle.evaluate.views import ViewParams, write_views
 from doodle.predict.inference import TrainedModel, predict_in_batches
@@ -32,23 +37,24 @@ def main(argv=None) -> None:
     views = load_section(ViewParams, "evaluate", read_params(args.params))
     model = TrainedModel.load(MODEL)
     cache = read_cache_manifest(CACHE)
-    require_same_render(cache, model.render, CACHE, f"{MODEL}'s render params")
     val = open_split(CACHE, "val")
+    if model.kind == "image":
+        require_same_render(cache, model.encoder, CACHE, f"{MODEL}'s render params")
+    inputs = model_inputs(model.kind, model.encoder, cache, SHARDS, BATCH)  # what the model reads of them
     classes = model.classes
     with tqdm(total=val.rows, unit="img", desc="evaluate", disable=args.quiet) as bar:
-        result = analyse_split(
-            val, lambda images: predict_in_batches(model.model, images, BATCH), len(classes), BATCH, bar.update
-        )
+        predict = lambda x: predict_in_batches(model.model, x, BATCH)  # noqa: E731
+        result = analyse_split(val, predict, len(classes), BATCH, bar.update, inputs=inputs and inputs())
     metrics = result.metrics()
     cli.write_metrics("eval", metrics, headline=("val_map_at_3", "val_top1", "val_top3"))
-    write_reports(result, classes, model.render.shape(), REPORTS)
+    write_reports(result, classes, RenderParams(**cache["render"]).shape(), REPORTS)
     ranked, accuracy = result.ranked_classes(), result.per_class_accuracy()
     print(
         f"evaluate: val MAP@3 {metrics['val_map_at_3']:.4f}, top-1 {metrics['val_top1']:.4f}, "
         f"top-3 {metrics['val_top3']:.4f} on {result.rows:,} drawings; worst: "
         + ", ".join(f"{classes[i]} {accuracy[i]:.2f}" for i in ranked[:5])
     )
-    seen = write_views(model.model, iter_batches(val, BATCH), classes, views, REPORTS)
+    seen = write_views(model.model, inputs() if inputs else iter_batches(val, BATCH), classes, views, REPORTS)
     print(
         f"evaluate: {seen['embedding']} embedding of {seen['embedding_points']:,} drawings "
         f"({seen['embedding_seconds']:.1f}s), activations of {seen['activation_layers']} conv layers "

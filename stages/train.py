@@ -36,6 +36,7 @@ def main(argv=None) -> None:
     from doodle.core.paths import CACHE, SHARDS
     from doodle.shard.format import read_manifest
     from doodle.train.ensemble import TrainFiles, check_run, train_models
+    from doodle.train.feed import training_encoder
     from doodle.train.params import TrainParams
     from doodle.train.strategy import cluster_worker, device_strategy
     from doodle.train.trainer import Setup
@@ -48,7 +49,8 @@ def main(argv=None) -> None:
     cache, shards = read_cache_manifest(CACHE), read_manifest(SHARDS)
     check_run(cfg, render_cfg, cache, shards, worker)  # the params against the data, before any work
     strategy, device = device_strategy(cfg.mixed_precision, cfg.strategy)  # before TensorFlow runs anything
-    run = Setup(render_cfg, strategy, device, worker, cache, shards, progress=not args.quiet)
+    encoder = training_encoder(cfg, render_cfg)
+    run = Setup(render_cfg, encoder, strategy, device, worker, cache, shards, progress=not args.quiet)
     if worker.chief:
         files = TrainFiles.under(Path("."))
         cli.report("train", train_models(cfg, run, files))

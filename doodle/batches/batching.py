@@ -4,6 +4,9 @@ the cache's :class:`doodle.batches.stream.BatchStream` and the strokes'
 from shuffled buffers (:func:`batch_pieces`), a worker's share of them (:func:`share`), the
 64-byte-aligned batch arrays (:func:`aligned_empty`), and the tf.data wrapper for the TensorFlow
 backend (:func:`tf_dataset`); the streams themselves are plain numpy, for any Keras backend.
+
+A batch holds what the stream's encoder makes of each drawing: uint8 images (the cache, the
+rasterizer) or float32 point sequences (:mod:`doodle.drawing.sequence`); ``Stream.dtype`` says which.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ import numpy as np
 
 from doodle.core.malloc import restore_malloc_thresholds
 
-Batch = tuple[np.ndarray, np.ndarray]  # (uint8 images, int32 labels)
+Batch = tuple[np.ndarray, np.ndarray]  # (inputs: uint8 images or float32 sequences, int32 labels)
 
 
 class Stream:
-    """A batch stream: ``len`` batches an epoch, ``image_shape``, ``epoch(e)`` and ``forever``."""
+    """A batch stream: ``len`` batches an epoch, ``image_shape`` and ``dtype`` of one input (an
+    image, or a sequence despite the name), ``epoch(e)`` and ``forever``."""
 
     batch_size: int
     image_shape: tuple[int, ...]
+    dtype: type = np.uint8
 
     def epoch(self, epoch: int = 0, own: bool = True) -> Iterator[Batch]:
         raise NotImplementedError
@@ -45,13 +50,14 @@ def passes(rows: Callable[[int], Iterator], epoch: int) -> Iterator:
         p += 1
 
 
-def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
-    """An uninitialised uint8 array whose data starts on a 64-byte boundary: TensorFlow converts
-    such a batch ~3x faster than numpy's default 16-byte alignment (measured, batch 680)."""
-    nbytes = int(np.prod(shape))
+def aligned_empty(shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
+    """An uninitialised array whose data starts on a 64-byte boundary: TensorFlow converts such a
+    batch ~3x faster than numpy's default 16-byte alignment (measured, uint8 batch 680)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
     raw = np.empty(nbytes + 64, np.uint8)
     offset = -raw.ctypes.data % 64
-    return raw[offset : offset + nbytes].reshape(shape)
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 def batch_pieces(chunks, size: int, limit: int | None, keep_last: bool):
@@ -99,7 +105,8 @@ def share(batches, workers: int, worker: int):
 
 
 def tf_dataset(stream: Stream, repeat: bool, start_epoch: int = 0):
-    """Wrap a stream as a prefetched ``tf.data.Dataset`` of uint8 batches (the model rescales).
+    """Wrap a stream as a prefetched ``tf.data.Dataset`` of its batches: ``stream.dtype`` inputs
+    (uint8 images, which the model rescales, or float32 sequences) and int32 labels.
 
     ``start_epoch``: the epoch whose order the first batches follow. A resumed training passes the
     epoch it resumes at, so it sees the batches an uninterrupted run would have seen.
@@ -117,6 +124,6 @@ def tf_dataset(stream: Stream, repeat: bool, start_epoch: int = 0):
         return stream.forever(start_epoch) if repeat else stream.epoch(0)
 
     ds = tf.data.Dataset.from_generator(
-        gen, output_signature=(tf.TensorSpec(shape, tf.uint8), tf.TensorSpec((None,), tf.int32))
+        gen, output_signature=(tf.TensorSpec(shape, tf.as_dtype(stream.dtype)), tf.TensorSpec((None,), tf.int32))
     )
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,4 +1,5 @@
-"""Training batches rendered on the fly from the parquet stroke shards, optionally augmented.
+"""Training batches drawn on the fly from the parquet stroke shards, optionally augmented: images
+by the rasterizer, or point sequences (:mod:`doodle.drawing.sequence`), whichever encoder it is given.
 
 The render cache holds every image: 64x64x1 for all 49.7M Kaggle drawings is ~204 GB. The shards
 hold the same drawings as strokes, ~100-150 bytes a drawing against 4,096 for its 64x64 image,
@@ -15,7 +16,12 @@ one parquet row group (the unit parquet reads), so memory holds ``buffer_groups`
 strokes (two buffers while one gives way to the next), whatever the number of shards: only the
 row-group sizes are kept per shard, and a file is opened when one of its row groups is read.
 
-Rendering runs in ``threads`` threads, each drawing a slice of the batch: the kernel releases
+The encoder (:class:`doodle.drawing.sequence.Encoder`) is :class:`~doodle.drawing.raster.RenderParams`
+(uint8 images) or :class:`~doodle.drawing.sequence.SequenceParams` (float32 point sequences, for the
+stroke models): the same shuffle and the same augmentation numbers (drawn per batch before encoding)
+serve both, so for a seed and an epoch the two see the same drawings, transformed the same way.
+
+Encoding runs in ``threads`` threads, each encoding a slice of the batch: both kernels release
 the GIL (``nogil``), so they run in parallel, one batch ahead of the consumer.
 
 In a multi-worker training (``workers`` > 1) every worker reads the same seeded stream of strokes
@@ -40,7 +46,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from doodle.drawing.augment import StrokeAugmentParams, sample
-from doodle.drawing.raster import RenderParams, render
+from doodle.drawing.sequence import Encoder
 from doodle.drawing.strokes import STROKE_COLUMNS, StrokeBatch
 from doodle.shard.format import read_manifest, split_shards
 
@@ -79,7 +85,10 @@ def concat(batches: list[StrokeBatch]) -> StrokeBatch:
 
 
 class StrokeStream(Stream):
-    """Batches of (uint8 images ``(B, S, S, C)``, int32 labels) drawn from stroke shards.
+    """Batches of (inputs, int32 labels) drawn from stroke shards: inputs are what ``encoder``
+    makes of the drawings, ``(B, *encoder.shape())`` of ``encoder.dtype`` (uint8 images
+    ``(B, S, S, C)`` for :class:`~doodle.drawing.raster.RenderParams`, float32 sequences ``(B, L, C)``
+    for :class:`~doodle.drawing.sequence.SequenceParams`).
 
     ``augment`` (off when None or all zero) is drawn per drawing from a generator seeded by
     (``seed``, epoch): the same epoch gives the same images, the next one new ones, and a
@@ -92,7 +101,7 @@ class StrokeStream(Stream):
     def __init__(
         self,
         shards: list[str | Path],
-        raster: RenderParams,
+        encoder: Encoder,
         batch_size: int,
         shuffle: bool,
         seed: int = 0,
@@ -110,7 +119,8 @@ class StrokeStream(Stream):
             raise ValueError(f"buffer_groups must be >= 1, got {buffer_groups}")
         check_share(workers, worker, shuffle)
         self.workers, self.worker = workers, worker
-        self.raster = raster
+        self.encoder = encoder
+        self.dtype = encoder.dtype
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -138,7 +148,8 @@ class StrokeStream(Stream):
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        return self.raster.shape()
+        """The shape of one input: ``encoder.shape()`` (an image's, or a sequence's)."""
+        return self.encoder.shape()
 
     # ------------------------------------------------------------------ reading
     @staticmethod
@@ -166,12 +177,12 @@ class StrokeStream(Stream):
     def _start(self, pieces, rng: np.random.Generator | None):
         """Start drawing one batch from (strokes, labels, rows) pieces: gather the drawings,
         sample their augmentation, and hand ``threads`` slices of the batch to the pool, each
-        rendering straight into its part of a fresh 64-byte-aligned array. Returns
-        (images, labels, futures); the images are ready once the futures are done."""
+        encoding straight into its part of a fresh 64-byte-aligned array. Returns
+        (inputs, labels, futures); the inputs are ready once the futures are done."""
         batch = concat([strokes.take(rows) for strokes, _, rows in pieces])
         y = np.concatenate([labels[rows] for _, labels, rows in pieces]).astype(np.int32, copy=False)
         n = len(batch)
-        x = aligned_empty((n, *self.image_shape))
+        x = aligned_empty((n, *self.image_shape), self.dtype)
         affine = keep = None
         if self.augment is not None:
             affine, keep = sample(rng, batch.stroke_counts(), self.augment)
@@ -180,16 +191,15 @@ class StrokeStream(Stream):
         def draw(a: int, b: int) -> None:
             # a slice of the batch is a view: its stroke offsets need not start at 0
             part = StrokeBatch(batch.x, batch.y, batch.point_offsets, so[a : b + 1])
-            render(
+            self.encoder.encode(
                 part,
-                self.raster,
                 out=x[a:b],
                 affine=None if affine is None else affine[a:b],
                 keep=None if keep is None else keep[so[a] - so[0] : so[b] - so[0]],
             )
 
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="render")
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="encode")
         cuts = np.linspace(0, n, min(self.threads, n) + 1).astype(int).tolist()
         return x, y, [self._pool.submit(draw, a, b) for a, b in itertools.pairwise(cuts)]
 
@@ -235,7 +245,7 @@ def _finish(started) -> tuple[np.ndarray, np.ndarray]:
     """The (images, labels) of a batch from :meth:`StrokeStream._start`, once drawn."""
     x, y, futures = started
     for f in futures:
-        f.result()  # re-raises a rendering error here
+        f.result()  # re-raises an encoding error here
     return x, y
 
 
@@ -246,17 +256,18 @@ class DrawnSplit(LabelledRows):
     ``keys`` and ``labels`` (lists of arrays to concatenate, one per row group, not per shard),
     ``all_labels()``, and ``images``: every image in order, in blocks, drawn anew on each use, with
     the same render params and row order as :meth:`stream`'s batches. Keys and labels are read up
-    front: 10 bytes a drawing, as the cache keeps them."""
+    front: 10 bytes a drawing, as the cache keeps them. ``encoder`` as :class:`StrokeStream` takes it
+    (``images`` are then what it encodes)."""
 
     def __init__(
         self,
         shards: list[str | Path],
-        raster: RenderParams,
+        encoder: Encoder,
         max_per_shard: int | None = None,
         threads: int | None = None,
     ):
         self.paths = [Path(p) for p in shards]
-        self.raster = raster
+        self.encoder = encoder
         self.max_per_shard = max_per_shard
         self.threads = threads
         probe = self.stream(1)  # the row groups and how much of each, as every stream of it reads them
@@ -270,7 +281,7 @@ class DrawnSplit(LabelledRows):
         """An ordered stream of its batches (validation in ``model.fit``), ``steps`` of them or all."""
         return StrokeStream(
             self.paths,
-            self.raster,
+            self.encoder,
             batch_size,
             shuffle=False,
             steps=steps,

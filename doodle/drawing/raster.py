@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numba
 import numpy as np
@@ -53,6 +53,10 @@ class RenderParams:
     channels: Literal[1, 3] = 1
     antialias: bool = False
 
+    #: The encoder interface it shares with :class:`doodle.drawing.sequence.SequenceParams`.
+    kind: ClassVar[str] = "image"
+    dtype: ClassVar[type] = np.uint8
+
     def validate(self, where: str = "render") -> None:
         require(8 <= self.size <= 512, f"{where}.size", f"must be in 8..512, got {self.size}")
         require(0 < self.line_width <= 64, f"{where}.line_width", f"must be in (0, 64], got {self.line_width}")
@@ -68,6 +72,16 @@ class RenderParams:
             "channels": self.channels,
             "antialias": self.antialias,
         }
+
+    def encode(
+        self,
+        strokes: StrokeBatch,
+        out: np.ndarray | None = None,
+        affine: np.ndarray | None = None,
+        keep: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """:func:`render` with these params: the encoder interface (see :mod:`doodle.drawing.sequence`)."""
+        return render(strokes, self, out=out, affine=affine, keep=keep)
 
 
 #: The 2x3 affine matrix that leaves a drawing as it is.
@@ -226,6 +240,26 @@ def _render_kernel_augmented(x, y, po, so, out, scale, radius, antialias, affine
             t += 1  # the stroke's last point
 
 
+def checked_output(strokes: StrokeBatch, shape: tuple, dtype, out, affine, keep) -> np.ndarray:
+    """The array an encoder writes ``strokes`` into: ``out``, or a new one of ``(n, *shape)``, once
+    ``out``, ``affine`` (float32 ``(n, 2, 3)``) and ``keep`` (one flag per stroke of the batch) are
+    checked against the batch. The one set of argument rules of both encoders, :func:`render` and
+    :func:`doodle.drawing.sequence.encode_sequences`."""
+    n = len(strokes)
+    shape, name = (n, *shape), np.dtype(dtype).name
+    if out is None:
+        out = np.empty(shape, dtype)
+    elif out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"out has shape {out.shape}/{out.dtype}, expected {shape}/{name}")
+    if affine is not None and affine.shape != (n, 2, 3):
+        raise ValueError(f"affine has shape {affine.shape}, expected {(n, 2, 3)}")
+    so = np.asarray(strokes.stroke_offsets, np.int64)
+    strokes_in_batch = int(so[-1] - so[0]) if len(so) else 0
+    if keep is not None and keep.shape != (strokes_in_batch,):
+        raise ValueError(f"keep has shape {keep.shape}, expected ({strokes_in_batch},): one entry per stroke")
+    return out
+
+
 def render(
     strokes: StrokeBatch,
     params: RenderParams,
@@ -242,11 +276,7 @@ def render(
     drawn. With neither, this is the plain render the cache holds.
     """
     n = len(strokes)
-    shape = (n, *params.shape())
-    if out is None:
-        out = np.empty(shape, np.uint8)
-    elif out.shape != shape or out.dtype != np.uint8:
-        raise ValueError(f"out has shape {out.shape}/{out.dtype}, expected {shape}/uint8")
+    out = checked_output(strokes, params.shape(), np.uint8, out, affine, keep)
     if n == 0:
         return out
     scale = params.size / 256.0
@@ -260,13 +290,8 @@ def render(
         return out
     if affine is None:
         affine = np.broadcast_to(IDENTITY, (n, 2, 3))
-    elif affine.shape != (n, 2, 3):
-        raise ValueError(f"affine has shape {affine.shape}, expected {(n, 2, 3)}")
-    strokes_in_batch = int(so[-1] - so[0])
     if keep is None:
-        keep = np.ones(strokes_in_batch, np.bool_)
-    elif keep.shape != (strokes_in_batch,):
-        raise ValueError(f"keep has shape {keep.shape}, expected ({strokes_in_batch},): one entry per stroke")
+        keep = np.ones(int(so[-1] - so[0]), np.bool_)
     _render_kernel_augmented(
         x,
         y,

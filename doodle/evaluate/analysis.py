@@ -20,13 +20,16 @@ the one-shot computation on all scores at once (tests/test_analysis.py); ties ar
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from doodle.batches.cache import CacheSplit
 from doodle.core.metrics import top_k
+from doodle.drawing.strokes import STROKE_COLUMNS, StrokeBatch
 
 MISTAKES = 40  # the gallery of most confident mistakes
 SAMPLE_ROWS = 20_000  # drawings written to reports/confusion.csv, before the class restriction
@@ -192,6 +195,34 @@ def iter_batches(split: CacheSplit, batch_size: int) -> Iterator[tuple[np.ndarra
                 yield read(a, b), np.asarray(labels[a:b])
 
 
+def shard_inputs(
+    shards: list[Path], rows: list[int], encoder, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(model inputs, labels) of the drawings a cache split holds, made from their shards by
+    ``encoder`` (a stroke model's :class:`doodle.drawing.sequence.SequenceParams`), cut into batches
+    exactly as :func:`iter_batches` cuts the split: the first ``rows[i]`` drawings of ``shards[i]``
+    (the cache file rendered from it), ``batch_size`` at a time within each. One shard's strokes
+    are in memory at a time."""
+    for path, n in zip(shards, rows):
+        table = pq.read_table(path, columns=["label", *STROKE_COLUMNS]).slice(0, n)
+        strokes = StrokeBatch.from_arrow(*(table[c] for c in STROKE_COLUMNS))
+        labels = table["label"].to_numpy()
+        for a in range(0, n, batch_size):
+            b = min(a + batch_size, n)
+            yield encoder.encode(strokes.take(np.arange(a, b))), labels[a:b]
+
+
+def model_inputs(kind: str, encoder, cache: dict, shards_dir: Path, batch_size: int):
+    """None for an image model (it reads the cache's validation images); for a stroke model, a
+    function giving a fresh iterator of its (inputs, labels) batches (:func:`shard_inputs`) from
+    the shards the cache's validation files were drawn from (``<prefix>.parquet`` in ``shards_dir``)."""
+    if kind == "image":
+        return None
+    files = [f for f in cache["files"] if f["split"] == "val"]
+    shards = [shards_dir / f"{f['prefix']}.parquet" for f in files]
+    return lambda: shard_inputs(shards, [f["rows"] for f in files], encoder, batch_size)
+
+
 class _RowReader:
     """Reads rows [a, b) of an array saved as .npy, from its file when it is a whole-file memmap."""
 
@@ -234,13 +265,24 @@ def analyse_split(
     n_classes: int,
     batch_size: int = 512,
     progress: Callable[[int], object] | None = None,
+    inputs: Iterable[tuple[np.ndarray, np.ndarray]] | None = None,
     **options,
 ) -> ErrorAnalysis:
-    """Run ``predict`` (images -> probabilities) over ``split`` batch by batch and accumulate the
-    analysis; ``progress(rows)`` is called after each batch. ``options`` go to ErrorAnalysis."""
+    """Run ``predict`` (model inputs -> probabilities) over ``split`` batch by batch and accumulate
+    the analysis; ``progress(rows)`` is called after each batch. ``options`` go to ErrorAnalysis.
+    The model reads the split's images, or ``inputs``: (inputs, labels) batches of the same drawings
+    in the same cuts (:func:`shard_inputs`, for a stroke model); the gallery still shows images."""
     analysis = ErrorAnalysis(n_classes, **options)
+    model_batches = iter(inputs) if inputs is not None else None
     for images, labels in iter_batches(split, batch_size):
-        analysis.update(labels, predict(images), images)
+        x = images
+        if model_batches is not None:
+            x, drawn = next(model_batches, (None, None))
+            if drawn is None or not np.array_equal(np.asarray(drawn), np.asarray(labels)):
+                raise ValueError(
+                    "the validation shards and the render cache disagree on the drawings: rerun `dvc repro`"
+                )
+        analysis.update(labels, predict(x), images)
         if progress is not None:
             progress(len(labels))
     return analysis

@@ -1,10 +1,12 @@
-"""Prediction with trained models: load a model with its metadata, render with the params it was
-trained with, and average over models and test-time augmentation.
+"""Prediction with trained models: load a model with its metadata, make its input with the encoder
+it was trained with, and average over models (weighted) and test-time augmentation.
 
-The render params come from the model's own metadata (written by the train stage from the
-cache it trained on), so a test drawing is drawn exactly as its training drawings were; test
-images of a pixel source (a Digit Recognizer ``test.csv``) are fitted to them the same way as
-the training images were (:func:`doodle.drawing.images.fit_images`).
+A model's input encoder comes from its own metadata (written by the train stage): the render params
+of the cache it trained on for an image model, the ``train.sequence`` params for a stroke model
+(:mod:`doodle.drawing.sequence`). So a test drawing is encoded exactly as its training drawings
+were, by the same function; models of different kinds average together (each input is made once
+per encoder). Test images of a pixel source (a Digit Recognizer ``test.csv``) are fitted to an
+image model's render params as the training images were (:func:`doodle.drawing.images.fit_images`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from doodle.core.params import ParamError
 from doodle.drawing.images import fit_images
-from doodle.drawing.raster import RenderParams, render
+from doodle.drawing.raster import RenderParams
+from doodle.drawing.sequence import SequenceParams, encoder_from_dict
 from doodle.drawing.strokes import DRAWING_REASONS, StrokeBatch, parse_drawings
 from doodle.sources.folder import SourceError
 from doodle.sources.pixels import digit_header, iter_digit_rows
@@ -29,11 +33,18 @@ class TrainedModel:
     path: Path
     model: object
     classes: list[str]
-    render: RenderParams
+    encoder: RenderParams | SequenceParams  # what makes its input from strokes
+
+    @property
+    def kind(self) -> str:
+        """``image`` or ``sequence``: what the model reads."""
+        return self.encoder.kind
 
     @classmethod
     def load(cls, path: str | Path) -> TrainedModel:
         import keras
+
+        from doodle.models import sequence_layers  # noqa: F401  (registers the stroke models' layers)
 
         path = Path(path)
         meta_path = path.with_suffix(".json")
@@ -42,7 +53,15 @@ class TrainedModel:
         if not meta_path.is_file():
             raise FileNotFoundError(f"model metadata not found: {meta_path} (written by the train stage)")
         meta = json.loads(meta_path.read_text())
-        return cls(path, keras.saving.load_model(path, compile=False), meta["classes"], RenderParams(**meta["render"]))
+        model = keras.saving.load_model(path, compile=False)
+        return cls(path, model, meta["classes"], model_encoder(meta))
+
+
+def model_encoder(meta: dict) -> RenderParams | SequenceParams:
+    """The input encoder a model's metadata names: its ``input`` (kind and params, written by the
+    train stage), or for a model written before stroke models existed, its ``render`` params."""
+    spec = meta.get("input") or {"kind": "image", **meta["render"]}
+    return encoder_from_dict(spec["kind"], spec)
 
 
 @dataclass
@@ -53,38 +72,64 @@ class Timing:
 
 
 def predict_probs(
-    models: list[TrainedModel], strokes: StrokeBatch, batch_size: int, tta_flip: bool, timing: Timing | None = None
+    models: list[TrainedModel],
+    strokes: StrokeBatch,
+    batch_size: int,
+    tta_flip: bool,
+    timing: Timing | None = None,
+    weights: list[float] | None = None,
 ) -> np.ndarray:
-    """Mean class probabilities over ``models`` (and horizontal flips if ``tta_flip``)."""
-    return _mean_probs(models, lambda params: render(strokes, params), batch_size, tta_flip, timing)
+    """Mean class probabilities over ``models`` (weighted by ``weights``; None: equally), each fed
+    ``strokes`` through its own encoder (and their mirror images if ``tta_flip``)."""
+    return _mean_probs(models, lambda encoder: encoder.encode(strokes), batch_size, tta_flip, timing, weights)
 
 
 def predict_images(
-    models: list[TrainedModel], images: np.ndarray, batch_size: int, tta_flip: bool, timing: Timing | None = None
+    models: list[TrainedModel],
+    images: np.ndarray,
+    batch_size: int,
+    tta_flip: bool,
+    timing: Timing | None = None,
+    weights: list[float] | None = None,
 ) -> np.ndarray:
     """:func:`predict_probs` for pixel images (n, H, W), fitted to each model's render params."""
-    return _mean_probs(models, lambda params: fit_images(images, params), batch_size, tta_flip, timing)
-
-
-def _mean_probs(models: list[TrainedModel], draw, batch_size: int, tta_flip: bool, timing: Timing | None):
-    """Mean probabilities over ``models`` of the images ``draw(render_params)`` (and their mirror
-    images if ``tta_flip``); members that share render params share the images."""
-    timing = timing or Timing()
-    total = None
-    rendered: dict[RenderParams, np.ndarray] = {}
     for m in models:
+        if m.kind != "image":
+            raise ParamError(f"predict.models: {m.path} reads stroke sequences; this data set has pixel images only")
+    return _mean_probs(models, lambda encoder: fit_images(images, encoder), batch_size, tta_flip, timing, weights)
+
+
+def mirrored(encoder: RenderParams | SequenceParams, inputs: np.ndarray) -> np.ndarray:
+    """The horizontal mirror of encoded drawings: images flipped left-right; point sequences with
+    every x step negated (x -> 255 - x turns dx into -dx, the first point's offset from the centre
+    too, and x relative to the centre into its negative), the sequence of the mirrored drawing."""
+    if encoder.kind == "image":
+        return np.ascontiguousarray(inputs[:, :, ::-1])
+    out = inputs.copy()
+    out[..., list(encoder.x_channels)] *= -1  # dx (and x): padding stays 0
+    return out
+
+
+def _mean_probs(models: list[TrainedModel], encode, batch_size: int, tta_flip: bool, timing, weights):
+    """The weighted mean of ``models``' probabilities of their inputs ``encode(encoder)`` (and
+    their mirror images if ``tta_flip``); models that share an encoder share its input."""
+    timing = timing or Timing()
+    weights = np.full(len(models), 1.0 / len(models)) if weights is None else np.asarray(weights, np.float64)
+    total = None
+    encoded: dict = {}
+    for m, w in zip(models, weights / weights.sum()):
         t0 = time.perf_counter()
-        if m.render not in rendered:
-            rendered[m.render] = draw(m.render)
-        images = rendered[m.render]
+        if m.encoder not in encoded:
+            encoded[m.encoder] = encode(m.encoder)
+        inputs = encoded[m.encoder]
         t1 = time.perf_counter()
-        probs = predict_in_batches(m.model, images, batch_size)
+        probs = predict_in_batches(m.model, inputs, batch_size)
         if tta_flip:
-            probs = (probs + predict_in_batches(m.model, np.ascontiguousarray(images[:, :, ::-1]), batch_size)) / 2
+            probs = (probs + predict_in_batches(m.model, mirrored(m.encoder, inputs), batch_size)) / 2
         timing.render_s += t1 - t0
         timing.model_s += time.perf_counter() - t1
-        total = probs if total is None else total + probs
-    return total / len(models)
+        total = w * probs if total is None else total + w * probs
+    return total.astype(np.float32)
 
 
 def predict_in_batches(model, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -120,8 +165,10 @@ def predict_test_file(
     block_bytes: int = 4 << 20,
     timing: Timing | None = None,
     progress=None,
+    weights: list[float] | None = None,
 ) -> TestPredictions:
-    """Stream a ``test_simplified.csv`` block by block through :func:`predict_probs`.
+    """Stream a ``test_simplified.csv`` block by block through :func:`predict_probs` (``weights``:
+    each model's share of the mean, None for equal shares).
 
     A row whose drawing is malformed, and a line the CSV parser could not split (its key_id
     is the text before the first comma) still get a prediction, from a blank image. Repeated
@@ -137,7 +184,8 @@ def predict_test_file(
         bad = [line.split(",", 1)[0].strip() for line in blocks.take_bad_rows()]
         if bad:
             rejected[MALFORMED_ROW] = rejected.get(MALFORMED_ROW, 0) + len(bad)
-            chunks.append(predict_probs(models, blank.expand(np.zeros(len(bad), bool)), batch_size, False, timing))
+            blanks = blank.expand(np.zeros(len(bad), bool))
+            chunks.append(predict_probs(models, blanks, batch_size, False, timing, weights))
             keys.extend(bad)
 
     for table in blocks:
@@ -146,7 +194,7 @@ def predict_test_file(
             if n := int((parsed.status == code).sum()):
                 rejected[name] = rejected.get(name, 0) + n
         strokes = parsed.strokes.expand(parsed.valid)
-        chunks.append(predict_probs(models, strokes, batch_size, tta_flip, timing))
+        chunks.append(predict_probs(models, strokes, batch_size, tta_flip, timing, weights))
         keys.extend(k.strip() for k in table["key_id"].to_pylist())
         if progress is not None:
             progress(table.nbytes)
@@ -178,6 +226,7 @@ def predict_digit_file(
     block_bytes: int = 4 << 20,
     timing: Timing | None = None,
     progress=None,
+    weights: list[float] | None = None,
 ) -> TestPredictions:
     """Stream a Digit Recognizer ``test.csv`` block by block, in file order: ``key_ids`` are the
     ImageIds (the 1-based row numbers). A malformed row still gets a prediction, from a blank
@@ -189,7 +238,7 @@ def predict_digit_file(
     for block in iter_digit_rows(path, False, shape, block_bytes):
         for reason in block.reason[~block.ok]:
             rejected[reason] = rejected.get(reason, 0) + 1
-        chunks.append(predict_images(models, block.images, batch_size, tta_flip, timing))
+        chunks.append(predict_images(models, block.images, batch_size, tta_flip, timing, weights))
         keys.extend(block.key_id.tolist())
         if progress is not None:
             progress(block.nbytes)

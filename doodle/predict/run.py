@@ -6,10 +6,15 @@ for blending), scored for MAP@3 when the source has answers (the embedded sample
 test_labels.csv). A Digit Recognizer source gets ``ImageId,Label`` (test.csv read in order: ImageId
 is the row number), scored for accuracy and MAP@3 when a test_labels.csv is present. A source
 without a test set has nothing to submit (:func:`no_test_set`).
+
+Several models (``predict.models``), of one input kind or mixed (image CNNs and stroke-sequence
+models), are averaged with ``predict.weights``: equal (null), as given, or fitted on the validation
+shards (``fit``, :mod:`doodle.predict.blend`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -17,12 +22,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from doodle.core.metrics import map_at_3
 from doodle.core.params import ParamError, require
-from doodle.core.paths import MEMBERS, MODEL, PROBABILITIES, SUBMISSION
+from doodle.core.paths import MEMBERS, MODEL, PROBABILITIES, SHARDS, SUBMISSION
 from doodle.core.report import StageResult
+from doodle.shard.format import read_manifest
 from doodle.sources.folder import Source
 from doodle.sources.pixels import DIGIT_CLASSES
 
+from .blend import check_held_out, fit_weights, model_probs, validation_rows
 from .inference import Timing, TrainedModel, predict_digit_file, predict_test_file
 from .submission import (
     balance,
@@ -49,8 +57,16 @@ class PredictParams:
     balance: str | bool = "auto"  # auto | on | off (YAML reads on/off as true/false: both work)
     top_k_saved: int = 10
     block_mb: int = 4
+    weights: str | list[float] | None = None  # null = equal | a list, one per model | fit (on validation)
+    fit_rows: int = 20000  # predict.weights: fit scores the first N validation drawings
 
     def validate(self, where: str = "predict") -> None:
+        if isinstance(self.weights, str):
+            require(self.weights == "fit", f"{where}.weights", f"must be null, fit or a list, got {self.weights!r}")
+        elif self.weights is not None:
+            ok = isinstance(self.weights, list) and all(isinstance(w, (int, float)) and w >= 0 for w in self.weights)
+            require(ok and sum(self.weights) > 0, f"{where}.weights", "a list needs numbers >= 0, not all 0")
+        require(self.fit_rows >= 1, f"{where}.fit_rows", "must be >= 1")
         if isinstance(self.models, str):
             require(self.models == "auto", f"{where}.models", f"must be auto or a list of models, got {self.models!r}")
         require(bool(self.models), f"{where}.models", "name at least one model")
@@ -77,9 +93,37 @@ def predict(cfg: PredictParams, source: Source, progress: bool = True) -> StageR
             raise FileNotFoundError(f"{source.root}/test_simplified.csv not found: predict needs Kaggle's test file")
         return no_test_set(source)
     models = load_models(resolve_models(cfg.models))
+    blend = blend_weights(cfg, models)
     if source.kind == "digits":
-        return predict_digits(source, models, cfg, progress)
-    return predict_drawings(source, models, cfg, progress)
+        result = predict_digits(source, models, cfg, progress, blend.get("weights"))
+    else:
+        result = predict_drawings(source, models, cfg, progress, blend.get("weights"))
+    result.values.update(blend)
+    return result
+
+
+def blend_weights(cfg: PredictParams, models: list[TrainedModel]) -> dict:
+    """The weights of ``models`` in the mean (``weights``: None for equal), and when fitted, what the
+    fit measured on validation: each model's MAP@3 alone and the blend's (:mod:`doodle.predict.blend`)."""
+    if cfg.weights is None or len(models) == 1:
+        return {}
+    if cfg.weights != "fit":
+        if len(cfg.weights) != len(models):
+            raise ParamError(f"predict.weights: {len(cfg.weights)} weights for {len(models)} models")
+        return {"weights": [float(w) for w in cfg.weights]}
+    manifest = read_manifest(SHARDS)
+    check_held_out(models, [json.loads(m.path.with_suffix(".json").read_text()) for m in models], manifest)
+    batches, labels = validation_rows(SHARDS, manifest, cfg.fit_rows)
+    probs = model_probs(models, batches, cfg.batch_size)
+    weights, blended = fit_weights(probs, labels)
+    alone = {str(m.path): round(map_at_3(labels, p), 4) for m, p in zip(models, probs)}
+    log.info("blend weights %s on %d val drawings: MAP@3 %.4f (alone %s)", weights, len(labels), blended, alone)
+    return {
+        "weights": [round(float(w), 4) for w in weights],
+        "fit_rows": len(labels),
+        "val_map_at_3_alone": alone,
+        "val_map_at_3_blend": round(blended, 4),
+    }
 
 
 def load_models(paths: list[Path]) -> list[TrainedModel]:
@@ -92,11 +136,13 @@ def load_models(paths: list[Path]) -> list[TrainedModel]:
     return models
 
 
-def predict_drawings(source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool) -> StageResult:
+def predict_drawings(
+    source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool, weights=None
+) -> StageResult:
     """Kaggle's Quick Draw submission: the top-3 words of every test_simplified.csv row."""
     t0 = time.perf_counter()
     timing = Timing()
-    keys, probs, rejected = read_test_set(predict_test_file, models, source, cfg, timing, progress)
+    keys, probs, rejected = read_test_set(predict_test_file, models, source, cfg, timing, progress, weights)
     classes = models[0].classes
     do_balance = cfg.balance == "on" or (cfg.balance == "auto" and len(keys) >= 20 * len(classes))
     if do_balance:
@@ -129,9 +175,7 @@ def resolve_models(models: str | list[str]) -> list[Path]:
     return members or [MODEL]
 
 
-def read_test_set(
-    predict_file, models: list[TrainedModel], source: Source, cfg: PredictParams, timing: Timing, progress: bool
-):
+def read_test_set(predict_file, models, source: Source, cfg: PredictParams, timing, progress, weights):
     """(ids, probabilities, rejected counts) of the test file, streamed through ``predict_file``
     (the Quick Draw or the Digit Recognizer reader) with a progress bar over its bytes."""
     size = source.test_file.stat().st_size
@@ -144,6 +188,7 @@ def read_test_set(
             cfg.block_mb << 20,
             timing,
             progress=lambda n: bar.update(min(n, size - bar.n)),
+            weights=weights,
         )
     if result.rejected:
         n = sum(result.rejected.values())
@@ -180,7 +225,9 @@ def no_test_set(source: Source) -> StageResult:
     )
 
 
-def predict_digits(source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool) -> StageResult:
+def predict_digits(
+    source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool, weights=None
+) -> StageResult:
     """Kaggle's Digit Recognizer submission: one ``ImageId,Label`` row per test.csv row, in order."""
     if models[0].classes != DIGIT_CLASSES:
         raise ParamError(
@@ -189,7 +236,7 @@ def predict_digits(source: Source, models: list[TrainedModel], cfg: PredictParam
         )
     t0 = time.perf_counter()
     timing = Timing()
-    ids, probs, rejected = read_test_set(predict_digit_file, models, source, cfg, timing, progress)
+    ids, probs, rejected = read_test_set(predict_digit_file, models, source, cfg, timing, progress, weights)
     # The digits test set is not balanced by design (Quick Draw's is): balancing only when asked.
     do_balance = cfg.balance == "on"
     if do_balance:

@@ -21,13 +21,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from doodle.batches.cache import CacheParams, open_split, require_cache_for_images, require_same_render
-from doodle.batches.strokes import DrawnSplit
+from doodle.batches.strokes import DrawnSplit, shard_paths
 from doodle.core.metrics import map_at_3
 from doodle.core.params import ParamError
 from doodle.core.paths import BACKUP, CACHE, DVCLIVE, MEMBERS, MODEL, MODEL_META, REPORTS, SHARDS
 from doodle.core.plots import learning_curves
 from doodle.core.report import StageResult
 
+from .feed import drawn_on_the_fly
 from .folds import (
     FoldAccumulator,
     OofWriter,
@@ -80,13 +81,19 @@ def check_run(cfg: TrainParams, render_cfg: CacheParams, cache: dict, shards: di
     the train params are checked against the render params, the render cache's manifest (``cache``),
     the shards' (``shards``) and the cluster (``worker``). Each section's own values were checked
     when it was loaded (``TrainParams.validate``)."""
+    on_the_fly = drawn_on_the_fly(cfg, render_cfg)
     if cfg.folds > 1:  # enough shards with images for every fold to train and validate on
-        plan_folds(cache, shards, cfg.folds, render_cfg.train_cache, render_cfg.train_shards)
-    if render_cfg.train_cache and cfg.stroke_augment_params.any():
+        plan_folds(cache, shards, cfg.folds, not on_the_fly, render_cfg.train_shards)
+    if not on_the_fly and cfg.stroke_augment_params.any():
         raise ParamError(
             "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
         )
-    if not render_cfg.train_cache:  # drawn on the fly: strokes to draw, drawn as the cache's images were
+    if cfg.input_kind == "sequence" and shards.get("content") == "images":
+        raise ParamError(
+            f"param train.model: {cfg.model} reads strokes, but the shards hold images "
+            f"({shards.get('source_kind')} source): choose an image model"
+        )
+    if on_the_fly and cfg.input_kind == "image":  # strokes to draw, drawn as the cache's images were
         require_cache_for_images(False, shards)
         require_same_render(cache, render_cfg.raster(), CACHE, "param render: the render params")
     if cfg.time_budget_s and worker.count > 1:
@@ -108,7 +115,7 @@ def train_single(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResult
     probabilities in the out-of-fold file (for stacking, like an ensemble's)."""
     if run.worker.chief:  # stale members would be averaged by predict's ``models: auto``
         clear_members(files.members)
-    val_split = open_split(CACHE, "val")
+    val_split = holdout_split(run, cfg.render_threads)
     member = Member("", 0, files.model, files.meta, files.backup, files.live, val_split)
     result = train_member(cfg, run, member)
     if result is None:
@@ -124,18 +131,26 @@ def train_single(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResult
     return StageResult(metrics, ("val_map_at_3", "epochs_run"), line)
 
 
+def holdout_split(run: Setup, threads: int | None = None):
+    """The shard.val_shards holdout as the models read it: the cache's images, or for a stroke model
+    the same drawings (the first ``render.max_per_shard`` of each shard) encoded on the fly."""
+    if run.encoder.kind == "image":
+        return open_split(CACHE, "val")
+    return DrawnSplit(shard_paths(SHARDS, "val"), run.encoder, run.render.max_per_shard, threads)
+
+
 def fold_splits(fold, run: Setup, threads: int | None = None):
     """(train, validation, held-out shard indices) of ``fold`` (None: the shard.val_shards holdout):
-    its cache images, or with render.train_cache: false its shard files and held-out drawings,
-    drawn on the fly."""
+    its cache images, or with render.train_cache: false (and for a stroke model) its shard files and
+    held-out drawings, drawn (encoded) on the fly."""
     if fold is None:
-        return None, open_split(CACHE, "val"), tuple(run.shards["val_shards"])
-    if run.render.train_cache:
+        return None, holdout_split(run, threads), tuple(run.shards["val_shards"])
+    if run.render.train_cache and run.encoder.kind == "image":
         train, val = open_fold(CACHE, fold)
     else:
         train = fold_shard_paths(SHARDS, fold.train)
         held = fold_shard_paths(SHARDS, fold.val)
-        val = DrawnSplit(held, run.render.raster(), run.render.max_per_shard, threads)
+        val = DrawnSplit(held, run.encoder, run.render.max_per_shard, threads)
     return train, val, tuple(fold.val_shards)
 
 
@@ -151,7 +166,8 @@ def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResu
     """
     shards, chief = run.shards, run.worker.chief
     if cfg.folds > 1:  # checked by check_run before the run started
-        folds = plan_folds(run.cache, shards, cfg.folds, run.render.train_cache, run.render.train_shards)
+        cached = run.render.train_cache and run.encoder.kind == "image"
+        folds = plan_folds(run.cache, shards, cfg.folds, cached, run.render.train_shards)
         ref = reference_fold(folds, shards["val_shards"])
     else:
         folds, ref = [None], 0  # seeds only: the shard.val_shards holdout, as the single model

@@ -1,10 +1,13 @@
 """What the train stage feeds ``model.fit``: the training stream (the render cache's images, or
-batches drawn on the fly from the stroke shards) and the tf.data dataset Keras reads it through,
-split over replicas and workers."""
+batches drawn on the fly from the stroke shards) and what Keras reads it through: a tf.data dataset
+split over replicas and workers under the TensorFlow backend, the numpy batches themselves under
+JAX or torch (Keras takes a Python generator; ``keras.distribution`` splits each batch)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import keras
 
 from doodle.batches.batching import tf_dataset
 from doodle.batches.cache import CacheParams, CacheSplit, open_split
@@ -26,7 +29,13 @@ def fit_data(strategy, worker: Worker, stream, start_epoch: int = 0):
     Repeated, for validation too (``validation_steps`` ends each pass, and every epoch starts a new
     iterator at the first batch): under a distribution strategy Keras 3 peeks at a batch of the
     previous epoch's validation iterator before it starts the next one, which must not be exhausted.
+
+    Under another backend, the stream as a :class:`StreamBatches` (a ``keras.utils.PyDataset``).
     """
+    if not uses_tf_data():
+        if worker.count > 1:
+            raise RuntimeError("several workers need the tensorflow backend (tf.distribute)")
+        return StreamBatches(stream, start_epoch)
     if worker.count == 1:
         return tf_dataset(stream, repeat=True, start_epoch=start_epoch)
     per_replica = stream.batch_size * worker.count // strategy.num_replicas_in_sync
@@ -40,6 +49,63 @@ def fit_data(strategy, worker: Worker, stream, start_epoch: int = 0):
     return strategy.distribute_datasets_from_function(dataset)
 
 
+def uses_tf_data() -> bool:
+    """Whether Keras runs on TensorFlow, so reads the streams through tf.data."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def evaluation_data(stream):
+    """One ordered pass of ``stream`` for ``model.evaluate`` (with ``steps=len(stream)``)."""
+    return tf_dataset(stream, repeat=False) if uses_tf_data() else StreamBatches(stream)
+
+
+class StreamBatches(keras.utils.PyDataset):
+    """A batch stream as Keras reads it without tf.data (JAX, torch): ``len(stream)`` batches a pass,
+    asked for in order (one worker, no threads), a pass being one epoch of the stream.
+
+    Keras starts a new pass at index 0 each epoch, for training and validation alike, so pass ``p``
+    reads the stream's epoch ``start_epoch + p``: the batches the tf.data path gives, a resumed run's
+    included. A validation stream (no shuffle) gives its one ordered pass every time. A Python
+    generator would not do: Keras re-reads the two batches it peeks at when it restarts one."""
+
+    def __init__(self, stream, start_epoch: int = 0):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.stream = stream
+        self.next_epoch = start_epoch
+        self._batches, self._at = iter(()), 0
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    @property
+    def num_batches(self) -> int:
+        return len(self.stream)
+
+    def __getitem__(self, index: int):
+        if index == 0:
+            self._batches, self._at = self.stream.epoch(self.next_epoch), 0
+            self.next_epoch += 1
+        if index != self._at:
+            raise IndexError(
+                f"a stream's batches are read in order (model.fit(..., shuffle=False): the stream shuffles): "
+                f"asked for {index}, next is {self._at}"
+            )
+        self._at += 1
+        return next(self._batches)
+
+
+def training_encoder(cfg: TrainParams, render_cfg: CacheParams):
+    """What makes the model's input from strokes, for training and (through the model's metadata)
+    prediction alike: the render params for an image model, ``train.sequence`` for a stroke model."""
+    return cfg.sequence_params if cfg.input_kind == "sequence" else render_cfg.raster()
+
+
+def drawn_on_the_fly(cfg: TrainParams, render_cfg: CacheParams) -> bool:
+    """Whether training batches are made from the shards' strokes as they are needed: always for a
+    stroke model, for an image model with ``render.train_cache: false``."""
+    return cfg.input_kind == "sequence" or not render_cfg.train_cache
+
+
 def training_stream(
     cfg: TrainParams,
     render_cfg: CacheParams,
@@ -51,13 +117,14 @@ def training_stream(
 ):
     """(stream, what it reads): the render cache's training images, or with
     ``render.train_cache: false`` batches drawn on the fly from the training shards, with the
-    same render params as the cache (so the same images without stroke augmentation).
+    same render params as the cache (so the same images without stroke augmentation); for a stroke
+    model, its point sequences encoded on the fly from the training shards.
     ``batch`` is this worker's batch; the stream yields this worker's share of the steps.
     ``split``: what to train on instead of the ``train`` split, a cross-validation fold's
     training shards (doodle.train.folds): their cache images, or with ``render.train_cache: false``
     their parquet files, drawn on the fly."""
     worker = worker or Worker()
-    if isinstance(split, CacheSplit) or (render_cfg.train_cache and split is None):
+    if isinstance(split, CacheSplit) or (not drawn_on_the_fly(cfg, render_cfg) and split is None):
         stream = BatchStream(
             split if isinstance(split, CacheSplit) else open_split(cache_dir, "train"),
             batch,
@@ -71,10 +138,10 @@ def training_stream(
         )
         return stream, "cache"
     shards = read_manifest(shards_dir)
-    raster = render_cfg.raster()  # checked against the cache's before any work (ensemble.check_run)
+    encoder = training_encoder(cfg, render_cfg)  # render params checked against the cache's (ensemble.check_run)
     stream = StrokeStream(
         split if split is not None else shard_paths(shards_dir, "train", render_cfg.train_shards),
-        raster,
+        encoder,
         batch,
         shuffle=True,
         seed=cfg.seed,
@@ -87,6 +154,8 @@ def training_stream(
         worker=worker.index,
     )
     source = {"shards": shards, "train_shards": render_cfg.train_shards}
+    if encoder.kind != "image":
+        source["input"] = {"kind": encoder.kind, **encoder.to_dict()}
     return stream, {**source, "max_per_shard": render_cfg.max_per_shard}
 
 

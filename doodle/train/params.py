@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 from doodle.core.params import from_mapping, require
 from doodle.drawing.augment import StrokeAugmentParams
-from doodle.models import ARCHITECTURES, AugmentParams
+from doodle.drawing.sequence import SequenceParams
+from doodle.models import ARCHITECTURES, AugmentParams, input_kind
 
 from .strategy import STRATEGIES
 
@@ -42,6 +43,7 @@ class TrainParams:
     stroke_augment: dict = field(default_factory=lambda: asdict(StrokeAugmentParams()))
     bn_recalibration_batches: int = 20  # recompute BatchNorm statistics each epoch (doodle.train.batchnorm); 0 = off
     augment: dict = field(default_factory=lambda: asdict(AugmentParams()))
+    sequence: dict = field(default_factory=lambda: asdict(SequenceParams()))  # stroke models' input
     folds: int = 1  # K-fold cross-validation over the shards (doodle.train.folds); 1 = the shard.val_shards holdout
     seeds: int = 1  # models per fold, seeded train.seed, train.seed + 1, ...; folds x seeds = the ensemble
 
@@ -81,6 +83,22 @@ class TrainParams:
         require(self.stroke_buffer_groups >= 1, f"{where}.stroke_buffer_groups", "must be >= 1")
         require(self.render_threads is None or self.render_threads >= 1, f"{where}.render_threads", "must be >= 1")
         from_mapping(StrokeAugmentParams, self.stroke_augment, f"{where}.stroke_augment")
+        from_mapping(SequenceParams, self.sequence, f"{where}.sequence")
+        require(
+            self.input_kind == "image" or not self.augment_params.any(),
+            f"{where}.augment",
+            f"image augmentation does not apply to the stroke model {self.model!r}: use train.stroke_augment",
+        )
+
+    @property
+    def input_kind(self) -> str:
+        """What ``train.model`` reads: ``image`` (rendered drawings) or ``sequence`` (points)."""
+        return input_kind(self.model)
+
+    @property
+    def sequence_params(self) -> SequenceParams:
+        """``train.sequence`` as the stroke models' encoder (checked by :meth:`validate`)."""
+        return from_mapping(SequenceParams, self.sequence, "train.sequence")
 
     @property
     def augment_params(self) -> AugmentParams:

@@ -2,6 +2,10 @@
 (:func:`device_strategy`), and this process's place among the workers of a multi-worker run
 (:func:`cluster_worker`, read from ``TF_CONFIG``).
 
+Under another Keras backend (``KERAS_BACKEND=jax`` or ``torch``, where TensorFlow is not installed)
+there is no tf.distribute: :func:`device_strategy` returns a :class:`KerasDistribution`, data
+parallel over every GPU through ``keras.distribution`` (JAX), or the one default device.
+
 Kept apart from the params (doodle.train.params) because it starts the TensorFlow runtime: the
 params are read and checked before anything here runs, and a bad ``TF_CONFIG`` is refused before
 TensorFlow starts.
@@ -9,6 +13,7 @@ TensorFlow starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -36,6 +41,18 @@ class Worker:
     @property
     def chief(self) -> bool:
         return self.index == 0
+
+
+@dataclass(frozen=True)
+class KerasDistribution:
+    """What training on a non-TensorFlow backend needs of a strategy: the replicas a global batch is
+    split over (``train.batch_size`` is per replica) and a scope to build the model in. The split
+    itself is the global ``keras.distribution`` (DataParallel) set by :func:`device_strategy`."""
+
+    num_replicas_in_sync: int = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
 
 
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
@@ -100,14 +117,12 @@ def device_strategy(mixed_precision: bool, strategy: str = "auto"):
     float16 before) and TPUs (bfloat16); the CPU stays float32. Call this before TensorFlow runs
     anything: multi-worker collectives are configured when the runtime starts.
 
-    TensorFlow-only: with another Keras backend only ``auto`` is accepted (the default device).
+    With another Keras backend only ``auto`` is accepted: see :func:`backend_strategy`.
     """
     if strategy not in STRATEGIES:
         raise ParamError(f"param train.strategy: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if keras.backend.backend() != "tensorflow":
-        if strategy != "auto":
-            raise ParamError(f"param train.strategy: {strategy} needs the tensorflow Keras backend")
-        return None, f"{keras.backend.backend()} backend, default device"
+        return backend_strategy(mixed_precision, strategy)
     import tensorflow as tf
 
     if strategy == "tpu" or (strategy == "auto" and _tpu_hint()):
@@ -136,6 +151,39 @@ def device_strategy(mixed_precision: bool, strategy: str = "auto"):
             return mirrored, f"{where}, MirroredStrategy, {policy}"  # the same words as before train.strategy
         return mirrored, f"CPU, MirroredStrategy ({mirrored.num_replicas_in_sync} replica), {policy}"
     return tf.distribute.get_strategy(), f"CPU, default strategy, {policy}"
+
+
+def backend_strategy(mixed_precision: bool, strategy: str = "auto"):
+    """(KerasDistribution, description) under the JAX or torch backend, for ``train.strategy: auto``.
+
+    JAX: data parallel over every visible GPU (``keras.distribution.DataParallel``, set globally:
+    each batch is split over the devices, the variables replicated) when there are several, else the
+    one default device. torch: the default device (Keras places it on the GPU when there is one).
+    ``mixed_precision`` sets ``mixed_bfloat16`` on GPUs (the JAX and torch GPU paths run on chips that
+    have bfloat16); the CPU stays float32."""
+    backend = keras.backend.backend()
+    if strategy != "auto":
+        raise ParamError(f"param train.strategy: {strategy} needs the tensorflow Keras backend; {backend} takes auto")
+    gpus = _backend_gpus(backend)
+    policy = _set_policy("mixed_bfloat16" if gpus and mixed_precision else "float32")
+    where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
+    if backend == "jax" and len(gpus) > 1:
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=gpus))
+        return KerasDistribution(len(gpus)), f"{where}, {backend} backend, keras.distribution.DataParallel, {policy}"
+    return KerasDistribution(1), f"{where}, {backend} backend, default device, {policy}"
+
+
+def _backend_gpus(backend: str) -> list[str]:
+    """The GPUs a non-TensorFlow backend sees, as ``keras.distribution`` names them (``gpu:0``, ...)."""
+    if backend == "jax":
+        import jax
+
+        return [f"gpu:{d.id}" for d in jax.devices() if d.platform == "gpu"]
+    if backend == "torch":
+        import torch
+
+        return [f"gpu:{i}" for i in range(torch.cuda.device_count())]
+    return []
 
 
 def _tpu_strategy(tf, mixed_precision: bool):

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import keras
 
-from doodle.batches.batching import tf_dataset
 from doodle.batches.cache import CacheParams, CacheSplit
 from doodle.batches.strokes import DrawnSplit
 
 from .compile import FitCallbacks, compiled_model, fit_callbacks
-from .feed import fit_data, training_stream, validation_stream
+from .feed import evaluation_data, fit_data, training_stream, validation_stream
 from .params import TrainParams
 from .strategy import Worker
 
@@ -39,6 +38,7 @@ class Setup:
     """What every model of a run shares."""
 
     render: CacheParams
+    encoder: object  # what the models read (doodle.train.feed.training_encoder): render or sequence params
     strategy: object
     device: str
     worker: Worker
@@ -110,7 +110,7 @@ def start_line(cfg: TrainParams, run: Setup, member: Member, train, source, batc
     if worker.count > 1:
         shared = f" ({batch // worker.count} on each of {worker.count} workers)"
         role = f"; this is worker {worker.index}{' (the chief)' if worker.chief else ''}"
-    drawn = "drawings (drawn on the fly)"
+    drawn = "drawings (drawn on the fly)" if run.encoder.kind == "image" else "drawings (encoded on the fly)"
     return (
         f"{member.tag}: {cfg.model} on {train.image_shape}, {len(run.cache['classes'])} classes, {train.rows:,} train "
         f"{'images' if source == 'cache' else drawn} / "
@@ -163,7 +163,7 @@ def finish(cfg: TrainParams, run: Setup, member: Member, train, val, callbacks: 
     """Score the best model (kept by the resumable state) on the validation stream, write its metadata
     and end the DVCLive run. Returns (metrics, best model)."""
     best = keras.saving.load_model(member.model)
-    scores = best.evaluate(tf_dataset(val, repeat=False), steps=len(val), verbose=0, return_dict=True)
+    scores = best.evaluate(evaluation_data(val), steps=len(val), verbose=0, return_dict=True)
     metrics = member_metrics(scores, train.rows, callbacks, fitted)
     write_meta(cfg, run, member, train.image_shape, metrics, callbacks.state.history)
     callbacks.live.end()
@@ -201,6 +201,7 @@ def write_meta(cfg: TrainParams, run: Setup, member: Member, shape, metrics: dic
         "model": cfg.model,
         "width": cfg.width,
         "input_shape": list(shape),
+        "input": {"kind": run.encoder.kind, **run.encoder.to_dict()},  # how predict makes its input
         "classes": run.cache["classes"],
         "render": run.cache["render"],
         "device": run.device,

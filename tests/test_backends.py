@@ -1,0 +1,103 @@
+"""Training and prediction under the JAX backend, with TensorFlow out of reach: the path a GPU machine
+without TensorFlow takes (doodle.train.feed.StreamBatches, doodle.train.strategy.backend_strategy)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stages.cli import subprocess_env
+from tests.conftest import REPO, work_on_copy
+
+#: Run in the child: TensorFlow cannot be imported (as on a machine without it), then the stages.
+NO_TENSORFLOW = """
+import importlib.abc, sys
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ImportError(f"{name} is not installed here (blocked by the test)")
+
+sys.meta_path.insert(0, NoTensorFlow())
+from stages import predict, train
+
+train.main(["--quiet"])
+predict.main(["--quiet"])
+assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+"""
+
+
+class CountingStream:
+    """A stream of 3 batches an epoch whose batches say which epoch and step they are."""
+
+    batch_size = 2
+
+    def __len__(self):
+        return 3
+
+    def epoch(self, epoch=0, own=True):
+        for step in range(3):
+            yield np.full((2, 1), epoch * 10 + step, np.float32), np.zeros(2, np.int32)
+
+
+def test_stream_batches_read_epoch_after_epoch_in_order():
+    from doodle.train.feed import StreamBatches
+
+    batches = StreamBatches(CountingStream(), start_epoch=4)
+    assert len(batches) == batches.num_batches == 3
+    seen = [[int(batches[i][0][0, 0]) for i in range(3)] for _ in range(2)]
+    assert seen == [[40, 41, 42], [50, 51, 52]]  # pass p is the stream's epoch start_epoch + p
+    batches[0]
+    with pytest.raises(IndexError, match="in order"):
+        batches[2]
+
+
+@pytest.mark.slow
+def test_train_and_predict_under_jax_without_tensorflow(rendered, tmp_path, monkeypatch):
+    pytest.importorskip("jax")
+    proj = work_on_copy(rendered, tmp_path / "p", monkeypatch)
+    env = {**subprocess_env(), "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run(
+        [sys.executable, "-c", NO_TENSORFLOW], cwd=proj, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    meta = json.loads((proj / "models" / "model.json").read_text())
+    assert "jax backend" in meta["device"]
+    # Validation reads the same ordered batches every epoch: the best epoch's score is the final one.
+    best = max(meta["history"]["val_map_at_3"])
+    assert meta["metrics"]["val_map_at_3"] == pytest.approx(best, abs=1e-5)
+    rows = (proj / "submissions" / "submission.csv").read_text().splitlines()
+    assert rows[0] == "key_id,word" and len(rows) > 1
+    # The saved model is plain Keras: it loads and predicts under TensorFlow too.
+    import keras
+
+    model = keras.saving.load_model(proj / "models" / "model.keras", compile=False)
+    probs = np.asarray(model(np.zeros((2, *meta["input_shape"]), np.uint8)))
+    assert probs.shape == (2, len(meta["classes"])) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_on_a_cpu(tmp_path):
+    """benchmarks/gpu.sh, as a GPU machine runs it (Keras on JAX), here on the CPU with tiny sizes."""
+    pytest.importorskip("jax")
+    env = {**subprocess_env(), "JAX_PLATFORMS": "cpu", "PYTHON": sys.executable, "WORKDIR": str(tmp_path / "w")}
+    env.pop("KERAS_BACKEND", None)  # the script picks jax itself
+    args = ["--steps", "1", "--warmup", "1", "--batch", "8", "--per-class", "20", "--models", "ours", "sequence"]
+    r = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu.sh"), *args, "--json", str(tmp_path / "gpu.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result == json.loads((tmp_path / "gpu.json").read_text())
+    assert result["backend"] == "jax" and set(result["models"]) == {"ours", "sequence"}
+    assert result["models"]["sequence"]["input_shape"] == [128, 5]  # ours-strokes: dx, dy, state, x, y
+    for figures in result["models"].values():
+        assert figures["model_images_per_s"] > 0 and figures["pipeline_images_per_s"] > 0

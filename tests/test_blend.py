@@ -1,0 +1,123 @@
+"""Heterogeneous ensembles: the blend weights (doodle.predict.blend), weighted means over models of
+different input kinds (doodle.predict.inference), and predict.weights (doodle.predict.run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from doodle.core.metrics import map_at_3
+from doodle.core.params import ParamError, from_mapping
+from doodle.drawing.raster import RenderParams
+from doodle.drawing.sequence import SequenceParams
+from doodle.drawing.strokes import StrokeBatch
+from doodle.predict.blend import candidates, check_held_out, fit_weights
+from doodle.predict.inference import TrainedModel, mirrored, model_encoder, predict_probs
+from doodle.predict.run import PredictParams, blend_weights
+
+
+def one_hot_probs(labels: np.ndarray, classes: int, right: np.ndarray, rng) -> np.ndarray:
+    """Probabilities that rank the true class first where ``right``, a random wrong class elsewhere."""
+    wrong = (labels + rng.integers(1, classes, len(labels))) % classes
+    top = np.where(right, labels, wrong)
+    probs = np.full((len(labels), classes), 0.01)
+    probs[np.arange(len(labels)), top] = 0.9
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def test_candidates_cover_the_simplex():
+    grid = list(candidates(3, 0.25))
+    assert len(grid) == 15  # C(4 + 2, 2)
+    assert all(np.isclose(w.sum(), 1) and (w >= 0).all() for w in grid)
+    assert len(list(candidates(2))) == 21
+
+
+def test_fit_weights_prefers_the_better_model_and_beats_both_when_they_err_apart():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 2000)
+    a_right = rng.random(2000) < 0.8
+    b_right = ~a_right | (rng.random(2000) < 0.3)  # b is right where a is wrong, and sometimes else
+    a, b = one_hot_probs(labels, 10, a_right, rng), one_hot_probs(labels, 10, b_right, rng)
+    b *= 0.5  # b is less confident: a blend must weigh it up to let it decide where a is wrong
+    b += 0.05
+    weights, score = fit_weights([a, b], labels)
+    assert np.isclose(weights.sum(), 1)
+    assert score >= max(map_at_3(labels, a), map_at_3(labels, b))
+    assert score == pytest.approx(map_at_3(labels, weights[0] * a + weights[1] * b))
+
+
+def test_fit_weights_keeps_equal_weights_on_a_tie_and_runs_coordinate_ascent_beyond_three():
+    labels = np.arange(6) % 3
+    same = np.eye(3)[labels]
+    weights, _ = fit_weights([same, same], labels)
+    assert weights.tolist() == [0.5, 0.5]
+    rng = np.random.default_rng(1)
+    many = [one_hot_probs(labels, 3, rng.random(6) < p, rng) for p in (0.2, 0.9, 0.3, 0.1)]
+    weights, score = fit_weights(many, labels)
+    assert np.isclose(weights.sum(), 1) and score >= map_at_3(labels, sum(many) / 4)
+
+
+def test_a_member_that_trained_on_the_validation_shards_is_not_fitted_on_them(tmp_path):
+    model = TrainedModel(tmp_path / "m.keras", None, ["a"], RenderParams())
+    manifest = {"val_shards": [3]}
+    check_held_out([model], [{}], manifest)  # a single model held out shard.val_shards
+    check_held_out([model], [{"member": {"val_shards": [3, 5]}}], manifest)
+    with pytest.raises(ParamError, match=r"predict.weights.*trained on"):
+        check_held_out([model], [{"member": {"val_shards": [1]}}], manifest)
+
+
+def test_predict_weights_params_are_checked():
+    from_mapping(PredictParams, {"weights": "fit"}, "predict")
+    from_mapping(PredictParams, {"weights": [1, 0.5]}, "predict")
+    for bad in ("best", [0, 0], [-1, 2], ["a"]):
+        with pytest.raises(ParamError, match="predict.weights"):
+            from_mapping(PredictParams, {"weights": bad}, "predict")
+    models = [TrainedModel(f"m{i}.keras", None, ["a"], RenderParams()) for i in range(2)]
+    with pytest.raises(ParamError, match="3 weights for 2 models"):
+        blend_weights(from_mapping(PredictParams, {"weights": [1, 1, 1]}, "predict"), models)
+    assert blend_weights(from_mapping(PredictParams, {"weights": [3, 1]}, "predict"), models) == {"weights": [3.0, 1.0]}
+
+
+class Constant:
+    """A stand-in model: fixed probabilities whatever the input, and the inputs it was given."""
+
+    def __init__(self, probs):
+        self.probs, self.seen = np.asarray(probs, np.float32), []
+        self.output_shape = (None, len(probs))
+
+    def __call__(self, x, training=False):
+        self.seen.append(np.array(x))
+        return np.tile(self.probs, (len(x), 1))
+
+
+def test_models_of_different_kinds_are_weighted_and_each_input_is_made_once():
+    strokes = StrokeBatch.from_lists([[([10, 50, 90], [20, 20, 60])], [([0, 255], [0, 255]), ([5], [5])]])
+    image, sequence = RenderParams(size=16), SequenceParams(max_points=8)
+    cnn1, cnn2, rnn = Constant([1, 0]), Constant([1, 0]), Constant([0, 1])
+    models = [
+        TrainedModel("a", cnn1, ["x", "y"], image),
+        TrainedModel("b", cnn2, ["x", "y"], image),
+        TrainedModel("c", rnn, ["x", "y"], sequence),
+    ]
+    probs = predict_probs(models, strokes, batch_size=64, tta_flip=False, weights=[1, 1, 2])
+    assert np.allclose(probs, [[0.5, 0.5], [0.5, 0.5]])
+    assert cnn1.seen[0].shape == (2, 16, 16, 1) and rnn.seen[0].shape == (2, 8, 3)
+    assert cnn1.seen[0] is not cnn2.seen[0] and np.array_equal(cnn1.seen[0], cnn2.seen[0])
+    assert np.allclose(predict_probs(models, strokes, 64, False), [[2 / 3, 1 / 3]] * 2)  # equal weights
+
+
+def test_the_mirror_of_a_sequence_is_the_sequence_of_the_mirrored_drawing():
+    drawing = [([10, 50, 90], [20, 20, 60]), ([200, 180], [100, 30])]
+    mirror = [([255 - x for x in xs], ys) for xs, ys in drawing]
+    params = SequenceParams(max_points=8, time=True, position=True)
+    encoded = params.encode(StrokeBatch.from_lists([drawing]))
+    assert np.allclose(mirrored(params, encoded), params.encode(StrokeBatch.from_lists([mirror])), atol=1e-6)
+    images = RenderParams(size=16).encode(StrokeBatch.from_lists([drawing]))
+    assert np.array_equal(mirrored(RenderParams(size=16), images), images[:, :, ::-1])
+
+
+def test_a_model_says_its_input_in_its_metadata_and_old_metadata_means_images():
+    render = RenderParams(size=32).to_dict()
+    assert model_encoder({"render": render}) == RenderParams(size=32)
+    meta = {"render": render, "input": {"kind": "sequence", "max_points": 64, "time": True}}
+    assert model_encoder(meta) == SequenceParams(max_points=64, time=True)
