@@ -19,12 +19,14 @@ precision on a GPU) and times ``model.fit`` for
 
 Prints a line per configuration and, last, one JSON object:
 ``{"backend", "device", "batch", "steps", "models": {NAME: {"model_images_per_s", "pipeline_images_per_s",
-"input_share", "params", "compile_s"}}, "seconds"}``. Images are drawings for the sequence model.
+"input_share", "input_images_per_s", "params", "compile_s"}}, "seconds"}``; ``input_images_per_s`` is
+the stream making its batches alone, with no model. Images are drawings for the sequence models.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -96,6 +98,16 @@ def timed_fit(model, stream, steps: int, warmup: int) -> float:
     return steps * batch / (time.perf_counter() - t0)
 
 
+def input_rate(stream, steps: int) -> float:
+    """Images/s of making the batches alone (the stream's numpy batches, no model)."""
+    batches = stream.epoch(1)
+    next(batches)  # the first batch starts the drawing threads and reads the first row groups
+    t0 = time.perf_counter()
+    for _ in itertools.islice(batches, steps):
+        pass
+    return steps * stream.batch_size / (time.perf_counter() - t0)
+
+
 def measure(name: str, shards: Path, classes: int, batch: int, steps: int, warmup: int) -> dict:
     from doodle.batches.strokes import StrokeStream, shard_paths
     from doodle.train.compile import compiled_model
@@ -117,14 +129,16 @@ def measure(name: str, shards: Path, classes: int, batch: int, steps: int, warmu
     compile_s = time.perf_counter() - t0
     alone = timed_fit(model, FixedBatch(x, y, steps + warmup), steps, warmup)
     full = timed_fit(model, stream, steps, warmup)
-    return {
+    result = {
         "model_images_per_s": round(alone, 1),
         "pipeline_images_per_s": round(full, 1),
         "input_share": round(max(0.0, 1 - full / alone), 3),  # of the full path's time, what the input adds
+        "input_images_per_s": round(input_rate(stream, steps), 1),
         "params": model.count_params(),
         "compile_s": round(compile_s, 1),
         "input_shape": list(encoder.shape()),
     }
+    return result
 
 
 def main(argv=None) -> None:
@@ -154,7 +168,8 @@ def main(argv=None) -> None:
         r = results[name] = measure(name, shards, classes, args.batch, args.steps, args.warmup)
         print(
             f"  {name:13s} {tuple(r['input_shape'])!s:15s} model alone {r['model_images_per_s']:10,.0f}/s   "
-            f"full path {r['pipeline_images_per_s']:10,.0f}/s   ({r['params']:,} params, compiled in "
+            f"full path {r['pipeline_images_per_s']:10,.0f}/s   input alone {r['input_images_per_s']:10,.0f}/s   "
+            f"({r['params']:,} params, compiled in "
             f"{r['compile_s']:.0f}s)",
             flush=True,
         )

@@ -1,7 +1,8 @@
 """What the train stage feeds ``model.fit``: the training stream (the render cache's images, or
 batches drawn on the fly from the stroke shards) and what Keras reads it through: a tf.data dataset
 split over replicas and workers under the TensorFlow backend, the numpy batches themselves under
-JAX or torch (Keras takes a Python generator; ``keras.distribution`` splits each batch)."""
+JAX or torch (a ``keras.utils.PyDataset``: :class:`StreamBatches`; ``keras.distribution`` splits each
+batch over the devices)."""
 
 from __future__ import annotations
 
