@@ -49,11 +49,29 @@ def test_stream_batches_read_epoch_after_epoch_in_order():
 
     batches = StreamBatches(CountingStream(), start_epoch=4)
     assert len(batches) == batches.num_batches == 3
+    batches[0]  # Keras builds the model on a first batch, then starts over: the same epoch again
     seen = [[int(batches[i][0][0, 0]) for i in range(3)] for _ in range(2)]
-    assert seen == [[40, 41, 42], [50, 51, 52]]  # pass p is the stream's epoch start_epoch + p
+    assert seen == [[40, 41, 42], [50, 51, 52]]  # pass p read to its end is the stream's epoch start_epoch + p
     batches[0]
     with pytest.raises(IndexError, match="in order"):
         batches[2]
+
+
+class ShortStream(CountingStream):
+    """An ordered (validation) stream of 2 batches, the last short, claiming 3 steps (train.val_steps)."""
+
+    def epoch(self, epoch=0, own=True):
+        yield np.zeros((4, 1), np.float32), np.arange(4, dtype=np.int32)
+        yield np.ones((3, 1), np.float32), np.arange(3, dtype=np.int32)
+
+
+def test_stream_batches_wrap_around_a_short_validation_stream_and_cut_batches_to_the_devices():
+    from doodle.train.feed import StreamBatches
+
+    once = StreamBatches(ShortStream())
+    assert [len(once[i][1]) for i in range(3)] == [4, 3, 4]  # the third step starts it over
+    split = StreamBatches(ShortStream(), multiple=2)  # DataParallel over 2 devices: rows a multiple of 2
+    assert [len(split[i][1]) for i in range(3)] == [4, 2, 4]
 
 
 @pytest.mark.slow

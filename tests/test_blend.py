@@ -67,15 +67,30 @@ def test_a_member_that_trained_on_the_validation_shards_is_not_fitted_on_them(tm
 
 
 def test_predict_weights_params_are_checked():
+    two = ["models/a.keras", "models/b.keras"]
     from_mapping(PredictParams, {"weights": "fit"}, "predict")
-    from_mapping(PredictParams, {"weights": [1, 0.5]}, "predict")
+    from_mapping(PredictParams, {"weights": [1, 0.5], "models": two}, "predict")
     for bad in ("best", [0, 0], [-1, 2], ["a"]):
         with pytest.raises(ParamError, match="predict.weights"):
-            from_mapping(PredictParams, {"weights": bad}, "predict")
+            from_mapping(PredictParams, {"weights": bad, "models": two}, "predict")
+    with pytest.raises(ParamError, match="predict.weights: a list of weights needs predict.models as a list"):
+        from_mapping(PredictParams, {"weights": [1, 1]}, "predict")  # models: auto
     models = [TrainedModel(f"m{i}.keras", None, ["a"], RenderParams()) for i in range(2)]
+    three = from_mapping(PredictParams, {"weights": [1, 1, 1], "models": [*two, "models/c.keras"]}, "predict")
     with pytest.raises(ParamError, match="3 weights for 2 models"):
-        blend_weights(from_mapping(PredictParams, {"weights": [1, 1, 1]}, "predict"), models)
-    assert blend_weights(from_mapping(PredictParams, {"weights": [3, 1]}, "predict"), models) == {"weights": [3.0, 1.0]}
+        blend_weights(three, models)
+    with pytest.raises(ParamError, match="3 weights for 1 models"):
+        blend_weights(three, models[:1])  # not silently ignored when one model is left
+    given = from_mapping(PredictParams, {"weights": [3, 1], "models": two}, "predict")
+    assert blend_weights(given, models) == {"weights": [3.0, 1.0]}
+
+
+def test_fitting_weights_on_image_shards_is_refused_by_name(tmp_path):
+    from doodle.predict.blend import validation_rows
+
+    manifest = {"content": "images", "source_kind": "digits", "val_shards": [0], "files": ["shard-000.parquet"]}
+    with pytest.raises(ParamError, match="predict.weights: fit .* hold images .*give the weights as a list"):
+        validation_rows(tmp_path, manifest, 100)
 
 
 class Constant:

@@ -24,7 +24,7 @@ from doodle.core.params import ParamError
 from doodle.drawing.strokes import STROKE_COLUMNS, StrokeBatch
 from doodle.shard.format import split_shards
 
-from .inference import TrainedModel, predict_in_batches
+from .inference import TrainedModel, mirrored, predict_in_batches
 
 STEP = 0.05  # grid step of the weights
 GRID_MODELS = 3  # up to this many models, every grid point is scored
@@ -32,6 +32,11 @@ GRID_MODELS = 3  # up to this many models, every grid point is scored
 
 def validation_rows(shards_dir: Path, manifest: dict, rows: int):
     """(strokes, labels) of the first ``rows`` drawings of the validation shards, in shard order."""
+    if manifest.get("content") == "images":
+        raise ParamError(
+            "predict.weights: fit scores the models on the validation shards' strokes, but these shards hold "
+            f"images ({manifest.get('source_kind')} source): give the weights as a list"
+        )
     batches, labels, left = [], [], rows
     for i in split_shards(manifest, "val", None):
         if left <= 0:
@@ -59,15 +64,24 @@ def check_held_out(models: list[TrainedModel], metas: list[dict], manifest: dict
             )
 
 
-def model_probs(models: list[TrainedModel], batches: list[StrokeBatch], batch_size: int) -> list[np.ndarray]:
+def model_probs(
+    models: list[TrainedModel], batches: list[StrokeBatch], batch_size: int, tta_flip: bool = False
+) -> list[np.ndarray]:
     """Each model's probabilities of the drawings ``batches``, through its own encoder (one input
-    per distinct encoder)."""
+    per distinct encoder), and averaged with their mirror images' when ``tta_flip``: the
+    probabilities the weights will be applied to at prediction."""
     encoded: dict = {}
     out = []
     for m in models:
         if m.encoder not in encoded:
             encoded[m.encoder] = [m.encoder.encode(b) for b in batches]
-        out.append(np.concatenate([predict_in_batches(m.model, x, batch_size) for x in encoded[m.encoder]]))
+        probs = []
+        for x in encoded[m.encoder]:
+            p = predict_in_batches(m.model, x, batch_size)
+            if tta_flip:
+                p = (p + predict_in_batches(m.model, mirrored(m.encoder, x), batch_size)) / 2
+            probs.append(p)
+        out.append(np.concatenate(probs))
     return out
 
 

@@ -66,6 +66,11 @@ class PredictParams:
         elif self.weights is not None:
             ok = isinstance(self.weights, list) and all(isinstance(w, (int, float)) and w >= 0 for w in self.weights)
             require(ok and sum(self.weights) > 0, f"{where}.weights", "a list needs numbers >= 0, not all 0")
+            require(
+                self.models != "auto",
+                f"{where}.weights",
+                "a list of weights needs predict.models as a list, in the same order (auto's order is a file listing)",
+            )
         require(self.fit_rows >= 1, f"{where}.fit_rows", "must be >= 1")
         if isinstance(self.models, str):
             require(self.models == "auto", f"{where}.models", f"must be auto or a list of models, got {self.models!r}")
@@ -105,16 +110,16 @@ def predict(cfg: PredictParams, source: Source, progress: bool = True) -> StageR
 def blend_weights(cfg: PredictParams, models: list[TrainedModel]) -> dict:
     """The weights of ``models`` in the mean (``weights``: None for equal), and when fitted, what the
     fit measured on validation: each model's MAP@3 alone and the blend's (:mod:`doodle.predict.blend`)."""
+    if isinstance(cfg.weights, list) and len(cfg.weights) != len(models):
+        raise ParamError(f"predict.weights: {len(cfg.weights)} weights for {len(models)} models")
     if cfg.weights is None or len(models) == 1:
         return {}
     if cfg.weights != "fit":
-        if len(cfg.weights) != len(models):
-            raise ParamError(f"predict.weights: {len(cfg.weights)} weights for {len(models)} models")
         return {"weights": [float(w) for w in cfg.weights]}
     manifest = read_manifest(SHARDS)
     check_held_out(models, [json.loads(m.path.with_suffix(".json").read_text()) for m in models], manifest)
     batches, labels = validation_rows(SHARDS, manifest, cfg.fit_rows)
-    probs = model_probs(models, batches, cfg.batch_size)
+    probs = model_probs(models, batches, cfg.batch_size, cfg.tta_flip)
     weights, blended = fit_weights(probs, labels)
     alone = {str(m.path): round(map_at_3(labels, p), 4) for m, p in zip(models, probs)}
     log.info("blend weights %s on %d val drawings: MAP@3 %.4f (alone %s)", weights, len(labels), blended, alone)

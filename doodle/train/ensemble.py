@@ -93,8 +93,9 @@ def check_run(cfg: TrainParams, render_cfg: CacheParams, cache: dict, shards: di
             f"param train.model: {cfg.model} reads strokes, but the shards hold images "
             f"({shards.get('source_kind')} source): choose an image model"
         )
-    if on_the_fly and cfg.input_kind == "image":  # strokes to draw, drawn as the cache's images were
-        require_cache_for_images(False, shards)
+    if cfg.input_kind == "image":  # trained on the cache's images, or drawn as they were: the same render
+        if on_the_fly:
+            require_cache_for_images(False, shards)
         require_same_render(cache, render_cfg.raster(), CACHE, "param render: the render params")
     if cfg.time_budget_s and worker.count > 1:
         # Each worker would read its own clock, and workers that disagree on stopping would hang.

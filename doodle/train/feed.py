@@ -36,7 +36,7 @@ def fit_data(strategy, worker: Worker, stream, start_epoch: int = 0):
     if not uses_tf_data():
         if worker.count > 1:
             raise RuntimeError("several workers need the tensorflow backend (tf.distribute)")
-        return StreamBatches(stream, start_epoch)
+        return StreamBatches(stream, start_epoch, replicas(strategy))
     if worker.count == 1:
         return tf_dataset(stream, repeat=True, start_epoch=start_epoch)
     per_replica = stream.batch_size * worker.count // strategy.num_replicas_in_sync
@@ -55,25 +55,38 @@ def uses_tf_data() -> bool:
     return keras.backend.backend() == "tensorflow"
 
 
-def evaluation_data(stream):
+def evaluation_data(stream, strategy=None):
     """One ordered pass of ``stream`` for ``model.evaluate`` (with ``steps=len(stream)``)."""
-    return tf_dataset(stream, repeat=False) if uses_tf_data() else StreamBatches(stream)
+    return tf_dataset(stream, repeat=False) if uses_tf_data() else StreamBatches(stream, 0, replicas(strategy))
+
+
+def replicas(strategy) -> int:
+    """The devices each batch is split over (1 without a strategy)."""
+    return strategy.num_replicas_in_sync if strategy is not None else 1
 
 
 class StreamBatches(keras.utils.PyDataset):
     """A batch stream as Keras reads it without tf.data (JAX, torch): ``len(stream)`` batches a pass,
     asked for in order (one worker, no threads), a pass being one epoch of the stream.
 
-    Keras starts a new pass at index 0 each epoch, for training and validation alike, so pass ``p``
-    reads the stream's epoch ``start_epoch + p``: the batches the tf.data path gives, a resumed run's
-    included. A validation stream (no shuffle) gives its one ordered pass every time. A Python
-    generator would not do: Keras re-reads the two batches it peeks at when it restarts one."""
+    Pass ``p`` read to its end reads the stream's epoch ``start_epoch + p``: the batches the tf.data
+    path gives, a resumed run's included. A pass Keras leaves unfinished (it builds the model on the
+    first batch, then starts over) is read again from its start, as the same epoch. A validation
+    stream (no shuffle) gives its one ordered pass every time, over again if ``validation_steps`` asks
+    for more batches than it holds (as tf.data's repeat does). A Python generator would not do: Keras
+    re-reads the two batches it peeks at when it restarts one.
 
-    def __init__(self, stream, start_epoch: int = 0):
+    ``multiple``: the devices Keras splits each batch over (``keras.distribution.DataParallel``),
+    which must divide its rows: a validation stream's last, short batch is cut to a multiple of it
+    (so training-time validation may leave out up to ``multiple - 1`` drawings; the evaluate stage
+    scores them all)."""
+
+    def __init__(self, stream, start_epoch: int = 0, multiple: int = 1):
         super().__init__(workers=1, use_multiprocessing=False)
         self.stream = stream
-        self.next_epoch = start_epoch
-        self._batches, self._at = iter(()), 0
+        self.multiple = multiple
+        self._epoch = start_epoch - 1  # the epoch of the pass being read
+        self._batches, self._at = iter(()), len(stream)  # as if a pass had just been read to its end
 
     def __len__(self) -> int:
         return len(self.stream)
@@ -84,15 +97,22 @@ class StreamBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         if index == 0:
-            self._batches, self._at = self.stream.epoch(self.next_epoch), 0
-            self.next_epoch += 1
+            if self._at >= len(self):  # the last pass was read to its end: the next epoch
+                self._epoch += 1
+            self._batches, self._at = self.stream.epoch(self._epoch), 0
         if index != self._at:
             raise IndexError(
                 f"a stream's batches are read in order (model.fit(..., shuffle=False): the stream shuffles): "
                 f"asked for {index}, next is {self._at}"
             )
         self._at += 1
-        return next(self._batches)
+        batch = next(self._batches, None)
+        if batch is None:  # more steps than the stream holds (validation): over again
+            self._batches = self.stream.epoch(self._epoch)
+            batch = next(self._batches)
+        x, y = batch
+        rows = len(y) - len(y) % self.multiple
+        return (x, y) if rows == len(y) else (x[:rows], y[:rows])
 
 
 def training_encoder(cfg: TrainParams, render_cfg: CacheParams):

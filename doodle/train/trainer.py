@@ -163,7 +163,7 @@ def finish(cfg: TrainParams, run: Setup, member: Member, train, val, callbacks: 
     """Score the best model (kept by the resumable state) on the validation stream, write its metadata
     and end the DVCLive run. Returns (metrics, best model)."""
     best = keras.saving.load_model(member.model)
-    scores = best.evaluate(evaluation_data(val), steps=len(val), verbose=0, return_dict=True)
+    scores = best.evaluate(evaluation_data(val, run.strategy), steps=len(val), verbose=0, return_dict=True)
     metrics = member_metrics(scores, train.rows, callbacks, fitted)
     write_meta(cfg, run, member, train.image_shape, metrics, callbacks.state.history)
     callbacks.live.end()
