@@ -118,6 +118,12 @@ ENCODERS: dict[str, tuple[type, str]] = {
 }
 
 
+def encoder_spec(encoder: Encoder) -> dict[str, Any]:
+    """``encoder`` as a model's metadata records it: its ``kind`` and its ``to_dict()``, which
+    :func:`encoder_from_dict` reads back."""
+    return {"kind": encoder.kind, **encoder.to_dict()}
+
+
 def encoder_from_dict(kind: str, d: dict[str, Any]) -> RenderParams | SequenceParams:
     """The encoder of ``kind`` ("image" or "sequence") with the params of ``d``, as its ``to_dict()``
     wrote them (a model's metadata); a ``"kind"`` entry in ``d``, if any, must agree. Validated."""

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from doodle.batches.cache import CacheSplit
+from doodle.batches.strokes import concat
 from doodle.core.metrics import top_k
-from doodle.drawing.strokes import STROKE_COLUMNS, StrokeBatch
+from doodle.shard.format import iter_shard_batches
 
 MISTAKES = 40  # the gallery of most confident mistakes
 SAMPLE_ROWS = 20_000  # drawings written to reports/confusion.csv, before the class restriction
@@ -204,9 +204,11 @@ def shard_inputs(
     (the cache file rendered from it), ``batch_size`` at a time within each. One shard's strokes
     are in memory at a time."""
     for path, n in zip(shards, rows):
-        table = pq.read_table(path, columns=["label", *STROKE_COLUMNS]).slice(0, n)
-        strokes = StrokeBatch.from_arrow(*(table[c] for c in STROKE_COLUMNS))
-        labels = table["label"].to_numpy()
+        groups = list(iter_shard_batches(path, limit=n))  # as the render stage read it into the cache
+        if not groups:
+            continue
+        strokes = concat([g for _, _, g in groups])
+        labels = np.concatenate([g for g, _, _ in groups])
         for a in range(0, n, batch_size):
             b = min(a + batch_size, n)
             yield encoder.encode(strokes.take(np.arange(a, b))), labels[a:b]

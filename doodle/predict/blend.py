@@ -17,21 +17,21 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from doodle.core.metrics import map_at_3
 from doodle.core.params import ParamError
-from doodle.drawing.strokes import STROKE_COLUMNS, StrokeBatch
-from doodle.shard.format import split_shards
+from doodle.drawing.strokes import StrokeBatch
+from doodle.shard.format import iter_shard_batches, split_shards
 
-from .inference import TrainedModel, mirrored, predict_in_batches
+from .inference import TrainedModel, model_probs_of
 
 STEP = 0.05  # grid step of the weights
 GRID_MODELS = 3  # up to this many models, every grid point is scored
 
 
 def validation_rows(shards_dir: Path, manifest: dict, rows: int):
-    """(strokes, labels) of the first ``rows`` drawings of the validation shards, in shard order."""
+    """(strokes, labels) of the first ``rows`` drawings of the validation shards, in shard order: a
+    StrokeBatch per row group, read as the render stage reads shards (``iter_shard_batches``)."""
     if manifest.get("content") == "images":
         raise ParamError(
             "predict.weights: fit scores the models on the validation shards' strokes, but these shards hold "
@@ -39,13 +39,12 @@ def validation_rows(shards_dir: Path, manifest: dict, rows: int):
         )
     batches, labels, left = [], [], rows
     for i in split_shards(manifest, "val", None):
+        for group_labels, _, strokes in iter_shard_batches(shards_dir / manifest["files"][i], limit=left):
+            batches.append(strokes)
+            labels.append(group_labels)
+            left -= len(group_labels)
         if left <= 0:
             break
-        table = pq.read_table(shards_dir / manifest["files"][i], columns=["label", *STROKE_COLUMNS])
-        table = table.slice(0, left)
-        batches.append(StrokeBatch.from_arrow(*(table[c] for c in STROKE_COLUMNS)))
-        labels.append(table["label"].to_numpy().astype(np.int64))
-        left -= table.num_rows
     if not batches:
         raise ParamError("predict.weights: fit needs validation shards (shard.val_shards) with drawings")
     return batches, np.concatenate(labels)
@@ -75,13 +74,7 @@ def model_probs(
     for m in models:
         if m.encoder not in encoded:
             encoded[m.encoder] = [m.encoder.encode(b) for b in batches]
-        probs = []
-        for x in encoded[m.encoder]:
-            p = predict_in_batches(m.model, x, batch_size)
-            if tta_flip:
-                p = (p + predict_in_batches(m.model, mirrored(m.encoder, x), batch_size)) / 2
-            probs.append(p)
-        out.append(np.concatenate(probs))
+        out.append(np.concatenate([model_probs_of(m, x, batch_size, tta_flip) for x in encoded[m.encoder]]))
     return out
 
 

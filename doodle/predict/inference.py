@@ -110,6 +110,15 @@ def mirrored(encoder: RenderParams | SequenceParams, inputs: np.ndarray) -> np.n
     return out
 
 
+def model_probs_of(model: TrainedModel, inputs: np.ndarray, batch_size: int, tta_flip: bool) -> np.ndarray:
+    """``model``'s probabilities of its encoded ``inputs``, averaged with their mirror images' when
+    ``tta_flip``: what one model contributes to a mean, at prediction and when blend weights are fitted."""
+    probs = predict_in_batches(model.model, inputs, batch_size)
+    if tta_flip:
+        probs = (probs + predict_in_batches(model.model, mirrored(model.encoder, inputs), batch_size)) / 2
+    return probs
+
+
 def _mean_probs(models: list[TrainedModel], encode, batch_size: int, tta_flip: bool, timing, weights):
     """The weighted mean of ``models``' probabilities of their inputs ``encode(encoder)`` (and
     their mirror images if ``tta_flip``); models that share an encoder share its input."""
@@ -123,9 +132,7 @@ def _mean_probs(models: list[TrainedModel], encode, batch_size: int, tta_flip: b
             encoded[m.encoder] = encode(m.encoder)
         inputs = encoded[m.encoder]
         t1 = time.perf_counter()
-        probs = predict_in_batches(m.model, inputs, batch_size)
-        if tta_flip:
-            probs = (probs + predict_in_batches(m.model, mirrored(m.encoder, inputs), batch_size)) / 2
+        probs = model_probs_of(m, inputs, batch_size, tta_flip)
         timing.render_s += t1 - t0
         timing.model_s += time.perf_counter() - t1
         total = w * probs if total is None else total + w * probs

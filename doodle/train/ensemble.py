@@ -28,7 +28,7 @@ from doodle.core.paths import BACKUP, CACHE, DVCLIVE, MEMBERS, MODEL, MODEL_META
 from doodle.core.plots import learning_curves
 from doodle.core.report import StageResult
 
-from .feed import drawn_on_the_fly
+from .feed import training_encoder, trains_on_cache
 from .folds import (
     FoldAccumulator,
     OofWriter,
@@ -81,7 +81,7 @@ def check_run(cfg: TrainParams, render_cfg: CacheParams, cache: dict, shards: di
     the train params are checked against the render params, the render cache's manifest (``cache``),
     the shards' (``shards``) and the cluster (``worker``). Each section's own values were checked
     when it was loaded (``TrainParams.validate``)."""
-    on_the_fly = drawn_on_the_fly(cfg, render_cfg)
+    on_the_fly = not trains_on_cache(render_cfg, training_encoder(cfg, render_cfg))
     if cfg.folds > 1:  # enough shards with images for every fold to train and validate on
         plan_folds(cache, shards, cfg.folds, not on_the_fly, render_cfg.train_shards)
     if not on_the_fly and cfg.stroke_augment_params.any():
@@ -146,7 +146,7 @@ def fold_splits(fold, run: Setup, threads: int | None = None):
     held-out drawings, drawn (encoded) on the fly."""
     if fold is None:
         return None, holdout_split(run, threads), tuple(run.shards["val_shards"])
-    if run.render.train_cache and run.encoder.kind == "image":
+    if trains_on_cache(run.render, run.encoder):
         train, val = open_fold(CACHE, fold)
     else:
         train = fold_shard_paths(SHARDS, fold.train)
@@ -167,7 +167,7 @@ def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResu
     """
     shards, chief = run.shards, run.worker.chief
     if cfg.folds > 1:  # checked by check_run before the run started
-        cached = run.render.train_cache and run.encoder.kind == "image"
+        cached = trains_on_cache(run.render, run.encoder)
         folds = plan_folds(run.cache, shards, cfg.folds, cached, run.render.train_shards)
         ref = reference_fold(folds, shards["val_shards"])
     else:

@@ -15,6 +15,7 @@ from doodle.batches.cache import CacheParams, CacheSplit, open_split
 from doodle.batches.stream import BatchStream
 from doodle.batches.strokes import DrawnSplit, StrokeStream, shard_paths
 from doodle.core.paths import CACHE, SHARDS
+from doodle.drawing.sequence import encoder_spec
 from doodle.shard.format import read_manifest
 
 from .params import TrainParams
@@ -121,10 +122,11 @@ def training_encoder(cfg: TrainParams, render_cfg: CacheParams):
     return cfg.sequence_params if cfg.input_kind == "sequence" else render_cfg.raster()
 
 
-def drawn_on_the_fly(cfg: TrainParams, render_cfg: CacheParams) -> bool:
-    """Whether training batches are made from the shards' strokes as they are needed: always for a
-    stroke model, for an image model with ``render.train_cache: false``."""
-    return cfg.input_kind == "sequence" or not render_cfg.train_cache
+def trains_on_cache(render_cfg: CacheParams, encoder) -> bool:
+    """Whether training reads the render cache's images: an image model with ``render.train_cache``.
+    Otherwise its batches are made from the shards' strokes as they are needed (always for a stroke
+    model, whose ``encoder`` is no rasterizer)."""
+    return render_cfg.train_cache and encoder.kind == "image"
 
 
 def training_stream(
@@ -145,7 +147,8 @@ def training_stream(
     training shards (doodle.train.folds): their cache images, or with ``render.train_cache: false``
     their parquet files, drawn on the fly."""
     worker = worker or Worker()
-    if isinstance(split, CacheSplit) or (not drawn_on_the_fly(cfg, render_cfg) and split is None):
+    encoder = training_encoder(cfg, render_cfg)  # render params checked against the cache's (ensemble.check_run)
+    if isinstance(split, CacheSplit) or (trains_on_cache(render_cfg, encoder) and split is None):
         stream = BatchStream(
             split if isinstance(split, CacheSplit) else open_split(cache_dir, "train"),
             batch,
@@ -159,7 +162,6 @@ def training_stream(
         )
         return stream, "cache"
     shards = read_manifest(shards_dir)
-    encoder = training_encoder(cfg, render_cfg)  # render params checked against the cache's (ensemble.check_run)
     stream = StrokeStream(
         split if split is not None else shard_paths(shards_dir, "train", render_cfg.train_shards),
         encoder,
@@ -176,7 +178,7 @@ def training_stream(
     )
     source = {"shards": shards, "train_shards": render_cfg.train_shards}
     if encoder.kind != "image":
-        source["input"] = {"kind": encoder.kind, **encoder.to_dict()}
+        source["input"] = encoder_spec(encoder)
     return stream, {**source, "max_per_shard": render_cfg.max_per_shard}
 
 

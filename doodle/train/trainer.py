@@ -23,9 +23,10 @@ import keras
 
 from doodle.batches.cache import CacheParams, CacheSplit
 from doodle.batches.strokes import DrawnSplit
+from doodle.drawing.sequence import encoder_spec
 
 from .compile import FitCallbacks, compiled_model, fit_callbacks
-from .feed import evaluation_data, fit_data, training_stream, validation_stream
+from .feed import evaluation_data, fit_data, replicas, training_stream, validation_stream
 from .params import TrainParams
 from .strategy import Worker
 
@@ -100,7 +101,7 @@ def train_member(cfg: TrainParams, run: Setup, member: Member):
 
 def global_batch(cfg: TrainParams, strategy) -> int:
     """``train.batch_size`` is per replica: the global batch is over every replica of every worker."""
-    return cfg.batch_size * (strategy.num_replicas_in_sync if strategy is not None else 1)
+    return cfg.batch_size * replicas(strategy)
 
 
 def start_line(cfg: TrainParams, run: Setup, member: Member, train, source, batch: int) -> str:
@@ -201,7 +202,7 @@ def write_meta(cfg: TrainParams, run: Setup, member: Member, shape, metrics: dic
         "model": cfg.model,
         "width": cfg.width,
         "input_shape": list(shape),
-        "input": {"kind": run.encoder.kind, **run.encoder.to_dict()},  # how predict makes its input
+        "input": encoder_spec(run.encoder),  # how predict makes its input
         "classes": run.cache["classes"],
         "render": run.cache["render"],
         "device": run.device,
