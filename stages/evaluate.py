@@ -19,6 +19,7 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from doodle.batches.cache import open_split, read_cache_manifest, require_same_render
+from doodle.core.metrics import chance_map_at_3, near_chance
 from doodle.core.params import load_section, read_params
 from doodle.core.paths import CACHE, MODEL, REPORTS, SHARDS
 from doodle.drawing.raster import RenderParams
@@ -54,10 +55,21 @@ def main(argv=None) -> None:
         f"top-3 {metrics['val_top3']:.4f} on {result.rows:,} drawings; worst: "
         + ", ".join(f"{classes[i]} {accuracy[i]:.2f}" for i in ranked[:5])
     )
+    if near_chance(metrics["val_map_at_3"], len(classes)):
+        print(
+            f"evaluate: WARNING: val MAP@3 {metrics['val_map_at_3']:.4f} is near chance "
+            f"({chance_map_at_3(len(classes)):.4f} for {len(classes)} classes): the model has not learned; "
+            "train longer (train.epochs, train.steps_per_epoch, train.time_budget_s) or check the recipe"
+        )
     seen = write_views(model.model, inputs() if inputs else iter_batches(val, BATCH), classes, views, REPORTS)
+    embedding = (
+        f"embedding skipped ({seen['embedding_skipped']})"
+        if seen["embedding_skipped"]
+        else f"{seen['embedding']} embedding of {seen['embedding_points']:,} drawings "
+        f"({seen['embedding_seconds']:.1f}s)"
+    )
     print(
-        f"evaluate: {seen['embedding']} embedding of {seen['embedding_points']:,} drawings "
-        f"({seen['embedding_seconds']:.1f}s), activations of {seen['activation_layers']} conv layers "
+        f"evaluate: {embedding}, activations of {seen['activation_layers']} conv layers "
         f"-> {REPORTS / 'embedding.png'}, {REPORTS / 'activations.png'}"
     )
 

@@ -3,6 +3,8 @@ activation maps, for every architecture, any class count, 1 or 3 channels, and a
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -10,11 +12,21 @@ import numpy as np
 import pytest
 
 from doodle.batches.cache import open_split
+from doodle.core.metrics import chance_map_at_3, near_chance
 from doodle.core.params import ParamError, from_mapping
-from doodle.core.plots import scatter_by_class
+from doodle.core.plots import guarded, scatter_by_class
 from doodle.evaluate.analysis import iter_batches
-from doodle.evaluate.views import ACTIVATION_LAYERS, ViewParams, conv_model, embed, sample_views, write_views
+from doodle.evaluate.views import (
+    ACTIVATION_LAYERS,
+    ViewParams,
+    conv_model,
+    embed,
+    sample_views,
+    unembeddable,
+    write_views,
+)
 from doodle.models import build_model
+from stages.cli import subprocess_env
 from tests.conftest import work_on_copy, write_params
 
 
@@ -119,6 +131,7 @@ def test_many_classes_and_three_channels(tmp_path):
         "embedding": "PCA",
         "embedding_points": 60,
         "embedding_seconds": seen["embedding_seconds"],
+        "embedding_skipped": None,
         "activation_layers": ACTIVATION_LAYERS,
         "activation_images": 2,
     }
@@ -173,3 +186,85 @@ def test_view_params_are_checked():
         from_mapping(ViewParams, {"embedding": "umap"}, "evaluate")
     with pytest.raises(ParamError, match="evaluate.embedding_samples"):
         from_mapping(ViewParams, {"embedding_samples": 1}, "evaluate")
+
+
+def unlearned(model):
+    """``model`` with every layer but the Dense head zeroed: the same features (zeros) for every
+    drawing, as a model that has not learned gives nearly."""
+    for layer in model.layers[:-1]:
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    return model
+
+
+def test_features_without_spread_or_with_nan_are_not_embedded():
+    rng = np.random.default_rng(0)
+    constant = np.full((300, 64), 0.5, np.float32)
+    assert "no variance" in unembeddable(constant)
+    assert "no variance" in unembeddable(constant + rng.normal(0, 1e-9, constant.shape))  # float rounding only
+    nan = rng.normal(size=(300, 64))
+    nan[3, 5] = np.nan
+    assert "NaN" in unembeddable(nan)
+    # a small but real spread is embedded, and t-SNE's start (computed here, not by scikit-learn's
+    # init="pca", which divides by the spread) gives finite points
+    small = constant + rng.normal(0, 1e-3, constant.shape)
+    assert unembeddable(small) is None
+    points, name = embed(small, "tsne")
+    assert name == "t-SNE" and points.shape == (300, 2) and np.isfinite(points).all()
+
+
+def test_views_of_a_model_that_has_not_learned(tmp_path, caplog):
+    """Constant features: the t-SNE view (which would crash scikit-learn's compiled code) is
+    skipped with its reason in the picture and the summary; the activations are still drawn."""
+    keras.utils.set_random_seed(0)
+    model = unlearned(build_model("cnn", (32, 32, 1), 5, width=0.125))
+    images, labels = synthetic(120, 5, (32, 32, 1))
+    with caplog.at_level(logging.WARNING, logger="doodle.evaluate.views"):
+        seen = write_views(model, batches_of(images, labels, 50), list("abcde"), ViewParams(100, "tsne", 3), tmp_path)
+    assert seen["embedding_skipped"] == "features have no variance: the model has not learned"
+    assert seen["embedding_points"] == 0 and seen["activation_layers"] == ACTIVATION_LAYERS
+    assert any("embedding skipped" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "embedding.png").stat().st_size > 1000 and (tmp_path / "activations.png").stat().st_size > 5000
+
+
+def test_a_failing_picture_becomes_a_picture_saying_why(tmp_path, caplog):
+    def broken():
+        raise ValueError("boom")
+
+    with caplog.at_level(logging.WARNING, logger="doodle.core.plots"):
+        assert guarded("embedding", tmp_path / "e.png", broken) is None
+    assert guarded("other", tmp_path / "o.png", lambda: 7) == 7 and not (tmp_path / "o.png").exists()
+    assert (tmp_path / "e.png").stat().st_size > 1000
+    assert any("embedding view skipped: ValueError: boom" in r.getMessage() for r in caplog.records)
+
+
+def test_near_chance_rule():
+    assert chance_map_at_3(340) == pytest.approx((1 + 1 / 2 + 1 / 3) / 340)
+    assert chance_map_at_3(2) == pytest.approx(0.75) and chance_map_at_3(1) == 1.0
+    assert near_chance(0.0053, 340) and not near_chance(0.05, 340)  # the issue's 30 s model; a learning one
+    assert near_chance(0.45, 4) and not near_chance(0.9, 4)  # few classes: within 0.1 of chance, not 2x
+    assert not near_chance(1.0, 1)
+
+
+def test_evaluate_stage_completes_on_a_model_that_has_not_learned(rendered, tmp_path, monkeypatch):
+    """The real stage, in its own process (a crash in compiled code shows as a negative exit),
+    with t-SNE on: exit 0, every metric and report written, the summary says near chance and why
+    the embedding is skipped."""
+    work_on_copy(rendered, tmp_path / "p", monkeypatch)
+    from doodle.predict.inference import TrainedModel
+    from stages import train
+
+    write_params(Path("params.yaml"), {"evaluate": {"embedding": "tsne", "embedding_samples": 100}})
+    train.main(["--quiet"])
+    model = TrainedModel.load("models/model.keras").model
+    unlearned(model).save("models/model.keras")
+    r = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate", "--quiet"], env=subprocess_env(), capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "near chance" in r.stdout and "embedding skipped (features have no variance" in r.stdout
+    metrics = json.loads(Path("metrics/eval.json").read_text())
+    assert set(metrics) == {"val_map_at_3", "val_top1", "val_top3"} and metrics["val_map_at_3"] < 0.6
+    for name in ("per_class_accuracy.csv", "confusion.csv", "confused_pairs.csv", "confidence.png"):
+        assert (Path("reports") / name).stat().st_size > 0
+    for name in ("misclassified.png", "embedding.png", "activations.png"):
+        assert (Path("reports") / name).stat().st_size > 1000

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+RANK_WEIGHTS = np.array([1.0, 1 / 2, 1 / 3])  # MAP@3's credit for the right class at rank 1, 2, 3
+
 
 def map_at_3_reference(actual: list, predicted: list[list]) -> float:
     """Plain-Python MAP@3 as Kaggle defines it for one true label per row."""
@@ -31,8 +33,21 @@ def map_at_3(labels: np.ndarray, probs_or_top: np.ndarray) -> float:
     """MAP@3 of integer labels against probabilities (n, C) or ranked indices (n, >=3)."""
     top = probs_or_top if probs_or_top.dtype.kind in "iu" else top_k(probs_or_top, 3)
     hits = top[:, :3] == np.asarray(labels).reshape(-1, 1)
-    return float((hits * np.array([1.0, 1 / 2, 1 / 3])).sum(axis=1).mean()) if len(hits) else 0.0
+    return float((hits * RANK_WEIGHTS).sum(axis=1).mean()) if len(hits) else 0.0
 
 
 def top_k_accuracy(labels: np.ndarray, probs: np.ndarray, k: int) -> float:
     return float((top_k(probs, k) == np.asarray(labels).reshape(-1, 1)).any(axis=1).mean())
+
+
+def chance_map_at_3(num_classes: int) -> float:
+    """MAP@3 of guessing three distinct classes at random: each rank holds the answer with
+    probability 1/C, so (1 + 1/2 + 1/3) / C (0.0054 for Kaggle's 340 classes)."""
+    return min(1.0, float(RANK_WEIGHTS[: max(num_classes, 1)].sum()) / max(num_classes, 1))
+
+
+def near_chance(score: float, num_classes: int) -> bool:
+    """A MAP@3 no better than twice chance, nor more than 0.1 above it (for a few classes twice
+    chance is nearly perfect): the model has not learned, or its labels are scrambled."""
+    chance = chance_map_at_3(num_classes)
+    return num_classes > 1 and score <= min(2 * chance, chance + 0.1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+
+log = logging.getLogger(__name__)
 
 
 def image_grid(
@@ -204,6 +207,18 @@ def message_figure(text: str, path: str | Path) -> Path:
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, transform=ax.transAxes)
     return _save(fig, path)
+
+
+def guarded(view: str, path: Path, draw):
+    """``draw()``, or, if it raises, one log line and a picture at ``path`` saying why: an optional
+    picture never takes a stage down (its metrics are written before its pictures), and its
+    declared output still exists. Returns what ``draw`` returned, None after an error."""
+    try:
+        return draw()
+    except Exception as exc:  # any failure of a picture: the stage's numbers are already written
+        log.warning("%s view skipped: %s: %s", view, type(exc).__name__, exc)
+        message_figure(f"{view} not drawn: {type(exc).__name__}: {exc}"[:200], path)
+        return None
 
 
 def _save(fig, path: str | Path) -> Path:

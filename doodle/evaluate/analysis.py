@@ -28,14 +28,13 @@ import numpy as np
 
 from doodle.batches.cache import CacheSplit
 from doodle.batches.strokes import concat
-from doodle.core.metrics import top_k
+from doodle.core.metrics import RANK_WEIGHTS, top_k
 from doodle.shard.format import iter_shard_batches
 
 MISTAKES = 40  # the gallery of most confident mistakes
 SAMPLE_ROWS = 20_000  # drawings written to reports/confusion.csv, before the class restriction
 MAX_CONFUSION_CLASSES = 30  # above this, confusion.csv keeps only the most confused classes
 CONFIDENCE_BINS = np.linspace(0, 1, 26)
-RANK_WEIGHTS = np.array([1.0, 1 / 2, 1 / 3])
 
 
 @dataclass

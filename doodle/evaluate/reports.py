@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from doodle.core.plots import group_histograms, image_grid
+from doodle.core.plots import group_histograms, guarded, image_grid
 
 from .analysis import ErrorAnalysis
 
@@ -34,29 +34,34 @@ def write_reports(result: ErrorAnalysis, classes: list[str], image_shape: tuple,
         ["actual", "predicted"],
         ((classes[a], classes[b]) for a, b in zip(actual, predicted)),
     )
+    # the pictures are optional: an error in one leaves a picture saying why (the numbers are written)
+    guarded("confidence", reports / "confidence.png", lambda: _draw_confidence(result, reports / "confidence.png"))
+    path = reports / "misclassified.png"
+    guarded("mistakes", path, lambda: _draw_mistakes(result, classes, image_shape, path))
+
+
+def _draw_confidence(result: ErrorAnalysis, path: Path) -> None:
     group_histograms(  # one panel a group, each normalised: the few wrong ones stay visible
         result.confidence,
         result.bins,
-        reports / "confidence.png",
+        path,
         "top-1 probability",
         "confidence of correct vs wrong predictions (each panel: % of its own group)",
         totals=result.confidence_rows,
     )
+
+
+def _draw_mistakes(result: ErrorAnalysis, classes: list[str], image_shape: tuple, path: Path) -> None:
     mistakes = result.mistakes
     if mistakes:
         image_grid(
             np.stack([m.image for m in mistakes]),
             [f"{classes[m.actual]}\n-> {classes[m.predicted]} {m.confidence:.2f}" for m in mistakes],
-            reports / "misclassified.png",
+            path,
             title="most confident mistakes (true -> predicted)",
         )
     else:
-        image_grid(
-            np.zeros((0, *image_shape), np.uint8),
-            [],
-            reports / "misclassified.png",
-            title="no mistakes on the validation set",
-        )
+        image_grid(np.zeros((0, *image_shape), np.uint8), [], path, title="no mistakes on the validation set")
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:

@@ -35,13 +35,13 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from doodle.batches.cache import CacheParams, CacheSplit, open_split, read_cache_manifest, require_same_render
+from doodle.core.metrics import RANK_WEIGHTS
 from doodle.core.params import ParamError, require
 from doodle.drawing.raster import render
 from doodle.drawing.strokes import STROKE_COLUMNS, StrokeBatch
 from doodle.shard.format import read_manifest, split_shards
 
 SCORE_BATCH = 2048  # validation rows per decision_function call: bounds memory, not the result
-RANK_WEIGHTS = np.array([1.0, 1 / 2, 1 / 3])
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from doodle.batches.cache import CacheSplit, open_files
-from doodle.core.metrics import top_k
+from doodle.core.metrics import RANK_WEIGHTS, top_k
 from doodle.core.params import ParamError
 from doodle.shard.format import shard_of, split_shards
 
@@ -189,7 +189,7 @@ class OofWriter:
         fold's OOF MAP@3."""
         import pyarrow as pa
 
-        split, weights = acc.split, np.array([1.0, 1 / 2, 1 / 3])
+        split, weights = acc.split, RANK_WEIGHTS
         keys, labels = np.concatenate(split.keys), split.all_labels()
         fold_sum = 0.0
         for a in range(0, split.rows, CHUNK_ROWS):
