@@ -2,9 +2,10 @@
 
 Every stage loads only the sections it uses (:func:`doodle.core.params.load_section`); this map is
 for what looks at params.yaml as a whole: :func:`load_all` checks every section at once (the
-recipes and the quality benchmark, before any training), and the tests compare each dataclass's
-defaults with params.yaml (the one source of defaults). It sits above every subpackage, since it
-names a dataclass of each.
+recipes and the quality benchmark, before any training), :func:`check_all` adds the checks across
+sections (the ``check`` stage, before DVC touches any stage's outputs), and the tests compare each
+dataclass's defaults with params.yaml (the one source of defaults). Importing it loads no
+framework. It sits above every subpackage, since it names a dataclass of each.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import Any
 
 from doodle.batches.cache import CacheParams
 from doodle.core.params import ParamError, from_mapping
-from doodle.evaluate.views import ViewParams
+from doodle.evaluate.params import EvaluateParams
 from doodle.predict.run import PredictParams
 from doodle.sample.generate import SampleParams
 from doodle.shard.run import ShardParams
-from doodle.sources.folder import DataParams
+from doodle.sources.folder import PIXEL_KINDS, DataParams
 from doodle.train.baseline import BaselineParams
-from doodle.train.params import TrainParams
+from doodle.train.params import TrainParams, check_against
 
 SECTIONS: dict[str, type] = {
     "data": DataParams,
@@ -29,7 +30,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainParams,
     "predict": PredictParams,
     "baseline": BaselineParams,
-    "evaluate": ViewParams,
+    "evaluate": EvaluateParams,
 }
 
 
@@ -41,3 +42,18 @@ def load_all(params: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ParamError(f"unknown params.yaml section(s) {unknown}; known: {', '.join(SECTIONS)}")
     return {section: from_mapping(SECTIONS[section], raw, section) for section, raw in params.items()}
+
+
+def check_all(params: dict[str, Any], source_kind: str | None = None) -> dict[str, Any]:
+    """:func:`load_all`, then what one section's values must agree with in another's, as far as the
+    params and the layout of data.source (``source_kind``, when known) tell; the data itself is
+    checked by each stage. Raises a one-line ParamError."""
+    sections = load_all(params)
+    train = sections.get("train", TrainParams())
+    check_against(train, sections.get("render", CacheParams()), sections.get("shard", ShardParams()).count)
+    if source_kind in PIXEL_KINDS and train.input_kind == "sequence":
+        raise ParamError(
+            f"param train.model: {train.model} reads strokes, but data.source holds images ({source_kind}): "
+            "choose an image model"
+        )
+    return sections

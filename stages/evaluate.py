@@ -1,6 +1,7 @@
 """Stage `evaluate`: score the model on the validation shards and draw the error analysis.
 
-metrics/eval.json (MAP@3, top-1, top-3, rows: scalars only, so `dvc metrics show` fits a terminal),
+metrics/eval.json (MAP@3, top-1, top-3, rows: scalars only, so `dvc metrics show` fits a terminal) of
+the first ``evaluate.max_rows`` validation drawings (a uniform sample: the shards are shuffled),
 reports/ (per-class accuracy worst first, confusion data for `dvc plots`, most-confused pairs, a
 gallery of mistakes, confidence histograms). The split is streamed in batches, so memory does not
 grow with its size (see doodle.evaluate.analysis); reports/confusion.csv holds the first
@@ -24,8 +25,9 @@ from doodle.core.params import load_section, read_params
 from doodle.core.paths import CACHE, MODEL, REPORTS, SHARDS
 from doodle.drawing.raster import RenderParams
 from doodle.evaluate.analysis import analyse_split, iter_batches, model_inputs
+from doodle.evaluate.params import EvaluateParams
 from doodle.evaluate.reports import write_reports
-from doodle.evaluate.views import ViewParams, write_views
+from doodle.evaluate.views import write_views
 from doodle.predict.inference import TrainedModel, predict_in_batches
 from stages import cli
 
@@ -35,24 +37,28 @@ BATCH = 512
 def main(argv=None) -> None:
     args = cli.parser(__doc__).parse_args(argv)
     cli.setup_logging()
-    views = load_section(ViewParams, "evaluate", read_params(args.params))
+    cfg = load_section(EvaluateParams, "evaluate", read_params(args.params))
     model = TrainedModel.load(MODEL)
     cache = read_cache_manifest(CACHE)
     val = open_split(CACHE, "val")
     if model.kind == "image":
         require_same_render(cache, model.encoder, CACHE, f"{MODEL}'s render params")
-    inputs = model_inputs(model.kind, model.encoder, cache, SHARDS, BATCH)  # what the model reads of them
+    # what the model reads of them: the first evaluate.max_rows
+    inputs = model_inputs(model.kind, model.encoder, cache, SHARDS, BATCH, cfg.max_rows)
     classes = model.classes
-    with tqdm(total=val.rows, unit="img", desc="evaluate", disable=args.quiet) as bar:
+    scored = val.rows if cfg.max_rows is None else min(val.rows, cfg.max_rows)
+    with tqdm(total=scored, unit="img", desc="evaluate", disable=args.quiet) as bar:
         predict = lambda x: predict_in_batches(model.model, x, BATCH)  # noqa: E731
-        result = analyse_split(val, predict, len(classes), BATCH, bar.update, inputs=inputs and inputs())
+        result = analyse_split(val, predict, len(classes), BATCH, bar.update, inputs and inputs(), cfg.max_rows)
     metrics = result.metrics()
     cli.write_metrics("eval", metrics, headline=("val_map_at_3", "val_top1", "val_top3"))
     write_reports(result, classes, RenderParams(**cache["render"]).shape(), REPORTS)
     ranked, accuracy = result.ranked_classes(), result.per_class_accuracy()
     print(
         f"evaluate: val MAP@3 {metrics['val_map_at_3']:.4f}, top-1 {metrics['val_top1']:.4f}, "
-        f"top-3 {metrics['val_top3']:.4f} on {result.rows:,} drawings; worst: "
+        f"top-3 {metrics['val_top3']:.4f} on {result.rows:,} drawings"
+        + (f" (the first {result.rows:,} of {val.rows:,}: evaluate.max_rows)" if result.rows < val.rows else "")
+        + "; worst: "
         + ", ".join(f"{classes[i]} {accuracy[i]:.2f}" for i in ranked[:5])
     )
     if near_chance(metrics["val_map_at_3"], len(classes)):
@@ -61,7 +67,7 @@ def main(argv=None) -> None:
             f"({chance_map_at_3(len(classes)):.4f} for {len(classes)} classes): the model has not learned; "
             "train longer (train.epochs, train.steps_per_epoch, train.time_budget_s) or check the recipe"
         )
-    seen = write_views(model.model, inputs() if inputs else iter_batches(val, BATCH), classes, views, REPORTS)
+    seen = write_views(model.model, inputs() if inputs else iter_batches(val, BATCH), classes, cfg, REPORTS)
     embedding = (
         f"embedding skipped ({seen['embedding_skipped']})"
         if seen["embedding_skipped"]

@@ -9,7 +9,7 @@ import pytest
 from doodle.batches.cache import CacheSplit
 from doodle.core.errors import UserError
 from doodle.core.metrics import map_at_3, top_k_accuracy
-from doodle.evaluate.analysis import ErrorAnalysis, analyse_split, confused_pairs, iter_batches
+from doodle.evaluate.analysis import ErrorAnalysis, analyse_split, capped_rows, confused_pairs, iter_batches
 
 BINS = np.linspace(0, 1, 26)
 
@@ -154,6 +154,25 @@ def test_analyse_split_streams_every_row_once_in_order(tmp_path, as_files):
     assert_same(result, in_memory(labels, probs, images, 500))
 
 
+def test_a_limit_reads_only_the_first_rows_across_files(tmp_path):
+    assert capped_rows([1000, 1, 777], 1200) == [1000, 1, 199]
+    assert capped_rows([5, 5], None) == [5, 5] and capped_rows([5, 5], 3) == [3, 0]
+    split = encoded_split(tmp_path, [1000, 1, 777], as_files=True)
+    labels, probs, _ = random_scores(5, 1778, 40)
+    for s, a in zip(split.labels, [0, 1000, 1001]):
+        s[:] = labels[a : a + len(s)]
+    seen = []
+
+    def predict(images):
+        seen.append(len(images))
+        return probs[row_numbers(images)]
+
+    result = analyse_split(split, predict, 40, batch_size=256, sample_rows=500, limit=1200)
+    assert seen == [256, 256, 256, 232, 1, 199]
+    images = np.concatenate([np.asarray(im) for im in split.images])
+    assert_same(result, in_memory(labels[:1200], probs[:1200], images[:1200], 500))
+
+
 def test_batches_are_read_from_the_file_not_the_map(tmp_path):
     """The reader must not leave the split's pages mapped (resident memory would grow with it),
     and a slice of a map (whose file offset is not its own) is read through the map instead."""
@@ -246,6 +265,14 @@ def test_evaluate_stage_on_a_synthetic_cache(tmp_path, monkeypatch):
     assert rows("confusion.csv")[1:] == [[classes[a], classes[b]] for a, b in zip(*ref["confusion"])]
     for png in ("confidence.png", "misclassified.png", "embedding.png", "activations.png"):
         assert (tmp_path / "reports" / png).stat().st_size > 1000
+
+    # evaluate.max_rows: only the first 320 drawings (all of the first val file, 20 of the second)
+    (tmp_path / "params.yaml").write_text("evaluate:\n  embedding: pca\n  max_rows: 320\n")
+    evaluate.main(["--quiet"])
+    ev = json.loads((tmp_path / "reports" / "eval.json").read_text())
+    first = in_memory(labels[:320], probs[:320], images[:320], 20_000)
+    assert ev["val_rows"] == 320 and ev["val_top1"] == first["metrics"]["val_top1"]
+    assert ev["val_map_at_3"] == pytest.approx(first["metrics"]["val_map_at_3"], rel=1e-12)
 
     manifest["render"] = {**render, "line_width": 8.0}  # a cache drawn differently from the model's training
     (cache / "manifest.json").write_text(json.dumps(manifest))

@@ -58,7 +58,7 @@ def test_stream_batches_read_epoch_after_epoch_in_order():
 
 
 class ShortStream(CountingStream):
-    """An ordered (validation) stream of 2 batches, the last short, claiming 3 steps (train.val_steps)."""
+    """An ordered (validation) stream of 2 batches, the last short, claiming 3 steps (more than it holds)."""
 
     def epoch(self, epoch=0, own=True):
         yield np.zeros((4, 1), np.float32), np.arange(4, dtype=np.int32)

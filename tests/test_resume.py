@@ -21,7 +21,7 @@ EXACT = {
     "train": {
         "epochs": 12,
         "steps_per_epoch": 10,
-        "val_steps": 1,
+        "val_rows": 32,  # one batch of TINY's 32
         "learning_rate": 0.005,
         "early_stopping_patience": 3,
     }

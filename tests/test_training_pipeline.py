@@ -1,10 +1,13 @@
 """Training, prediction and evaluation on generated data; resumption; the DVC pipeline itself."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from stages.cli import subprocess_env
 from tests.conftest import clone_project, run_dvc, stages_run, work_on_copy, write_params
 
 
@@ -41,19 +44,42 @@ def test_train_predict_evaluate_tiny(rendered, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_dvc_repro_reruns_only_what_changed(tmp_path):
-    """The pipeline as users run it: repro, no-op rerun, a render param change reruns render onwards."""
+def test_dvc_repro_reruns_only_what_changed_and_a_bad_param_loses_nothing(tmp_path):
+    """The pipeline as users run it: repro, no-op rerun, a render param change reruns render onwards;
+    then a mistyped param in any section stops `dvc repro` at the check stage with one line, before
+    DVC deletes any stage's outputs: the trained model and every metric stay byte-identical."""
     proj = clone_project(tmp_path / "repo")
-    write_params(proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3}})
+    tiny = {"sample": {"train_per_class": 40, "test_per_class": 3}}
+    write_params(proj / "params.yaml", tiny)
     first = stages_run(run_dvc(["repro"], proj))
-    assert first == ["sample", "shard", "render", "train", "predict", "baseline", "evaluate"]
+    assert first == ["check", "sample", "shard", "render", "train", "predict", "baseline", "evaluate"]
     assert stages_run(run_dvc(["repro"], proj)) == []
-    write_params(
-        proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3}, "render": {"line_width": 8}}
-    )
-    assert stages_run(run_dvc(["repro"], proj)) == ["render", "train", "predict", "baseline", "evaluate"]
+    write_params(proj / "params.yaml", {**tiny, "render": {"line_width": 8}})
+    assert stages_run(run_dvc(["repro"], proj)) == ["check", "render", "train", "predict", "baseline", "evaluate"]
     metrics = run_dvc(["metrics", "show"], proj)
     assert "val_map_at_3" in metrics and "test_map_at_3" in metrics
+
+    kept = ["models/model.keras", "models/model.json", "metrics/train.json", "metrics/eval.json", "metrics/test.json"]
+    kept += ["submissions/submission.csv", "reports/train_curves.png", "data/cache/manifest.json"]
+    before = {f: (proj / f).read_bytes() for f in kept}
+    for bad, named in [
+        ({"train": {"batch_size": -5}}, "param train: batch_size and epochs must be >= 1"),
+        ({"train": {"model": "resnet50"}}, "param train.model: unknown model 'resnet50'"),
+        ({"render": {"sizee": 64}}, "sizee"),
+        ({"evaluate": {"embedding": "umap"}}, "param evaluate.embedding"),
+    ]:
+        write_params(proj / "params.yaml", {**tiny, "render": {"line_width": 8}, **merge_into(bad)})
+        r = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro"], cwd=proj, env=subprocess_env(), capture_output=True, text=True
+        )
+        assert r.returncode != 0 and named in r.stderr, r.stdout + r.stderr
+        assert stages_run(r.stdout) == ["check"]
+        assert {f: (proj / f).read_bytes() for f in kept} == before, f"outputs changed after {bad}"
+
+
+def merge_into(bad: dict) -> dict:
+    """``bad`` on top of the render change the test made before (write_params merges one level)."""
+    return {k: ({"line_width": 8, **v} if k == "render" else v) for k, v in bad.items()}
 
 
 def test_batchnorm_model_is_recalibrated_each_epoch(rendered, tmp_path, monkeypatch, capsys):
@@ -86,6 +112,28 @@ def test_training_on_the_fly_from_the_shards_with_stroke_augmentation(rendered, 
     train.main(["--quiet"])
     meta = json.loads(Path("models/model.json").read_text())
     assert meta["metrics"]["epochs_run"] == 2 and meta["render"] == man["render"]
+
+
+def test_each_epoch_validates_on_val_rows_and_the_end_on_the_whole_split(rendered, tmp_path, monkeypatch):
+    """train.val_rows bounds the per-epoch validation (a fixed prefix of the split); the reported
+    figures come from one pass over the whole split, which also writes the out-of-fold rows."""
+    import pyarrow.parquet as pq
+
+    from doodle.batches.cache import open_split
+    from doodle.train.feed import validation_stream
+    from doodle.train.trainer import val_steps
+
+    assert val_steps(None, 128) is None and val_steps(20_000, 128) == 157 and val_steps(16, 32) == 1
+    val = open_split(rendered / "data" / "cache", "val")
+    assert len(validation_stream(val, 8, val_steps(16, 8))) == 2 < len(validation_stream(val, 8, None))
+    work_on_copy(rendered, tmp_path / "p", monkeypatch, {"train": {"val_rows": 16}})
+    from stages import train
+
+    train.main(["--quiet"])
+    report = json.loads(Path("reports/train.json").read_text())
+    assert report["val_rows"] == val.rows > 16 and report["final_val_seconds"] >= 0
+    oof = pq.read_table("models/members/oof.parquet")
+    assert oof.num_rows == val.rows and oof["label"].to_pylist() == val.all_labels().tolist()
 
 
 def test_stroke_augmentation_needs_the_on_the_fly_input(rendered, tmp_path, monkeypatch):

@@ -16,9 +16,9 @@ from doodle.core.metrics import chance_map_at_3, near_chance
 from doodle.core.params import ParamError, from_mapping
 from doodle.core.plots import guarded, scatter_by_class
 from doodle.evaluate.analysis import iter_batches
+from doodle.evaluate.params import EvaluateParams
 from doodle.evaluate.views import (
     ACTIVATION_LAYERS,
-    ViewParams,
     conv_model,
     embed,
     sample_views,
@@ -114,7 +114,9 @@ def test_model_without_conv_layers_skips_the_activations_cleanly(tmp_path, caplo
     model = build_model("mlp", (32, 32, 1), 5, width=0.25)
     images, labels = synthetic(60, 5, (32, 32, 1))
     with caplog.at_level(logging.INFO, logger="doodle.evaluate.views"):
-        seen = write_views(model, batches_of(images, labels, 25), list("abcde"), ViewParams(30, "pca", 4), tmp_path)
+        seen = write_views(
+            model, batches_of(images, labels, 25), list("abcde"), EvaluateParams(None, 30, "pca", 4), tmp_path
+        )
     assert seen["activation_layers"] == 0 and seen["embedding_points"] == 30
     assert any("has no Conv2D layer" in r.getMessage() for r in caplog.records)
     assert (tmp_path / "activations.png").stat().st_size > 1000 and (tmp_path / "embedding.png").stat().st_size > 5000
@@ -126,7 +128,7 @@ def test_many_classes_and_three_channels(tmp_path):
     classes = [f"class {i}" for i in range(40)]
     model = build_model("cnn", (32, 32, 3), len(classes), width=0.125)
     images, labels = synthetic(120, len(classes), (32, 32, 3))
-    seen = write_views(model, batches_of(images, labels, 50), classes, ViewParams(60, "pca", 2), tmp_path)
+    seen = write_views(model, batches_of(images, labels, 50), classes, EvaluateParams(None, 60, "pca", 2), tmp_path)
     assert seen == {
         "embedding": "PCA",
         "embedding_points": 60,
@@ -136,7 +138,7 @@ def test_many_classes_and_three_channels(tmp_path):
         "activation_images": 2,
     }
     assert (tmp_path / "embedding.png").stat().st_size > 5000 and (tmp_path / "activations.png").stat().st_size > 5000
-    empty = write_views(model, iter([]), classes, ViewParams(), tmp_path / "empty")
+    empty = write_views(model, iter([]), classes, EvaluateParams(), tmp_path / "empty")
     assert empty["embedding_points"] == 0 and {p.name for p in (tmp_path / "empty").iterdir()} == {
         "embedding.png",
         "activations.png",
@@ -181,11 +183,11 @@ def test_pca_embedding_matches_the_principal_components():
 
 
 def test_view_params_are_checked():
-    assert ViewParams() == from_mapping(ViewParams, {}, "evaluate")
+    assert EvaluateParams() == from_mapping(EvaluateParams, {}, "evaluate")
     with pytest.raises(ParamError, match="evaluate.embedding"):
-        from_mapping(ViewParams, {"embedding": "umap"}, "evaluate")
+        from_mapping(EvaluateParams, {"embedding": "umap"}, "evaluate")
     with pytest.raises(ParamError, match="evaluate.embedding_samples"):
-        from_mapping(ViewParams, {"embedding_samples": 1}, "evaluate")
+        from_mapping(EvaluateParams, {"embedding_samples": 1}, "evaluate")
 
 
 def unlearned(model):
@@ -219,7 +221,9 @@ def test_views_of_a_model_that_has_not_learned(tmp_path, caplog):
     model = unlearned(build_model("cnn", (32, 32, 1), 5, width=0.125))
     images, labels = synthetic(120, 5, (32, 32, 1))
     with caplog.at_level(logging.WARNING, logger="doodle.evaluate.views"):
-        seen = write_views(model, batches_of(images, labels, 50), list("abcde"), ViewParams(100, "tsne", 3), tmp_path)
+        seen = write_views(
+            model, batches_of(images, labels, 50), list("abcde"), EvaluateParams(None, 100, "tsne", 3), tmp_path
+        )
     assert seen["embedding_skipped"] == "features have no variance: the model has not learned"
     assert seen["embedding_points"] == 0 and seen["activation_layers"] == ACTIVATION_LAYERS
     assert any("embedding skipped" in r.getMessage() for r in caplog.records)

@@ -8,6 +8,8 @@ what a stable descending sort does, so all of them agree.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 RANK_WEIGHTS = np.array([1.0, 1 / 2, 1 / 3])  # MAP@3's credit for the right class at rank 1, 2, 3
@@ -51,3 +53,33 @@ def near_chance(score: float, num_classes: int) -> bool:
     chance is nearly perfect): the model has not learned, or its labels are scrambled."""
     chance = chance_map_at_3(num_classes)
     return num_classes > 1 and score <= min(2 * chance, chance + 0.1)
+
+
+@dataclass
+class StreamingScores:
+    """MAP@3, top-1 and top-3 accuracy and cross-entropy over batches of (labels, probabilities),
+    in memory that does not depend on the number of rows: what the train stage scores the whole
+    validation split with, once, after training."""
+
+    rows: int = 0
+    rank_hits: np.ndarray = field(default_factory=lambda: np.zeros(3))  # right class at rank 1, 2, 3
+    log_loss_sum: float = 0.0
+
+    def add(self, labels: np.ndarray, probs: np.ndarray) -> None:
+        labels = np.asarray(labels, np.int64)
+        hits = top_k(probs, 3) == labels[:, None]
+        self.rank_hits[: hits.shape[1]] += hits.sum(axis=0)
+        true = np.asarray(probs, np.float64)[np.arange(len(labels)), labels]
+        self.log_loss_sum += float(-np.log(np.clip(true, 1e-7, 1.0)).sum())
+        self.rows += len(labels)
+
+    def results(self, prefix: str = "val_") -> dict:
+        """``{prefix}map_at_3``, ``accuracy``, ``top3``, ``loss`` (cross-entropy, no label smoothing), ``rows``."""
+        n = max(self.rows, 1)
+        return {
+            f"{prefix}map_at_3": float(self.rank_hits @ RANK_WEIGHTS / n),
+            f"{prefix}accuracy": float(self.rank_hits[0] / n),
+            f"{prefix}top3": float(self.rank_hits.sum() / n),
+            f"{prefix}loss": self.log_loss_sum / n,
+            f"{prefix}rows": self.rows,
+        }

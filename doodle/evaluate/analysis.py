@@ -180,17 +180,29 @@ def confused_pairs(confusion: np.ndarray, k: int = 20) -> list[tuple[int, int, i
     return [(int(i // n), int(i % n), int(m.flat[i])) for i in flat if m.flat[i] > 0]
 
 
-def iter_batches(split: CacheSplit, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(images, labels) of ``split`` in cache order, ``batch_size`` rows at a time within each file.
+def capped_rows(rows: list[int], limit: int | None) -> list[int]:
+    """The rows to read of each file, laid end to end, so that only the first ``limit`` are read
+    (None: all): ``capped_rows([5, 5, 5], 7) == [5, 2, 0]``."""
+    if limit is None:
+        return list(rows)
+    cumulative = np.minimum(np.cumsum(rows), limit)
+    return np.diff(cumulative, prepend=0).astype(int).tolist()
+
+
+def iter_batches(
+    split: CacheSplit, batch_size: int, limit: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) of ``split`` in cache order, ``batch_size`` rows at a time within each file;
+    only its first ``limit`` rows (None: all).
 
     The images are read with plain file reads into a fresh array per batch, not through the
     memory map: every page read through a map stays mapped into the process, so its resident
     memory would grow by the whole split (1 GB for a million 32x32 drawings, 4 GB at 64x64)
     even though that memory is only page cache."""
-    for images, labels in zip(split.images, split.labels):
+    for images, labels, n in zip(split.images, split.labels, capped_rows([len(lab) for lab in split.labels], limit)):
         with _RowReader(images) as read:
-            for a in range(0, len(labels), batch_size):
-                b = min(a + batch_size, len(labels))
+            for a in range(0, n, batch_size):
+                b = min(a + batch_size, n)
                 yield read(a, b), np.asarray(labels[a:b])
 
 
@@ -213,15 +225,16 @@ def shard_inputs(
             yield encoder.encode(strokes.take(np.arange(a, b))), labels[a:b]
 
 
-def model_inputs(kind: str, encoder, cache: dict, shards_dir: Path, batch_size: int):
+def model_inputs(kind: str, encoder, cache: dict, shards_dir: Path, batch_size: int, limit: int | None = None):
     """None for an image model (it reads the cache's validation images); for a stroke model, a
     function giving a fresh iterator of its (inputs, labels) batches (:func:`shard_inputs`) from
-    the shards the cache's validation files were drawn from (``<prefix>.parquet`` in ``shards_dir``)."""
+    the shards the cache's validation files were drawn from (``<prefix>.parquet`` in ``shards_dir``),
+    the first ``limit`` drawings (None: all), as :func:`iter_batches` reads them."""
     if kind == "image":
         return None
     files = [f for f in cache["files"] if f["split"] == "val"]
     shards = [shards_dir / f"{f['prefix']}.parquet" for f in files]
-    return lambda: shard_inputs(shards, [f["rows"] for f in files], encoder, batch_size)
+    return lambda: shard_inputs(shards, capped_rows([f["rows"] for f in files], limit), encoder, batch_size)
 
 
 class _RowReader:
@@ -267,15 +280,17 @@ def analyse_split(
     batch_size: int = 512,
     progress: Callable[[int], object] | None = None,
     inputs: Iterable[tuple[np.ndarray, np.ndarray]] | None = None,
+    limit: int | None = None,
     **options,
 ) -> ErrorAnalysis:
     """Run ``predict`` (model inputs -> probabilities) over ``split`` batch by batch and accumulate
     the analysis; ``progress(rows)`` is called after each batch. ``options`` go to ErrorAnalysis.
     The model reads the split's images, or ``inputs``: (inputs, labels) batches of the same drawings
-    in the same cuts (:func:`shard_inputs`, for a stroke model); the gallery still shows images."""
+    in the same cuts (:func:`shard_inputs`, for a stroke model); the gallery still shows images.
+    Only the split's first ``limit`` drawings are scored (None: all)."""
     analysis = ErrorAnalysis(n_classes, **options)
     model_batches = iter(inputs) if inputs is not None else None
-    for images, labels in iter_batches(split, batch_size):
+    for images, labels in iter_batches(split, batch_size, limit):
         x = images
         if model_batches is not None:
             x, drawn = next(model_batches, (None, None))

@@ -33,32 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-from doodle.core.params import require
 from doodle.core.plots import activation_grid, guarded, message_figure, scatter_by_class
+
+from .params import EvaluateParams
 
 log = logging.getLogger(__name__)
 
-EMBEDDINGS = ("tsne", "pca")
 ACTIVATION_LAYERS = 3  # the first Conv2D layers shown
 ACTIVATION_CHANNELS = 8  # channels shown per layer
 PCA_BEFORE_TSNE = 50  # t-SNE runs on the top principal components (the usual practice: less noise, faster)
 TSNE_ITERATIONS = 500  # a settled picture of a few thousand points; 1,000 cost 32 CPU-s against 22 (2,000 points)
 TSNE_START_SPREAD = 1e-4  # the std of t-SNE's first start coordinate, as scikit-learn's own init="pca" sets it
 NO_SPREAD = 1e-6  # features whose largest per-dimension std is below this share of their magnitude are constant
-
-
-@dataclass
-class ViewParams:
-    """params.yaml section ``evaluate``."""
-
-    embedding_samples: int = 2000  # validation images in the embedding (the first N, a uniform sample)
-    embedding: str = "tsne"  # tsne | pca
-    activation_images: int = 4  # validation images (of different classes) in the activation maps
-
-    def validate(self, where: str = "evaluate") -> None:
-        require(self.embedding_samples >= 2, f"{where}.embedding_samples", "must be >= 2")
-        require(self.embedding in EMBEDDINGS, f"{where}.embedding", f"must be one of {', '.join(EMBEDDINGS)}")
-        require(self.activation_images >= 1, f"{where}.activation_images", "must be >= 1")
 
 
 @dataclass
@@ -227,7 +213,7 @@ def sample_views(model, batches, samples: int, images_wanted: int, method: str, 
     return Embedding(points, labels[:done], predicted[:done], name, time.perf_counter() - t0), examples
 
 
-def write_views(model, batches, classes: list[str], params: ViewParams, reports: Path, seed: int = 0) -> dict:
+def write_views(model, batches, classes: list[str], params: EvaluateParams, reports: Path, seed: int = 0) -> dict:
     """Write ``reports``/embedding.png and ``reports``/activations.png; return a summary. Each
     view is guarded (doodle.core.plots.guarded): whatever goes wrong in one, both files exist afterwards."""
     embedding, examples = Embedding(np.zeros((0, 2)), np.zeros(0), np.zeros(0), "none", 0.0), []

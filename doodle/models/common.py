@@ -7,24 +7,10 @@ separate preprocessing at prediction time (augmentation layers are inactive outs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 from keras import layers
 
-
-@dataclass
-class AugmentParams:
-    """params.yaml ``train.augment``: all off (0) by default."""
-
-    shift: float = 0.0  # fraction of the image, random translation
-    zoom: float = 0.0  # fraction, random zoom in/out
-    rotation: float = 0.0  # fraction of a full turn
-    shear: float = 0.0  # shear factor
-    flip: bool = False  # random horizontal flip
-
-    def any(self) -> bool:
-        return bool(self.shift or self.zoom or self.rotation or self.shear or self.flip)
+from .augment import AugmentParams
 
 
 def input_head(input_shape, augment: AugmentParams | None = None, seed: int = 0):

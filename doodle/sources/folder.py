@@ -126,4 +126,23 @@ def resolve_source(source: str | Path, kind: str = "auto") -> Source:
     return Source(root, kind, files, skipped)
 
 
+def check_source_for_dvc(data: DataParams, sample_kind: str = "doodles") -> str:
+    """The layout of ``data.source`` as the ``check`` stage sees it, before the pipeline runs: the
+    embedded sample's (written later by the ``sample`` stage) without looking, any other folder
+    resolved (:func:`resolve_source`: a wrong path or layout is named). Refuses a linked folder
+    inside it: DVC hashes a linked file's content but does not look inside a linked folder, so it
+    would see no data and never notice a change. Returns the layout."""
+    if Path(data.source) in (SAMPLE, Path("sample")):
+        return "digits" if sample_kind == "digits" else "kaggle"
+    source = resolve_source(data.source, data.kind)
+    for path in sorted(source.root.iterdir()):
+        if path.is_symlink() and path.is_dir():
+            raise SourceError(
+                f"data.source: {path} is a link to a folder, and DVC does not look inside linked folders (it "
+                "would not see the data change): link the files instead, e.g. `python -m doodle.routes link "
+                f"{path.resolve().parent} {source.root}`, or point data.source at the folder itself"
+            )
+    return source.kind
+
+
 # --------------------------------------------------------------------------- raw blocks

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from doodle.batches.cache import CacheParams, open_split, require_cache_for_images, require_same_render
 from doodle.batches.strokes import DrawnSplit, shard_paths
-from doodle.core.metrics import map_at_3
 from doodle.core.params import ParamError
 from doodle.core.paths import BACKUP, CACHE, DVCLIVE, MEMBERS, MODEL, MODEL_META, REPORTS, SHARDS
 from doodle.core.plots import learning_curves
@@ -38,9 +37,8 @@ from .folds import (
     plan_folds,
     reference_fold,
     summarize_members,
-    write_oof,
 )
-from .params import TrainParams
+from .params import TrainParams, check_against
 from .strategy import Worker
 from .trainer import Member, Setup, train_member
 
@@ -82,12 +80,9 @@ def check_run(cfg: TrainParams, render_cfg: CacheParams, cache: dict, shards: di
     the shards' (``shards``) and the cluster (``worker``). Each section's own values were checked
     when it was loaded (``TrainParams.validate``)."""
     on_the_fly = not trains_on_cache(render_cfg, training_encoder(cfg, render_cfg))
+    check_against(cfg, render_cfg)  # what the params alone refuse (stages.check ran it before any stage)
     if cfg.folds > 1:  # enough shards with images for every fold to train and validate on
         plan_folds(cache, shards, cfg.folds, not on_the_fly, render_cfg.train_shards)
-    if not on_the_fly and cfg.stroke_augment_params.any():
-        raise ParamError(
-            "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
-        )
     if cfg.input_kind == "sequence" and shards.get("content") == "images":
         raise ParamError(
             f"param train.model: {cfg.model} reads strokes, but the shards hold images "
@@ -118,11 +113,19 @@ def train_single(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResult
         clear_members(files.members)
     val_split = holdout_split(run, cfg.render_threads)
     member = Member("", 0, files.model, files.meta, files.backup, files.live, val_split)
-    result = train_member(cfg, run, member)
-    if result is None:
-        return None
-    metrics, best = result
-    write_oof(files.oof, [(0, val_split, [best])], len(run.cache["classes"]), PREDICT_BATCH)
+    classes = len(run.cache["classes"])
+    acc = FoldAccumulator(files.members / ".oof-fold0.npy", val_split, classes) if run.worker.chief else None
+    try:
+        result = train_member(cfg, run, member, whole_split_scorer(acc))
+        if result is None:
+            return None
+        metrics, _ = result
+        oof = OofWriter(files.oof, classes)  # the one pass over the split (the scorer's) gave its rows
+        oof.add_fold(0, acc)
+        oof.close()
+    finally:
+        if acc is not None:
+            acc.close()
     write_curves(files.curves, {"model": files.meta})
     line = (
         f"train: best val MAP@3 {metrics['val_map_at_3']:.4f}, top-1 {metrics['val_accuracy']:.4f}, "
@@ -130,6 +133,13 @@ def train_single(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResult
         f"-> {files.model.relative_to(files.root)}"
     )
     return StageResult(metrics, ("val_map_at_3", "epochs_run"), line)
+
+
+def whole_split_scorer(acc: FoldAccumulator | None):
+    """``score(best model)`` for :func:`doodle.train.trainer.train_member`: one pass over the member's
+    whole validation split that both scores it and adds its probabilities to the out-of-fold
+    accumulator ``acc`` (None on the workers that are not the chief, which never score)."""
+    return lambda model: acc.add(model.predict_on_batch, PREDICT_BATCH)
 
 
 def holdout_split(run: Setup, threads: int | None = None):
@@ -226,15 +236,12 @@ def train_fold(
             name, f, stem.with_suffix(".keras"), stem.with_suffix(".json"), files.backup / name, live, **splits
         )
         member_cfg = replace(cfg, seed=cfg.seed + s)  # a new value: only the seed differs, valid as cfg is
-        result = train_member(member_cfg, run, member)
+        result = train_member(member_cfg, run, member, whole_split_scorer(acc))
         if result is None:  # not the chief: only the training itself, collectively
             continue
-        metrics, best = result
-        top = acc.add(lambda x, m=best: m(x, training=False), PREDICT_BATCH)
-        rows = {"val_rows": val_split.rows}  # train_rows: in metrics
-        metrics["oof_map_at_3"] = map_at_3(val_split.all_labels(), top)  # on all of its fold, unlike val_steps
+        metrics, best = result  # scored on all of its fold (val_rows), as it was added to the accumulator
         ids = {"name": name, "fold": f, "seed": member_cfg.seed, "val_shards": list(held)}
-        results.append({**ids, **rows, **metrics})
+        results.append({**ids, **metrics})
         del best, result
         gc.collect()
     if oof is not None:

@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from doodle.batches.cache import CacheSplit, open_files
-from doodle.core.metrics import RANK_WEIGHTS, top_k
+from doodle.core.metrics import RANK_WEIGHTS, StreamingScores, top_k
 from doodle.core.params import ParamError
 from doodle.shard.format import shard_of, split_shards
+
+from .params import too_few_shards
 
 if TYPE_CHECKING:  # a type only: this module plans folds and gathers OOF rows; doodle.train.ensemble draws them
     from doodle.batches.strokes import DrawnSplit
@@ -75,10 +77,7 @@ def plan_folds(
     folds than shards, or a fold with nothing to train or validate on."""
     count = int(shard_manifest["count"])
     if folds > count:
-        raise ParamError(
-            f"param train.folds: {folds} folds need at least {folds} shards (each fold validates on whole "
-            f"shards), but shard.count is {count}: lower train.folds or raise shard.count"
-        )
+        raise ParamError(too_few_shards(folds, count))
     index = {Path(name).stem: i for i, name in enumerate(shard_manifest["files"])}
     if train_cache:
         where = "the render cache"
@@ -135,18 +134,18 @@ class FoldAccumulator:
         self.sums = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=(split.rows, classes))
         self.members = 0
 
-    def add(self, predict, batch_size: int) -> np.ndarray:
-        """Add ``predict(images) -> probabilities`` over the split, in order; returns that member's
-        own top-3 (for its reported figures)."""
-        at, tops = 0, []
+    def add(self, predict, batch_size: int) -> dict:
+        """Add ``predict(images) -> probabilities`` over the split, in order; returns that member's own
+        scores over the whole split (:meth:`doodle.core.metrics.StreamingScores.results`)."""
+        labels, scores, at = self.split.all_labels(), StreamingScores(), 0
         for images in self.split.images:
             for a in range(0, len(images), batch_size):
                 probs = np.asarray(predict(images[a : a + batch_size]), np.float32)
                 self.sums[at : at + len(probs)] += probs
-                tops.append(top_k(probs, 3))
+                scores.add(labels[at : at + len(probs)], probs)
                 at += len(probs)
         self.members += 1
-        return np.concatenate(tops) if tops else np.zeros((0, 3), np.int64)
+        return scores.results()
 
     def close(self) -> None:
         del self.sums
@@ -225,23 +224,6 @@ class OofWriter:
         """Finish the file and put it in place (a killed run never leaves half a file)."""
         self.writer.close()
         os.replace(self.tmp, self.path)
-
-
-def write_oof(path: Path, fold_splits, classes: int, batch_size: int) -> OofWriter:
-    """Write the OOF file from each fold's (index, validation split, member models): the mean of
-    the fold's members' probabilities for every drawing it holds out, folds in order. (The
-    ensemble adds each member as it is trained instead, so only one model is ever in memory.)"""
-    oof = OofWriter(path, classes)
-    for f, split, models in sorted(fold_splits, key=lambda t: t[0]):
-        acc = FoldAccumulator(Path(path).with_name(f".oof-fold{f}.npy"), split, classes)
-        try:
-            for model in models:
-                acc.add(lambda x, m=model: m(x, training=False), batch_size)
-            oof.add_fold(f, acc)
-        finally:
-            acc.close()
-    oof.close()
-    return oof
 
 
 def spread(values: list[float]) -> tuple[float, float]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from doodle.core.params import from_mapping, require
+from doodle.batches.cache import CacheParams
+from doodle.core.params import ParamError, from_mapping, require
 from doodle.drawing.augment import StrokeAugmentParams
 from doodle.drawing.sequence import SequenceParams
 from doodle.models import ARCHITECTURES, AugmentParams, input_kind
 
-from .strategy import STRATEGIES
+#: ``train.strategy``: how training is spread over devices and machines (doodle.train.strategy.device_strategy).
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class TrainParams:
     batch_size: int = 128
     epochs: int = 8
     steps_per_epoch: int | None = None  # null = one full pass over the training cache
-    val_steps: int | None = None  # null = the whole validation cache
+    val_rows: int | None = 20_000  # drawings scored each epoch (the first N); the whole split once at the end
     optimizer: str = "adam"
     learning_rate: float = 0.003
     label_smoothing: float = 0.0
@@ -72,6 +74,7 @@ class TrainParams:
             f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}",
         )
         require(self.batch_size >= 1 and self.epochs >= 1, where, "batch_size and epochs must be >= 1")
+        require(self.val_rows is None or self.val_rows >= 1, f"{where}.val_rows", "must be >= 1 or null (all)")
         require(self.learning_rate > 0, f"{where}.learning_rate", "must be > 0")
         require(0 <= self.label_smoothing < 1, f"{where}.label_smoothing", "must be in [0, 1)")
         require(self.width > 0, f"{where}.width", "must be > 0")
@@ -109,3 +112,22 @@ class TrainParams:
     def stroke_augment_params(self) -> StrokeAugmentParams:
         """``train.stroke_augment`` as the on-the-fly input takes it (checked by :meth:`validate`)."""
         return from_mapping(StrokeAugmentParams, self.stroke_augment, "train.stroke_augment")
+
+
+def check_against(cfg: TrainParams, render_cfg: CacheParams, shard_count: int | None = None) -> None:
+    """The train params against the other sections' params: what can be refused before any data
+    exists (``stages.check`` runs this before every stage; :func:`doodle.train.ensemble.check_run`
+    again, with the data). Raises a one-line ParamError naming the params to change."""
+    if render_cfg.train_cache and cfg.input_kind == "image" and cfg.stroke_augment_params.any():
+        raise ParamError(
+            "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
+        )
+    if shard_count is not None and cfg.folds > shard_count:
+        raise ParamError(too_few_shards(cfg.folds, shard_count))
+
+
+def too_few_shards(folds: int, count: int) -> str:
+    return (
+        f"param train.folds: {folds} folds need at least {folds} shards (each fold validates on whole "
+        f"shards), but shard.count is {count}: lower train.folds or raise shard.count"
+    )

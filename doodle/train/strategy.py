@@ -22,8 +22,7 @@ import keras
 
 from doodle.core.params import ParamError
 
-#: ``train.strategy``: how training is spread over devices and machines (see :func:`device_strategy`).
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+from .params import STRATEGIES
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,12 +27,19 @@ from doodle.batches.strokes import DrawnSplit
 from doodle.drawing.sequence import encoder_spec
 
 from .compile import FitCallbacks, compiled_model, fit_callbacks
-from .feed import evaluation_data, fit_data, replicas, training_stream, validation_stream
+from .feed import fit_data, replicas, training_stream, validation_stream
 from .params import TrainParams
 from .strategy import Worker
 
 # in reports/train.json, never in models/ (whether train.time_budget_s stopped the run depends on timings too)
-TIMINGS = ("seconds", "images_per_s", "bn_recalibration_seconds", "stopped_by_time_budget", "time_budget_used_s")
+TIMINGS = (
+    "seconds",
+    "images_per_s",
+    "bn_recalibration_seconds",
+    "stopped_by_time_budget",
+    "time_budget_used_s",
+    "final_val_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -70,14 +78,17 @@ class Member:
         return f"train [{self.name}]" if self.name else "train"
 
 
-def train_member(cfg: TrainParams, run: Setup, member: Member):
-    """Train ``member``; write its best model and metadata. Returns (metrics, best model) on the
-    chief, None on the other workers."""
+def train_member(cfg: TrainParams, run: Setup, member: Member, score: Callable[[object], dict]):
+    """Train ``member``; write its best model and metadata. ``score(best model)`` scores it on the
+    member's whole validation split, once, after training (the per-epoch decisions read the first
+    ``train.val_rows`` drawings of it); it returns the ``val_*`` figures of
+    :meth:`doodle.core.metrics.StreamingScores.results`. Returns (metrics, best model) on the chief,
+    None on the other workers."""
     keras.utils.set_random_seed(cfg.seed)
     worker, batch = run.worker, global_batch(cfg, run.strategy)
     local = batch // worker.count  # this worker's share of it
     train, source = training_stream(cfg, run.render, local, worker, split=member.train_split)
-    val = validation_stream(member.val_split, local, cfg.val_steps)  # all of it, on every worker
+    val = validation_stream(member.val_split, local, val_steps(cfg.val_rows, local))  # the same on every worker
     print(start_line(cfg, run, member, train, source, batch), flush=True)
     model = compiled_model(cfg, train.image_shape, len(run.cache["classes"]), len(train), run.strategy)
     fingerprint = resume_fingerprint(cfg, run.cache, source, model, batch, member.fingerprint)
@@ -96,7 +107,13 @@ def train_member(cfg: TrainParams, run: Setup, member: Member):
         callbacks.live.end()
         print(f"{member.tag}: worker {worker.index} of {worker.count} done in {fitted.seconds:.0f}s", flush=True)
         return None
-    return finish(cfg, run, member, train, val, callbacks, fitted)
+    return finish(cfg, run, member, train, callbacks, fitted, score)
+
+
+def val_steps(val_rows: int | None, batch: int) -> int | None:
+    """Validation batches an epoch: enough for the first ``train.val_rows`` drawings (null: all).
+    A fixed subset, the same every epoch: a uniform sample, as the shards are shuffled."""
+    return None if val_rows is None else -(-val_rows // batch)
 
 
 def global_batch(cfg: TrainParams, strategy) -> int:
@@ -160,12 +177,14 @@ def fit(model, cfg: TrainParams, run: Setup, train, val, callbacks: FitCallbacks
     return Fitted(seconds, len(history.history.get("loss", [])), len(train) * batch)
 
 
-def finish(cfg: TrainParams, run: Setup, member: Member, train, val, callbacks: FitCallbacks, fitted: Fitted):
-    """Score the best model (kept by the resumable state) on the validation stream, write its metadata
-    and end the DVCLive run. Returns (metrics, best model)."""
+def finish(cfg: TrainParams, run: Setup, member: Member, train, callbacks: FitCallbacks, fitted: Fitted, score):
+    """Score the best model (kept by the resumable state) on the whole validation split (``score``),
+    write its metadata and end the DVCLive run. Returns (metrics, best model)."""
     best = keras.saving.load_model(member.model)
-    scores = best.evaluate(evaluation_data(val, run.strategy), steps=len(val), verbose=0, return_dict=True)
+    t0 = time.perf_counter()
+    scores = score(best)
     metrics = member_metrics(scores, train.rows, callbacks, fitted)
+    metrics["final_val_seconds"] = round(time.perf_counter() - t0, 1)
     write_meta(cfg, run, member, train.image_shape, metrics, callbacks.state.history)
     callbacks.live.end()
     if member.name:
@@ -178,13 +197,11 @@ def finish(cfg: TrainParams, run: Setup, member: Member, train, val, callbacks: 
 
 
 def member_metrics(scores: dict, train_rows: int, callbacks: FitCallbacks, fitted: Fitted) -> dict:
-    """The best model's validation scores, and the run's figures: its timings are :data:`TIMINGS`."""
+    """The best model's scores on the whole validation split (``val_loss``: cross-entropy without label
+    smoothing), and the run's figures: its timings are :data:`TIMINGS`."""
     budget, seconds = callbacks.budget, fitted.seconds
     return {
-        "val_map_at_3": scores["map_at_3"],
-        "val_accuracy": scores["accuracy"],
-        "val_top3": scores["top3"],
-        "val_loss": scores["loss"],
+        **{k: scores[k] for k in ("val_map_at_3", "val_accuracy", "val_top3", "val_loss", "val_rows")},
         "train_rows": train_rows,  # images, or drawings drawn on the fly
         "epochs_run": len(callbacks.state.history["loss"]),  # every epoch of the run, resumed or not
         "seconds": round(seconds, 1),
