@@ -77,6 +77,23 @@ def replicate_test(out: Path, rows: int) -> Path:
     return out
 
 
+def clone_working_tree(dest: Path) -> Path:
+    """A git clone of the project at ``dest`` with the working tree's code, pipeline and params
+    (committed or not), for runs of ``dvc`` as users make them (tests and benchmarks alike)."""
+    import shutil
+    import subprocess
+
+    subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
+    for path in ["dvc.yaml", "params.yaml", "stages", "doodle", "benchmarks", ".dvc/config", "requirements.txt"]:
+        src = REPO / path
+        if src.is_dir():
+            shutil.rmtree(dest / path, ignore_errors=True)
+            shutil.copytree(src, dest / path, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dest / path)
+    return dest
+
+
 def last_line(obj: dict) -> None:
     print(json.dumps(obj))
 
@@ -116,16 +133,20 @@ class TreeMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            rss = pss = 0
-            for pid in self._tree():
-                try:
-                    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                        if line.startswith("Rss:"):
-                            rss += int(line.split()[1])
-                        elif line.startswith("Pss:"):
-                            pss += int(line.split()[1])
-                except OSError:
-                    pass
-            self.peak_rss_mb = max(self.peak_rss_mb, rss / 1024)
-            self.peak_pss_mb = max(self.peak_pss_mb, pss / 1024)
+            self.sample(self._tree())
             self._stop.wait(self.interval)
+
+    def sample(self, pids: list[int]) -> None:
+        """One sample of the processes ``pids`` (subclasses add what else they watch)."""
+        rss = pss = 0
+        for pid in pids:
+            try:
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+            except OSError:
+                pass
+        self.peak_rss_mb = max(self.peak_rss_mb, rss / 1024)
+        self.peak_pss_mb = max(self.peak_pss_mb, pss / 1024)

@@ -68,11 +68,15 @@ def work_on_copy(src: Path, dest: Path, monkeypatch, overrides: dict | None = No
     return dest
 
 
+# what a clone takes from the working tree (committed or not); benchmarks.common clones the same way
+CLONED_PATHS = ["dvc.yaml", "params.yaml", "stages", "doodle", "benchmarks", ".dvc/config", "requirements.txt"]
+
+
 def clone_project(dest: Path) -> Path:
     """A git clone of the project at ``dest`` with the working tree's code and pipeline
     (committed or not), for tests that run ``dvc`` as users do."""
     subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
-    for path in ["dvc.yaml", "stages", "doodle", "benchmarks", ".dvc/config"]:
+    for path in CLONED_PATHS:
         src = REPO / path
         if src.is_dir():
             shutil.rmtree(dest / path, ignore_errors=True)

@@ -136,18 +136,25 @@ def row_numbers(images):
     return px[:, 0] | px[:, 1] << 8 | px[:, 2] << 16
 
 
-@pytest.mark.parametrize("as_files", [True, False])
-def test_analyse_split_streams_every_row_once_in_order(tmp_path, as_files):
+def three_files(tmp_path, as_files: bool):
+    """A split of 1000 + 1 + 777 rows with random labels and scores, and a model stand-in that
+    records the batch sizes it is given (``seen``)."""
     split = encoded_split(tmp_path, [1000, 1, 777], as_files)
     labels, probs, _ = random_scores(5, 1778, 40)
     for s, a in zip(split.labels, [0, 1000, 1001]):
         s[:] = labels[a : a + len(s)]
-    seen = []
+    seen: list[int] = []
 
     def predict(images):
         seen.append(len(images))
         return probs[row_numbers(images)]
 
+    return split, labels, probs, predict, seen
+
+
+@pytest.mark.parametrize("as_files", [True, False])
+def test_analyse_split_streams_every_row_once_in_order(tmp_path, as_files):
+    split, labels, probs, predict, seen = three_files(tmp_path, as_files)
     result = analyse_split(split, predict, 40, batch_size=256, sample_rows=500)
     assert seen == [256, 256, 256, 232, 1, 256, 256, 256, 9]  # batches never straddle two files
     images = np.concatenate([np.asarray(im) for im in split.images])
@@ -157,16 +164,7 @@ def test_analyse_split_streams_every_row_once_in_order(tmp_path, as_files):
 def test_a_limit_reads_only_the_first_rows_across_files(tmp_path):
     assert capped_rows([1000, 1, 777], 1200) == [1000, 1, 199]
     assert capped_rows([5, 5], None) == [5, 5] and capped_rows([5, 5], 3) == [3, 0]
-    split = encoded_split(tmp_path, [1000, 1, 777], as_files=True)
-    labels, probs, _ = random_scores(5, 1778, 40)
-    for s, a in zip(split.labels, [0, 1000, 1001]):
-        s[:] = labels[a : a + len(s)]
-    seen = []
-
-    def predict(images):
-        seen.append(len(images))
-        return probs[row_numbers(images)]
-
+    split, labels, probs, predict, seen = three_files(tmp_path, as_files=True)
     result = analyse_split(split, predict, 40, batch_size=256, sample_rows=500, limit=1200)
     assert seen == [256, 256, 256, 232, 1, 199]
     images = np.concatenate([np.asarray(im) for im in split.images])

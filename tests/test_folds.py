@@ -240,11 +240,11 @@ def test_a_stopped_ensemble_keeps_its_finished_members(rendered, tmp_path, monke
 
     real, started = ensemble.train_member, []
 
-    def stopped_at_the_second(cfg, run, member):
+    def stopped_at_the_second(cfg, run, member, score):
         started.append(member.name)
         if len(started) == 2:
             raise KeyboardInterrupt
-        return real(cfg, run, member)
+        return real(cfg, run, member, score)
 
     monkeypatch.setattr(ensemble, "train_member", stopped_at_the_second)
     with pytest.raises(KeyboardInterrupt):

@@ -172,6 +172,33 @@ def test_time_budget_warns_when_one_epoch_is_longer_than_the_budget():
     assert done == 1 and any("past the 30s budget" in s for s in said)
 
 
+def test_time_budget_cuts_an_epoch_longer_than_the_budget_at_the_first_step_past_it():
+    """Steps of 3 s, 10 steps an epoch, a 10 s budget: the first epoch stops after its 4th step
+    (12 s), is ended as usual (validated, counted), and the run is finished."""
+    from doodle.train.callbacks import TimeBudget
+
+    clock, said = FakeClock(), []
+    cb = TimeBudget(10, clock=clock, printer=lambda *a, **k: said.append(a[0]))
+    cb.set_model(FakeModel())
+    cb.on_train_begin()
+    cb.on_epoch_begin(0)
+    steps = 0
+    for step in range(10):
+        clock.now += 3
+        steps += 1
+        cb.on_train_batch_end(step)
+        if cb.model.stop_training:
+            break
+    cb.on_epoch_end(0, {})
+    assert steps == 4 and cb.cut_at_step == 3 and cb.stopped_epoch == 0
+    assert said == [
+        "time budget: the 10s budget ran out at step 4 of epoch 1: the epoch ends here "
+        "(validated as usual) and training stops"
+    ]
+    # an epoch that fits is never cut
+    assert budget_run(45, [10] * 20)[1].cut_at_step is None
+
+
 def test_time_budget_param():
     from doodle.core.params import from_mapping
     from doodle.train.params import TrainParams

@@ -7,7 +7,7 @@ import pytest
 from doodle.core.params import ParamError, from_mapping
 from doodle.sample.generate import SampleParams, generate
 from doodle.shard.format import iter_shard_batches, read_classes, shard_of
-from doodle.shard.run import ShardParams, write_shards
+from doodle.shard.run import TIMING_KEYS, ShardParams, write_shards
 from doodle.sources.folder import resolve_source
 from tests.test_sources import row, write_csv
 
@@ -98,11 +98,7 @@ def test_bad_params_are_named():
 
 
 def _without_timing(stats):
-    return {
-        k: v
-        for k, v in stats.items()
-        if k not in ("seconds", "rows_per_s", "workers", "read_seconds", "shuffle_write_seconds")
-    }
+    return {k: v for k, v in stats.items() if k not in TIMING_KEYS}
 
 
 def test_output_does_not_depend_on_the_number_of_workers(sample_src, tmp_path):
@@ -145,3 +141,49 @@ def test_a_bad_file_in_a_worker_stops_the_stage_with_its_name(tmp_path):
 
     with pytest.raises(SourceError, match=r"dog\.csv.*drawing"):
         write_shards(resolve_source(tmp_path / "in"), tmp_path / "o", ShardParams(count=2, workers=2), False)
+
+
+def test_spills_elsewhere_in_small_batches_give_the_same_shards_and_are_removed(sample_src, tmp_path, monkeypatch):
+    """shard.spill_dir moves pass 1's scratch files off the output's disk; the spill batch size only
+    changes how rows are grouped on the way, never the shards; nothing is left behind, and what a
+    killed run left there is cleared first."""
+    from doodle.shard import shuffle
+    from doodle.shard.run import spill_folder
+
+    write_shards(sample_src, tmp_path / "a", ShardParams(count=3), progress=False)
+    scratch = tmp_path / "scratch"
+    stale = spill_folder(tmp_path / "b", str(scratch))
+    stale.mkdir(parents=True)
+    (stale / "000-w000.arrow").write_bytes(b"left by a killed run")
+    monkeypatch.setattr(shuffle, "SPILL_BATCH_BYTES", 1)  # every routed piece its own batch
+    stats = write_shards(sample_src, tmp_path / "b", ShardParams(count=3, spill_dir=str(scratch)), progress=False)
+    assert shard_contents(tmp_path / "a") == shard_contents(tmp_path / "b")
+    assert stats["spill_bytes"] > 0 and stats["spill_dir"] == str(stale)
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "b" / "_spill").exists()
+    assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
+
+
+def test_a_full_disk_is_one_line_before_anything_is_read(sample_src, tmp_path, monkeypatch):
+    """Not enough free disk for the spills and the shards: one line naming what needs how much where,
+    before reading any input; with the spills elsewhere each file system is checked on its own."""
+    import shutil
+    from collections import namedtuple
+
+    from doodle.core import disk
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda p: usage(10**12, 10**12, 10_000))
+    with pytest.raises(
+        disk.DiskFullError, match=r"the shard stage's spill files and shards .*GB free.*shard.spill_dir"
+    ):
+        write_shards(sample_src, tmp_path / "out", ShardParams(count=3), progress=False)
+    assert not (tmp_path / "out" / "_spill").exists()
+    real = shutil.disk_usage
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda p: usage(1, 1, 10_000) if "scratch" in str(p) else real(p))
+    monkeypatch.setattr(disk, "same_filesystem", lambda a, b: False)
+    from doodle.shard import run
+
+    monkeypatch.setattr(run, "same_filesystem", lambda a, b: False)
+    (tmp_path / "scratch").mkdir()
+    with pytest.raises(disk.DiskFullError, match=r"the shard stage's spill files \(.* at .*scratch"):
+        write_shards(sample_src, tmp_path / "out", ShardParams(count=3, spill_dir=str(tmp_path / "scratch")), False)

@@ -123,9 +123,12 @@ def test_each_epoch_validates_on_val_rows_and_the_end_on_the_whole_split(rendere
     from doodle.train.feed import validation_stream
     from doodle.train.trainer import val_steps
 
-    assert val_steps(None, 128) is None and val_steps(20_000, 128) == 157 and val_steps(16, 32) == 1
+    assert val_steps(None, 1000, 128) == 8 and val_steps(20_000, 10**6, 128) == 157 and val_steps(16, 100, 32) == 1
+    assert val_steps(20_000, 300, 128) == 3  # never past the split's end (a stream would go round again)
     val = open_split(rendered / "data" / "cache", "val")
-    assert len(validation_stream(val, 8, val_steps(16, 8))) == 2 < len(validation_stream(val, 8, None))
+    full = len(validation_stream(val, 8, None))
+    assert len(validation_stream(val, 8, val_steps(16, val.rows, 8))) == 2 < full
+    assert len(validation_stream(val, 8, val_steps(10**6, val.rows, 8))) == full
     work_on_copy(rendered, tmp_path / "p", monkeypatch, {"train": {"val_rows": 16}})
     from stages import train
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from doodle.core.disk import require_free
 from doodle.core.params import ParamError, require
 from doodle.core.workers import fork_map, worker_count
 from doodle.drawing.images import fit_images
@@ -137,15 +139,23 @@ def build_cache(shard_dir: str | Path, out_dir: str | Path, cfg: CacheParams, pr
     Returns the manifest plus ``seconds`` and ``images_per_s``."""
     t0 = time.perf_counter()
     shard_dir, out = Path(shard_dir), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     raster = cfg.raster()
     jobs = plan(shard_dir, cfg)
     image_shape = read_manifest(shard_dir).get("image_shape")  # image shards (pixel sources)
     total = sum(j["rows"] for j in jobs)
-    log(
-        f"render: {len(jobs)} shards, {total:,} drawings at {raster.shape()} -> "
-        f"{cache_bytes(jobs, raster) / 1e9:.3f} GB of cache in {out}"
+    size = cache_bytes(jobs, raster)
+    # a fresh folder: nothing of an earlier (or killed) run stays beside the new files, and no file is
+    # written in place (DVC may have linked the old ones to its cache)
+    shutil.rmtree(out, ignore_errors=True)
+    require_free(
+        out,
+        size,
+        f"the render cache ({total:,} drawings at {raster.shape()})",
+        "render.train_cache: false draws the training batches from the shards instead; "
+        "render.max_per_shard or render.train_shards cache fewer",
     )
+    out.mkdir(parents=True)
+    log(f"render: {len(jobs)} shards, {total:,} drawings at {raster.shape()} -> {size / 1e9:.3f} GB of cache in {out}")
     workers = min(worker_count(cfg.workers), os.cpu_count() or 1)
     with tqdm(total=total, unit="img", desc="render", disable=not progress) as bar:
         rendered = fork_map(

@@ -15,10 +15,10 @@ import pyarrow as pa
 from doodle.sources.pixels import iter_bitmap_rows, iter_digit_rows
 
 from .format import Quarantine, image_column, shard_of
-from .shuffle import append_to_spills
+from .shuffle import Spills
 
 
-def shard_pixel_file(job, index: int, writers: dict, spill_prefix: str, on_bytes) -> dict:
+def shard_pixel_file(job, index: int, spills: Spills, on_bytes) -> dict:
     """Check one pixel input file (a numpy_bitmap class, or the digits' train.csv with every
     class) and append its good rows to the spills; quarantine the rest; return its counts."""
     cfg, path = job.cfg, job.source.input_files()[index]
@@ -58,9 +58,7 @@ def shard_pixel_file(job, index: int, writers: dict, spill_prefix: str, on_bytes
                 ],
                 schema=job.layout.spill_schema,
             )
-            append_to_spills(
-                batch, shard_of(block.key_id[idx], cfg.count), cfg.count, writers, job.spill_dir, spill_prefix
-            )
+            spills.add(batch, shard_of(block.key_id[idx], cfg.count))
         if cap is not None and (taken[mine] >= cap).all():
             break
     on_bytes(file_bytes - done_bytes)

@@ -21,6 +21,7 @@ allocator settings that keep it from creeping up as files go by.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import shutil
@@ -33,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from doodle.core.disk import require_free, same_filesystem
 from doodle.core.malloc import limit_heap_retention
 from doodle.core.params import require
 from doodle.core.workers import fork_map, worker_count
@@ -43,11 +45,18 @@ from doodle.sources.quickdraw import MALFORMED_ROW, ROW_REASONS, TRAIN_COLUMNS, 
 
 from .format import SPILL_SCHEMA, STROKES, Layout, Quarantine, image_layout, join_quarantine, shard_name, shard_of
 from .pixels import shard_pixel_file
-from .shuffle import ShuffleSpec, append_to_spills, write_shard
+from .shuffle import ShuffleSpec, Spills, write_shard
 
 log = logging.getLogger(__name__)
 
-TIMING_KEYS = ("workers", "seconds", "read_seconds", "shuffle_write_seconds", "rows_per_s")
+TIMING_KEYS = ("workers", "seconds", "read_seconds", "shuffle_write_seconds", "rows_per_s", "spill_bytes", "spill_dir")
+#: Disk that pass 1's spill files and the finished shards take per byte of input, with a margin over
+#: what Kaggle's CSVs measured (spills 0.35, shards 0.25, at 2.5 and 24.7 GB of CSV: docs/performance.md);
+#: ndjson input is larger per drawing, so these bound it too. Pixel sources spill about their own size.
+SPILL_PER_INPUT_BYTE = {"strokes": 0.40, "pixels": 1.10}
+SHARDS_PER_INPUT_BYTE = {"strokes": 0.28, "pixels": 1.05}
+#: The fewest input bytes a row takes, to bound how much of a file ``shard.max_per_class`` reads.
+MIN_ROW_BYTES = {"strokes": 100, "pixels": 784}
 WORKER_HINT = "lower shard.workers or shard.block_mb"
 
 
@@ -64,6 +73,7 @@ class ShardParams:
     memory_mb: float = 8
     block_mb: int = 2
     workers: int | None = None  # processes for both passes; None = one per CPU core
+    spill_dir: str | None = None  # pass 1's scratch files; None = inside the output folder (removed at the end)
 
     def validate(self, where: str = "shard") -> None:
         require(self.count >= 1, f"{where}.count", f"must be >= 1, got {self.count}")
@@ -91,6 +101,7 @@ class ShardParams:
             f"{where}.workers",
             f"must be >= 1 or null (one per core), got {self.workers}",
         )
+        require(self.spill_dir is None or bool(str(self.spill_dir).strip()), f"{where}.spill_dir", "empty path")
 
     def resolved_workers(self) -> int:
         return worker_count(self.workers)
@@ -148,14 +159,18 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
         "workers": workers,
     }
     rejected: dict[str, int] = {}
-    _pass1(job, files, workers, progress, stats, rejected)
-    t1 = time.perf_counter()
-    rows_per_shard, per_class = _pass2(job, workers, progress, rejected)
+    try:
+        _pass1(job, files, workers, progress, stats, rejected)
+        stats["spill_bytes"] = sum(p.stat().st_size for p in job.spill_dir.iterdir())
+        stats["spill_dir"] = str(job.spill_dir)
+        t1 = time.perf_counter()
+        rows_per_shard, per_class = _pass2(job, workers, progress, rejected)
+    finally:
+        shutil.rmtree(job.spill_dir, ignore_errors=True)  # outside the output folder too: never left behind
     # read rejects in class-file order, then duplicates in shard order
     parts = sorted(job.parts_dir.glob("read-*.csv")) + sorted(job.parts_dir.glob("dups-*.csv"))
     join_quarantine(parts, out / "quarantine.csv")
     shutil.rmtree(job.parts_dir)
-    _write_manifest(out, job, rows_per_shard)
 
     seconds = time.perf_counter() - t0
     stats["rows_out"] = int(sum(rows_per_shard))
@@ -172,22 +187,59 @@ def _write_shards(source: Source, out: Path, cfg: ShardParams, progress: bool) -
     # so DVC sees nothing new downstream when only the speed changed.
     stats_file = {k: v for k, v in stats.items() if k not in TIMING_KEYS}
     (out / "stats.json").write_text(json.dumps(stats_file, indent=2) + "\n")
+    _write_manifest(out, job, rows_per_shard)  # last: what every later stage opens first (a killed run has none)
     return stats
 
 
 def _start_job(source: Source, out: Path, cfg: ShardParams) -> _Job:
-    """An empty ``out`` with its scratch folders, and what the workers of both passes share."""
+    """An empty ``out`` with its scratch folders, and what the workers of both passes share;
+    refuses to start without the disk both passes need (:func:`require_disk`)."""
     if out.exists():
         shutil.rmtree(out)
-    job = _Job(source, cfg, source.classes, out / "_spill", out / "_parts")
+    spill = spill_folder(out, cfg.spill_dir)
+    shutil.rmtree(spill, ignore_errors=True)  # what a killed run left
+    require_disk(source, cfg, spill, out)
+    job = _Job(source, cfg, source.classes, spill, out / "_parts")
     if source.pixels:
         require(not cfg.recognized_only, "shard.recognized_only", f"{source.kind} sources have no recognized flag")
         job.image_shape = image_shape(source.kind, source.input_files())
         job.layout = image_layout(job.image_shape)
         check_class_keys(job.classes)
     job.spill_dir.mkdir(parents=True)
-    job.parts_dir.mkdir()
+    job.parts_dir.mkdir(parents=True)
     return job
+
+
+def spill_folder(out: Path, spill_dir: str | None) -> Path:
+    """Where pass 1 spills: ``out/_spill``, or with ``shard.spill_dir`` a folder there named after
+    ``out`` (two projects sharing /tmp never share spills)."""
+    if spill_dir is None:
+        return out / "_spill"
+    tag = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:10]
+    return Path(spill_dir) / f"doodle-spill-{tag}"
+
+
+def require_disk(source: Source, cfg: ShardParams, spill: Path, out: Path) -> None:
+    """Refuse to start when the spills (about :data:`SPILL_PER_INPUT_BYTE` of the input, all there at
+    the end of pass 1) and the shards (:data:`SHARDS_PER_INPUT_BYTE`) would not fit, before reading
+    anything. Pass 2 deletes each shard's spills as it writes the shard, so they peak together only
+    on one file system."""
+    content = "pixels" if source.pixels else "strokes"
+    read = 0.0
+    for path in source.input_files():
+        size = path.stat().st_size
+        if cfg.max_per_class is not None and source.kind != "digits":  # at most max_per_class rows of a file
+            size = min(size, cfg.max_per_class * MIN_ROW_BYTES[content])
+        read += size
+    spills, shards = read * SPILL_PER_INPUT_BYTE[content], read * SHARDS_PER_INPUT_BYTE[content]
+    hint = "free some, or set shard.spill_dir to a folder on another disk (e.g. /tmp)"
+    if same_filesystem(spill, out):
+        require_free(
+            out, spills + shards, f"the shard stage's spill files and shards ({read / 1e9:.1f} GB of input)", hint
+        )
+    else:
+        require_free(spill, spills, f"the shard stage's spill files ({read / 1e9:.1f} GB of input)", "free some")
+        require_free(out, shards, f"the shards ({read / 1e9:.1f} GB of input)", "free some")
 
 
 def _pass1(job: _Job, files: list[Path], workers: int, progress: bool, stats: dict, rejected: dict) -> None:
@@ -224,7 +276,14 @@ def _pass2(job: _Job, workers: int, progress: bool, rejected: dict) -> tuple[lis
     per class). The spills are removed after."""
     cfg = job.cfg
     spec = ShuffleSpec(
-        job.classes, job.spill_dir, job.parts_dir, cfg.seed, int(cfg.memory_mb * 2**20), cfg.row_group_rows, job.layout
+        job.classes,
+        job.spill_dir,
+        job.parts_dir,
+        cfg.seed,
+        int(cfg.memory_mb * 2**20),
+        cfg.row_group_rows,
+        job.layout,
+        out_dir=job.parts_dir.parent,
     )
     rows_per_shard = [0] * cfg.count
     per_class = np.zeros(len(job.classes), np.int64)
@@ -242,7 +301,6 @@ def _pass2(job: _Job, workers: int, progress: bool, rejected: dict) -> tuple[lis
             per_class += shard_stats["per_class"]
             _add(rejected, shard_stats["rejected"])
             bar.update(1)
-    shutil.rmtree(job.spill_dir)
     return rows_per_shard, per_class
 
 
@@ -279,17 +337,16 @@ def _write_manifest(out: Path, job: _Job, rows_per_shard: list[int]) -> None:
 def _read_files(job: _Job, indices, worker: int, on_bytes):
     """Shard the class files ``indices`` (any iterable) into this reader's own spill files,
     closed at the end; yield each file's counts."""
-    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    spills = Spills(job.spill_dir, f"w{worker:03d}", job.cfg.count)
     try:
         shard_file = shard_pixel_file if job.image_shape is not None else _shard_file
         for index in indices:
-            yield shard_file(job, index, writers, f"w{worker:03d}", on_bytes)
+            yield shard_file(job, index, spills, on_bytes)
     finally:
-        for w in writers.values():
-            w.close()
+        spills.close()
 
 
-def _shard_file(job: _Job, index: int, writers: dict, spill_prefix: str, on_bytes) -> dict:
+def _shard_file(job: _Job, index: int, spills: Spills, on_bytes) -> dict:
     """Clean one class file and append its rows to the spills; return its counts."""
     cfg, word = job.cfg, job.classes[index]
     path = job.source.class_files[word]
@@ -321,7 +378,7 @@ def _shard_file(job: _Job, index: int, writers: dict, spill_prefix: str, on_byte
         n_keep = int(keep.sum())
         taken += n_keep
         if n_keep:
-            _route(block, keep, index, seq, cfg, writers, job.spill_dir, spill_prefix)
+            _route(block, keep, index, seq, cfg, spills)
         seq += len(block)
         if cfg.max_per_class is not None and taken >= cfg.max_per_class:
             out["truncated"] = 1
@@ -340,7 +397,7 @@ def _warm_up() -> None:
     clean_block(one, "w")
 
 
-def _route(block, keep, index, seq0, cfg, writers, spill_dir, prefix) -> None:
+def _route(block, keep, index, seq0, cfg, spills: Spills) -> None:
     idx = np.flatnonzero(keep)
     strokes = block.strokes.take(idx) if len(idx) != len(block) else block.strokes
     key_id = block.key_id[idx]
@@ -356,4 +413,4 @@ def _route(block, keep, index, seq0, cfg, writers, spill_dir, prefix) -> None:
         ],
         schema=SPILL_SCHEMA,
     )
-    append_to_spills(batch, shard_of(key_id, cfg.count), cfg.count, writers, spill_dir, prefix)
+    spills.add(batch, shard_of(key_id, cfg.count))

@@ -27,12 +27,13 @@ class ShuffleSpec:
     """What pass 2 needs to know about the run."""
 
     classes: list[str]
-    spill_dir: Path  # pass 1's spill files, ``NNN-wWWW.arrow``; shards are written beside it
+    spill_dir: Path  # pass 1's spill files, ``NNN-wWWW.arrow`` (and pass 2's buckets)
     parts_dir: Path  # quarantine part files
     seed: int
     budget_bytes: int  # memory for one bucket
     row_group_rows: int
     layout: Layout = STROKES
+    out_dir: Path | None = None  # where the shards go; None: beside spill_dir
 
 
 def write_shard(spec: ShuffleSpec, shard: int) -> dict:
@@ -44,7 +45,7 @@ def write_shard(spec: ShuffleSpec, shard: int) -> dict:
     spills = sorted(spec.spill_dir.glob(f"{shard:03d}-*.arrow"))
     n_out = 0
     with pq.ParquetWriter(
-        spec.spill_dir.parent / shard_name(shard),
+        (spec.out_dir or spec.spill_dir.parent) / shard_name(shard),
         layout.shard_schema,
         compression="snappy",
         use_dictionary=list(layout.dictionary_columns),
@@ -83,14 +84,54 @@ def grouped(data, group: np.ndarray, groups: int):
         yield int(g), data.slice(bounds[g], bounds[g + 1] - bounds[g])
 
 
-def append_to_spills(batch, shards: np.ndarray, count: int, writers: dict, spill_dir: Path, prefix: str) -> None:
-    """Pass 1: append each shard's rows of ``batch`` to this reader's spill file of that shard
-    (``writers``: shard -> open stream, opened here on the first rows)."""
-    for s, part in grouped(batch, shards, count):
-        w = writers.get(s)
+#: A reader's rows of one shard are appended in batches of about this size. Routing splits every
+#: input block over all the shards, so without it a 200-shard run writes batches of ~20 rows, and
+#: pass 2 spends its time iterating tens of thousands of them (measured: 0.3 s of a full-size
+#: shard's 0.6 s). The rows waiting keep their input blocks alive, so memory grows with it:
+#: measured at 200 shards, 2 readers, 64 KB / 256 KB / 1 MB gave 451 / 599 / 1,181 MB of peak
+#: memory for the same speed (benchmarks/kaggle_scale.py, docs/performance.md).
+SPILL_BATCH_BYTES = 64 << 10
+
+
+class Spills:
+    """Pass 1's spill files of one reader: one Arrow stream per shard (``NNN-<prefix>.arrow`` in
+    ``spill_dir``), opened on its first rows; rows are kept per shard and appended in batches of
+    about :data:`SPILL_BATCH_BYTES`. The batch boundaries never change the shards: pass 2 orders
+    every row by its key and input position."""
+
+    def __init__(self, spill_dir: Path, prefix: str, count: int):
+        self.spill_dir, self.prefix, self.count = spill_dir, prefix, count
+        self.writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        self.pending: dict[int, list] = {}
+        self.pending_bytes: dict[int, int] = {}
+
+    def add(self, batch: pa.RecordBatch, shards: np.ndarray) -> None:
+        """Append each row of ``batch`` to the spill of its shard (``shards``, one per row)."""
+        for s, part in grouped(batch, shards, self.count):
+            self.pending.setdefault(s, []).append(part)
+            self.pending_bytes[s] = self.pending_bytes.get(s, 0) + part.nbytes
+            if self.pending_bytes[s] >= SPILL_BATCH_BYTES:
+                self._flush(s)
+
+    def _flush(self, s: int) -> None:
+        parts = self.pending.pop(s, [])
+        self.pending_bytes.pop(s, None)
+        if not parts:
+            return
+        w = self.writers.get(s)
         if w is None:
-            w = writers[s] = pa.ipc.new_stream(spill_dir / f"{s:03d}-{prefix}.arrow", batch.schema)
-        w.write_batch(part)
+            path = self.spill_dir / f"{s:03d}-{self.prefix}.arrow"
+            w = self.writers[s] = pa.ipc.new_stream(path, parts[0].schema)
+        w.write_batch(pa.concat_batches(parts) if len(parts) > 1 else parts[0])
+
+    def close(self) -> None:
+        """Write what is pending and close every file (also after an error: what was written stays)."""
+        try:
+            for s in sorted(self.pending):
+                self._flush(s)
+        finally:
+            for w in self.writers.values():
+                w.close()
 
 
 def _ordered_buckets(spills: list[Path], seed: int, budget_bytes: int, layout: Layout = STROKES):
@@ -121,7 +162,8 @@ def _ordered_buckets(spills: list[Path], seed: int, budget_bytes: int, layout: L
             with pa.ipc.open_stream(pa.OSFile(str(p))) as reader:
                 tables.append(reader.read_all())
             p.unlink()
-        table = pa.concat_tables(tables) if tables else None
+        # one contiguous table: a gather over thousands of small chunks costs 6x a contiguous one
+        table = pa.concat_tables(tables).combine_chunks() if tables else None
         del tables
         if table is None or table.num_rows == 0:
             continue

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from doodle.batches.cache import CacheSplit, open_files
+from doodle.core.disk import require_free
 from doodle.core.metrics import RANK_WEIGHTS, StreamingScores, top_k
 from doodle.core.params import ParamError
 from doodle.shard.format import shard_of, split_shards
@@ -131,6 +132,9 @@ class FoldAccumulator:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.split = split
+        require_free(
+            self.path, split.rows * classes * 4, f"the out-of-fold sums of {split.rows:,} drawings x {classes} classes"
+        )
         self.sums = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=(split.rows, classes))
         self.members = 0
 

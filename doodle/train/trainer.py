@@ -88,7 +88,8 @@ def train_member(cfg: TrainParams, run: Setup, member: Member, score: Callable[[
     worker, batch = run.worker, global_batch(cfg, run.strategy)
     local = batch // worker.count  # this worker's share of it
     train, source = training_stream(cfg, run.render, local, worker, split=member.train_split)
-    val = validation_stream(member.val_split, local, val_steps(cfg.val_rows, local))  # the same on every worker
+    val_split = member.val_split
+    val = validation_stream(val_split, local, val_steps(cfg.val_rows, val_split.rows, local))  # same on every worker
     print(start_line(cfg, run, member, train, source, batch), flush=True)
     model = compiled_model(cfg, train.image_shape, len(run.cache["classes"]), len(train), run.strategy)
     fingerprint = resume_fingerprint(cfg, run.cache, source, model, batch, member.fingerprint)
@@ -110,10 +111,11 @@ def train_member(cfg: TrainParams, run: Setup, member: Member, score: Callable[[
     return finish(cfg, run, member, train, callbacks, fitted, score)
 
 
-def val_steps(val_rows: int | None, batch: int) -> int | None:
-    """Validation batches an epoch: enough for the first ``train.val_rows`` drawings (null: all).
-    A fixed subset, the same every epoch: a uniform sample, as the shards are shuffled."""
-    return None if val_rows is None else -(-val_rows // batch)
+def val_steps(val_rows: int | None, rows: int, batch: int) -> int:
+    """Validation batches an epoch: enough for the first ``train.val_rows`` of the split's ``rows``
+    drawings (null: all of them, never more: a stream of more steps would go round again). A fixed
+    subset, the same every epoch: a uniform sample, as the shards are shuffled."""
+    return -(-min(rows, val_rows or rows) // batch)
 
 
 def global_batch(cfg: TrainParams, strategy) -> int:
