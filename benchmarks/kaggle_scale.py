@@ -99,7 +99,7 @@ def dvc(args: list[str], cwd: Path, log: Path | None = None, folders: dict | Non
     return {
         "wall_s": wall,
         "cmd_s": (seen[1] - seen[0]) if seen else 0.0,
-        "peak_pss": watch.peak_pss,
+        "peak_pss": watch.peak_pss_mb * 2**20,
         "peak": watch.peak,
     }
 
@@ -120,16 +120,23 @@ def first_hash(folder: Path, work: Path, name: str) -> dict:
     return {"seconds": result["wall_s"], "bytes": int(dep.get("size", 0)), "files": int(dep.get("nfiles", 0))}
 
 
+# what reports/train.json says of the training's time: the fit, the budget, and the after-training work
+AFTER_TRAINING = ("seconds", "images_per_s", "stopped_by_time_budget", "time_budget_used_s", "final_val_seconds")
+
+SHARD_FIGURES = ("rows_out", "rows_per_s", "seconds", "read_seconds", "shuffle_write_seconds", "spill_bytes")
+
+
 def stage_names(project: Path) -> list[str]:
     return list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
 
 
-def rehearse(a) -> dict:
+def prepare(a, work: Path) -> tuple[Path, Path, Path, Path, dict | None]:
+    """The data (written unless there), and a fresh clone with the route applied, DVC's cache in a
+    folder of its own and only ``train.time_budget_s`` changed. Returns (data, project, cache, spill
+    folder, what was written)."""
     from benchmarks.kaggle_folder import write_kaggle_folder
     from doodle.routes import get, write_params
 
-    work = Path(a.workdir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
     data = Path(a.data).resolve() if a.data else work / f"data-{a.scale:g}"
     made = None
     if not (data / "train_simplified").is_dir():
@@ -143,43 +150,63 @@ def rehearse(a) -> dict:
     env = subprocess_env()
     route = get(a.route)
     spill = Path(route.run.get("shard", {}).get("spill_dir") or project / "data" / "shards" / "_spill")
-    subprocess.run(
-        [sys.executable, "-m", "doodle.routes", a.route, "--data", str(data), "--no-dvc"],
-        cwd=project,
-        env=env,
-        check=True,
-    )
-    subprocess.run(
-        [sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache)], cwd=project, env=env, check=True
-    )
+    routes = [sys.executable, "-m", "doodle.routes", a.route, "--data", str(data), "--no-dvc"]
+    subprocess.run(routes, cwd=project, env=env, check=True)
+    cache_dir = [sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache)]
+    subprocess.run(cache_dir, cwd=project, env=env, check=True)
     write_params(project / "params.yaml", {"train": {"time_budget_s": a.budget}})  # the rehearsal's one change
-    folders = {"project": project, "spill": spill, "cache": cache}
-    log = work / f"dvc-{a.scale:g}.log"
-    log.write_text("")
-    rows, total0 = [], time.perf_counter()
+    return data, project, cache, spill, made
+
+
+def run_stages(project: Path, folders: dict[str, Path], log: Path) -> list[dict]:
+    """Every stage of dvc.yaml in order, one ``dvc repro --single-item`` each: a row of figures each."""
+    rows = []
     for name in stage_names(project):
         before = {k: folder_bytes(p) for k, p in folders.items()}
         r = dvc(["repro", "--single-item", name], project, log, folders, f"stages.{name}")
         after = {k: folder_bytes(p) for k, p in folders.items()}
-        row = {
-            "stage": name,
-            "wall_s": round(r["wall_s"], 1),
-            "cmd_s": round(r["cmd_s"], 1),
-            "dvc_s": round(max(r["wall_s"] - r["cmd_s"], 0.0), 1),
-            "peak_mem_gb": round(r["peak_pss"] / GB, 2),
-            **{f"peak_{k}_gb": round(r["peak"].get(k, 0) / GB, 2) for k in folders},
-            **{f"added_{k}_gb": round((after[k] - before[k]) / GB, 2) for k in folders},
-        }
-        rows.append(row)
-        print(table([row], header=not rows[:-1]), flush=True)
-    total = time.perf_counter() - total0
-    status = dvc(["status"], project)["wall_s"]
-    noop = dvc(["repro"], project)["wall_s"]
-    view = project / "data" / "raw"
-    hashes = {"view": first_hash(view, work, "view"), "mount": first_hash(data, work, "mount")}
+        rows.append(
+            {
+                "stage": name,
+                "wall_s": round(r["wall_s"], 1),
+                "cmd_s": round(r["cmd_s"], 1),
+                "dvc_s": round(max(r["wall_s"] - r["cmd_s"], 0.0), 1),
+                "peak_mem_gb": round(r["peak_pss"] / GB, 2),
+                **{f"peak_{k}_gb": round(r["peak"].get(k, 0) / GB, 2) for k in folders},
+                **{f"added_{k}_gb": round((after[k] - before[k]) / GB, 2) for k in folders},
+            }
+        )
+        print(table(rows[-1:], header=len(rows) == 1), flush=True)
+    return rows
+
+
+def reports(project: Path) -> dict:
+    """The headline metrics, and what reports/ says of training's and sharding's time."""
     metrics = {}
     for f in sorted((project / "metrics").glob("*.json")):
         metrics.update({f"{f.stem}.{k}": v for k, v in json.loads(f.read_text()).items()})
+    train = json.loads((project / "reports" / "train.json").read_text())
+    shard = json.loads((project / "reports" / "shard.json").read_text())
+    return {
+        "metrics": metrics,
+        "train": {k: train.get(k) for k in AFTER_TRAINING},
+        "shard": {k: shard.get(k) for k in SHARD_FIGURES},
+    }
+
+
+def rehearse(a) -> dict:
+    work = Path(a.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    data, project, cache, spill, made = prepare(a, work)
+    folders = {"project": project, "spill": spill, "cache": cache}
+    log = work / f"dvc-{a.scale:g}.log"
+    log.write_text("")
+    total0 = time.perf_counter()
+    rows = run_stages(project, folders, log)
+    total = time.perf_counter() - total0
+    status = dvc(["status"], project)["wall_s"]
+    noop = dvc(["repro"], project)["wall_s"]
+    hashes = {"view": first_hash(project / "data" / "raw", work, "view"), "mount": first_hash(data, work, "mount")}
     result = {
         "scale": a.scale,
         "route": a.route,
@@ -195,7 +222,7 @@ def rehearse(a) -> dict:
         "noop_status_s": round(status, 2),
         "noop_repro_s": round(noop, 2),
         "first_hash": hashes,
-        "metrics": metrics,
+        **reports(project),
     }
     if not a.keep_data and a.data is None:
         shutil.rmtree(data, ignore_errors=True)
@@ -244,7 +271,8 @@ def main(argv=None) -> None:
         f"DVC cache {r['final_cache_gb']:.2f} GB; no-op dvc status {r['noop_status_s']:.2f}s, dvc repro "
         f"{r['noop_repro_s']:.2f}s; first hash of the linked source {h['view']['seconds']:.1f}s "
         f"({h['view']['bytes'] / GB:.2f} GB, {h['view']['files']} files) vs the whole mount "
-        f"{h['mount']['seconds']:.1f}s ({h['mount']['bytes'] / GB:.2f} GB, {h['mount']['files']} files)"
+        f"{h['mount']['seconds']:.1f}s ({h['mount']['bytes'] / GB:.2f} GB, {h['mount']['files']} files); "
+        f"train: {r['train']}; shard: {r['shard']}"
     )
     last_line(r)
 

@@ -24,6 +24,7 @@ def main(argv=None) -> None:
     )
     stats = write_shards(source, SHARDS, cfg, progress=not args.quiet)
     details = {k: stats[k] for k in ("rows_in", "rows_out", "rejected_total", "seconds", "rows_per_s", "workers")}
+    details |= {k: stats[k] for k in ("read_seconds", "shuffle_write_seconds", "spill_bytes")}  # the two passes
     cli.write_metrics("shard", details, headline=("rows_out", "rejected_total"))
     bad = ", ".join(f"{k} {v}" for k, v in stats["rejected"].items() if v) or "none"
     print(

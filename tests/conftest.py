@@ -19,6 +19,16 @@ SHARED = REPO.parent / "shared" / "data"
 KAGGLE = SHARED / "quickdraw-kaggle"
 NDJSON = SHARED / "quickdraw-ndjson"
 
+SLOW_TIMEOUT_S = 900  # a slow test's limit (pytest-timeout; quick ones: pyproject.toml's timeout)
+
+
+def pytest_collection_modifyitems(items):
+    """Each slow test gets :data:`SLOW_TIMEOUT_S` unless it sets its own ``@pytest.mark.timeout``."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
 needs_kaggle = pytest.mark.skipif(not KAGGLE.is_dir(), reason=f"{KAGGLE} not present")
 needs_ndjson = pytest.mark.skipif(not NDJSON.is_dir(), reason=f"{NDJSON} not present")
 

@@ -133,3 +133,15 @@ def test_no_function_longer_than_a_screen(folder):
                 if lines > LONGEST_FUNCTION:
                     long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, long
+
+
+def test_every_test_is_time_bounded(pytestconfig, request):
+    """pytest-timeout is active with pyproject.toml's limit, so a hang fails one test, not all of CI;
+    conftest gives slow tests their own, longer limit."""
+    from tests.conftest import SLOW_TIMEOUT_S, pytest_collection_modifyitems
+
+    assert pytestconfig.pluginmanager.hasplugin("timeout") and float(pytestconfig.getini("timeout")) > 0
+    slow = pytest.Function.from_parent(request.node.parent, name=request.node.name)
+    slow.add_marker(pytest.mark.slow)
+    pytest_collection_modifyitems([slow])
+    assert slow.get_closest_marker("timeout").args == (SLOW_TIMEOUT_S,)

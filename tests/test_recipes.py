@@ -197,6 +197,13 @@ def test_time_budget_cuts_an_epoch_longer_than_the_budget_at_the_first_step_past
     ]
     # an epoch that fits is never cut
     assert budget_run(45, [10] * 20)[1].cut_at_step is None
+    # the speed of the cut epoch counts the 4 steps it ran, not the 10 it was planned for
+    from doodle.train.callbacks import EpochLog
+
+    log = EpochLog(steps=10, batch=5, epochs=1, budget=cb)
+    log.on_epoch_begin(0)
+    seconds, speed = log.elapsed()
+    assert seconds * speed == pytest.approx(4 * 5)
 
 
 def test_time_budget_param():

@@ -13,11 +13,12 @@ import keras
 
 
 class _Timed(keras.callbacks.Callback):
-    """Times each epoch, for the images/s of the DVCLive row and of the printed line."""
+    """Times each epoch, for the images/s of the DVCLive row and of the printed line. An epoch the
+    time ``budget`` cut short counts only the steps it ran."""
 
-    def __init__(self, images_per_epoch: int):
+    def __init__(self, steps: int, batch: int, budget: TimeBudget | None = None):
         super().__init__()
-        self.images = images_per_epoch
+        self.steps, self.batch, self.budget = steps, batch, budget
         self.t0 = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -26,7 +27,9 @@ class _Timed(keras.callbacks.Callback):
     def elapsed(self) -> tuple[float, float]:
         """(seconds, images/s) since the epoch began."""
         seconds = time.perf_counter() - self.t0
-        return seconds, self.images / seconds if seconds else 0.0
+        cut = self.budget.cut_at_step if self.budget else None
+        images = (self.steps if cut is None else cut + 1) * self.batch
+        return seconds, images / seconds if seconds else 0.0
 
 
 class LiveLog(_Timed):
@@ -36,8 +39,8 @@ class LiveLog(_Timed):
     was not saved is dropped on resume (``doodle.train.resume.reopen_live``).
     """
 
-    def __init__(self, live, images_per_epoch: int):
-        super().__init__(images_per_epoch)
+    def __init__(self, live, steps: int, batch: int, budget: TimeBudget | None = None):
+        super().__init__(steps, batch, budget)
         self.live = live
 
     def on_epoch_end(self, epoch, logs=None):
@@ -55,8 +58,8 @@ class LiveLog(_Timed):
 class EpochLog(_Timed):
     """The ``epoch i/N done:`` line. Put it after ``TrainingState``: a printed epoch survives a kill."""
 
-    def __init__(self, images_per_epoch: int, epochs: int, printer=print):
-        super().__init__(images_per_epoch)
+    def __init__(self, steps: int, batch: int, epochs: int, budget: TimeBudget | None = None, printer=print):
+        super().__init__(steps, batch, budget)
         self.epochs = epochs
         self.printer = printer
 
@@ -95,6 +98,8 @@ class TimeBudget(keras.callbacks.Callback):
         self.durations: list[float] = []
         self.elapsed_s = 0.0  # from the start of training to the end of the last epoch
         self.stopped_epoch: int | None = None  # 0-based epoch after which the budget stopped training
+        self.epoch = 0
+        self.cut_at_step: int | None = None  # the step after which the budget cut an epoch short
 
     def on_train_begin(self, logs=None):
         self.t0 = self.last = self.clock()
@@ -102,7 +107,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.elapsed_s = 0.0
         self.stopped_epoch = None
         self.epoch = 0
-        self.cut_at_step: int | None = None  # the step after which the budget cut an epoch short
+        self.cut_at_step = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch

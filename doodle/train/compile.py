@@ -125,15 +125,14 @@ def fit_callbacks(
     decisions = decision_callbacks(cfg)
     state = TrainingState(backup, fingerprint, best_model=best_model, monitor=MONITOR, track=decisions)
     live = reopen_live(live_dir, state.epochs_done, save_dvc_exp=False, dvcyaml=None)
-    images = len(train) * batch
     recalibration = RecalibrateBatchNorm(recalibration_batches(train, cfg.bn_recalibration_batches), len(train))
     budget = TimeBudget(cfg.time_budget_s, printer=printer) if cfg.time_budget_s else None
     callbacks = [
         *decisions,
         *([budget] if budget else []),
-        LiveLog(live, images),
+        LiveLog(live, len(train), batch, budget),
         state,
-        EpochLog(images, cfg.epochs, printer=printer),
+        EpochLog(len(train), batch, cfg.epochs, budget, printer=printer),
         ChanceWatch(model.output_shape[-1], printer=printer),
         StepProgress(len(train), batch, cfg.epochs, cfg.time_budget_s, bar=progress, printer=printer),
     ]

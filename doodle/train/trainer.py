@@ -155,8 +155,8 @@ class Fitted:
     """What ``model.fit`` did in this process: a resumed run counts only the epochs it ran."""
 
     seconds: float
-    epochs: int  # epochs run by this process, for the speed
-    images: int  # images an epoch: steps x the global batch
+    epochs: int  # epochs run by this process
+    images: int  # images trained by this process (an epoch the time budget cut counts its steps run)
 
 
 def fit(model, cfg: TrainParams, run: Setup, train, val, callbacks: FitCallbacks, batch: int) -> Fitted:
@@ -176,7 +176,11 @@ def fit(model, cfg: TrainParams, run: Setup, train, val, callbacks: FitCallbacks
         verbose=0,
     )
     seconds = time.perf_counter() - t0
-    return Fitted(seconds, len(history.history.get("loss", [])), len(train) * batch)
+    epochs = len(history.history.get("loss", []))
+    steps = epochs * len(train)
+    if callbacks.budget and callbacks.budget.cut_at_step is not None:  # the last epoch ended early
+        steps -= len(train) - (callbacks.budget.cut_at_step + 1)
+    return Fitted(seconds, epochs, steps * batch)
 
 
 def finish(cfg: TrainParams, run: Setup, member: Member, train, callbacks: FitCallbacks, fitted: Fitted, score):
@@ -207,7 +211,7 @@ def member_metrics(scores: dict, train_rows: int, callbacks: FitCallbacks, fitte
         "train_rows": train_rows,  # images, or drawings drawn on the fly
         "epochs_run": len(callbacks.state.history["loss"]),  # every epoch of the run, resumed or not
         "seconds": round(seconds, 1),
-        "images_per_s": round(fitted.epochs * fitted.images / seconds, 1) if seconds else 0.0,
+        "images_per_s": round(fitted.images / seconds, 1) if seconds else 0.0,
         "bn_recalibration_seconds": round(callbacks.recalibration.seconds, 1),
         "stopped_by_time_budget": bool(budget and budget.stopped_epoch is not None),
         "time_budget_used_s": round(budget.elapsed_s, 1) if budget else None,  # to the last epoch's end
