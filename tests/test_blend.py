@@ -46,6 +46,49 @@ def test_fit_weights_prefers_the_better_model_and_beats_both_when_they_err_apart
     assert score == pytest.approx(map_at_3(labels, weights[0] * a + weights[1] * b))
 
 
+def threshold_pair(above: list[float], below: list[float], classes: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Two models' probabilities, one row per threshold, true class 0 and a decoy, class 1. A blend
+    with weight ``w`` on the first ranks the true class first on an ``above`` row iff ``w`` > its
+    threshold, on a ``below`` row iff ``w`` < it, and second otherwise (MAP@3 1/2)."""
+    a, b = np.zeros((2, len(above) + len(below), classes))
+    for row, (thr, sign) in enumerate([(t, 1) for t in above] + [(t, -1) for t in below]):
+        # margins (true - decoy): a's is sign * (1 - thr), b's is -sign * thr, so the blend's is sign * (w - thr)
+        a[row, :2] = 0.5 + sign * (1 - thr) / 2, 0.5 - sign * (1 - thr) / 2
+        b[row, :2] = 0.5 - sign * thr / 2, 0.5 + sign * thr / 2
+    return a, b
+
+
+def test_fit_weights_finds_the_one_blend_that_beats_each_model_and_equal_weights():
+    """Half the rows are right only when a's weight is above 0.62, the other half only below 0.78:
+    each model alone and the equal blend score 0.75 (right on one half, second on the other); only a
+    weight of a in (0.62, 0.78) is right on both, and of the grid's 0.65, 0.70 and 0.75 the search
+    keeps the most even. A search that returns equal weights or the best single model fails."""
+    a, b = threshold_pair(above=[0.62] * 10, below=[0.78] * 10)
+    labels = np.zeros(20, np.int64)
+    assert map_at_3(labels, a) == map_at_3(labels, b) == map_at_3(labels, (a + b) / 2) == 0.75
+    weights, score = fit_weights([a, b], labels)
+    np.testing.assert_allclose(weights, [0.65, 0.35])
+    assert score == 1.0
+    # a third model, always backing the decoy: of the weights right on every row, the most even
+    # gives it 0.05 (on the grid of 0.05; 0.10 already loses the first half)
+    c = np.zeros_like(a)
+    c[:, :2] = 0.1, 0.9
+    weights, score = fit_weights([a, b, c], labels)
+    np.testing.assert_allclose(weights, [0.65, 0.30, 0.05])
+    assert score == 1.0
+
+
+def test_beyond_three_models_the_ascent_climbs_to_the_blend_that_is_right_everywhere():
+    """Four models, two copies of each of a pair: rows right only when the pair's first model holds
+    more than 0.52, 0.57, 0.62 of the weight, and rows right only below 0.78. Equal weights (0.5)
+    miss the first three; each step of 0.05 towards the first model wins one, up to 0.65."""
+    a, b = threshold_pair(above=[0.52, 0.57, 0.62], below=[0.78] * 3)
+    labels = np.zeros(6, np.int64)
+    assert map_at_3(labels, (a + b) / 2) == 0.75
+    weights, score = fit_weights([a, b, a, b], labels)
+    assert score == 1.0 and weights[0] + weights[2] == pytest.approx(0.65)
+
+
 def test_fit_weights_keeps_equal_weights_on_a_tie_and_runs_coordinate_ascent_beyond_three():
     labels = np.arange(6) % 3
     same = np.eye(3)[labels]
