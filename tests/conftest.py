@@ -47,6 +47,13 @@ TINY = {
 }
 
 
+# Training long enough to learn TINY's four shapes (157 training, 71 validation drawings): 8 full
+# epochs reached val MAP@3 0.87 on a 2-core CPU, against 0.46 for chance (or for a one-class or
+# frozen model, or a label mix-up). End-to-end tests that train this long assert LEARNED_FLOOR.
+LEARNS = {"train": {"epochs": 8, "steps_per_epoch": None}}
+LEARNED_FLOOR = 0.7
+
+
 def merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from stages.cli import subprocess_env
-from tests.conftest import REPO, work_on_copy
+from tests.conftest import LEARNED_FLOOR, LEARNS, REPO, work_on_copy
 
 #: Run in the child: TensorFlow cannot be imported (as on a machine without it), then the stages.
 NO_TENSORFLOW = """
@@ -77,7 +77,7 @@ def test_stream_batches_wrap_around_a_short_validation_stream_and_cut_batches_to
 @pytest.mark.slow
 def test_train_and_predict_under_jax_without_tensorflow(rendered, tmp_path, monkeypatch):
     pytest.importorskip("jax")
-    proj = work_on_copy(rendered, tmp_path / "p", monkeypatch)
+    proj = work_on_copy(rendered, tmp_path / "p", monkeypatch, LEARNS)
     env = {**subprocess_env(), "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     r = subprocess.run(
         [sys.executable, "-c", NO_TENSORFLOW], cwd=proj, env=env, capture_output=True, text=True, timeout=600
@@ -88,6 +88,7 @@ def test_train_and_predict_under_jax_without_tensorflow(rendered, tmp_path, monk
     # Validation reads the same ordered batches every epoch: the best epoch's score is the final one.
     best = max(meta["history"]["val_map_at_3"])
     assert meta["metrics"]["val_map_at_3"] == pytest.approx(best, abs=1e-5)
+    assert best >= LEARNED_FLOOR, meta["history"]["val_map_at_3"]  # it learned, under JAX too
     rows = (proj / "submissions" / "submission.csv").read_text().splitlines()
     assert rows[0] == "key_id,word" and len(rows) > 1
     # The saved model is plain Keras: it loads and predicts under TensorFlow too.
