@@ -42,7 +42,8 @@ def mnist_folder(root: Path, train: int, test: int) -> Path:
 def test_dvc_repro_on_digits_then_on_numpy_bitmaps(tmp_path):
     proj = clone_project(tmp_path / "repo")
     mnist_folder(proj / "data" / "digits", train=600, test=120)
-    write_params(proj / "params.yaml", {**TINY_PIXELS, "data": {"source": "data/digits"}})
+    learns = {"train": {**TINY_PIXELS["train"], "epochs": 15, "steps_per_epoch": None}}  # 15 passes, ~400 digits
+    write_params(proj / "params.yaml", {**TINY_PIXELS, **learns, "data": {"source": "data/digits"}})
     out = run_dvc(["repro"], proj)
     assert {"shard", "render", "train", "predict", "evaluate"} <= set(stages_run(out))
     with (proj / "submissions" / "submission.csv").open(newline="") as fh:
@@ -58,7 +59,8 @@ def test_dvc_repro_on_digits_then_on_numpy_bitmaps(tmp_path):
         "pixel_out_of_range": 1,
     }
     test = json.loads((proj / "metrics" / "test.json").read_text())
-    assert set(test) == {"test_accuracy", "test_map_at_3"} and 0 <= test["test_accuracy"] <= 1
+    assert set(test) == {"test_accuracy", "test_map_at_3"}
+    assert test["test_accuracy"] >= 0.5, test  # real digits, chance 0.1: it learned, and the labels line up
     assert json.loads((proj / "reports" / "test.json").read_text())["test_rows"] == 120
 
     # the same project on a folder of numpy_bitmap files: no test set, nothing to submit

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import work_on_copy, write_params
+from tests.conftest import LEARNED_FLOOR, LEARNS, work_on_copy, write_params
 
 
 def test_check_run_knows_what_a_stroke_model_reads():
@@ -40,7 +40,9 @@ def test_check_run_knows_what_a_stroke_model_reads():
 def test_a_stroke_model_trains_predicts_evaluates_and_blends_with_a_cnn(rendered, tmp_path, monkeypatch):
     from stages import evaluate, predict, train
 
-    strokes = {"train": {"model": "stroke_conv1d", "width": 0.25, "stroke_augment": {"rotation": 10.0}}}
+    strokes = {
+        "train": {"model": "stroke_conv1d", "width": 0.25, "stroke_augment": {"rotation": 10.0}, **LEARNS["train"]}
+    }
     proj = work_on_copy(rendered, tmp_path / "p", monkeypatch, strokes)
     train.main(["--quiet"])
     predict.main(["--quiet"])
@@ -50,6 +52,7 @@ def test_a_stroke_model_trains_predicts_evaluates_and_blends_with_a_cnn(rendered
     assert meta["input_shape"] == [128, 3]
     # evaluate reads the validation drawings from the shards, in the cache's order: the same score
     trained = json.loads((proj / "reports" / "train.json").read_text())["val_map_at_3"]
+    assert trained >= LEARNED_FLOOR, meta["history"]["val_map_at_3"]  # it learned the shapes from their strokes
     assert json.loads((proj / "metrics" / "eval.json").read_text())["val_map_at_3"] == pytest.approx(trained, abs=1e-5)
     assert (proj / "submissions" / "submission.csv").read_text().startswith("key_id,word\n")
 
