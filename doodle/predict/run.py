@@ -98,6 +98,7 @@ def predict(cfg: PredictParams, source: Source, progress: bool = True) -> StageR
             raise FileNotFoundError(f"{source.root}/test_simplified.csv not found: predict needs Kaggle's test file")
         return no_test_set(source)
     models = load_models(resolve_models(cfg.models))
+    check_classes(models[0], source)
     blend = blend_weights(cfg, models)
     if source.kind == "digits":
         result = predict_digits(source, models, cfg, progress, blend.get("weights"))
@@ -139,6 +140,31 @@ def load_models(paths: list[Path]) -> list[TrainedModel]:
         if m.classes != models[0].classes:
             raise ParamError(f"predict.models: {m.path} was trained on other classes than {models[0].path}")
     return models
+
+
+def check_classes(model: TrainedModel, source: Source) -> None:
+    """Refuse a model that cannot label ``source``'s test set (the models share one class list,
+    :func:`load_models`): a Digit Recognizer source needs the digits 0-9; a Quick Draw source
+    needs classes among its own words (a digit model's '0'..'9' would make a well-formed
+    submission of words the competition does not have)."""
+    trained = f"predict.models: {model.path} was trained on classes {_some(model.classes)}"
+    if source.kind == "digits":
+        if model.classes != DIGIT_CLASSES:
+            raise ParamError(f"{trained}, not the digits 0-9 of {source.root}: rerun train on this data.source")
+        return
+    words = set(source.classes)
+    foreign = [c for c in model.classes if c not in words]
+    if foreign:
+        which = "none of them is" if len(foreign) == len(model.classes) else f"{_some(foreign, 3)} are not"
+        raise ParamError(
+            f"{trained}; {which} among the {len(words)} classes of {source.root} ({_some(source.classes, 3)}): "
+            "rerun train on this data.source"
+        )
+
+
+def _some(names: list[str], n: int = 5) -> str:
+    """The first ``n`` of ``names``, quoted, with ``...`` when there are more."""
+    return ", ".join([repr(c) for c in names[:n]] + (["..."] if len(names) > n else []))
 
 
 def predict_drawings(
@@ -234,11 +260,6 @@ def predict_digits(
     source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool, weights=None
 ) -> StageResult:
     """Kaggle's Digit Recognizer submission: one ``ImageId,Label`` row per test.csv row, in order."""
-    if models[0].classes != DIGIT_CLASSES:
-        raise ParamError(
-            f"predict.models: {models[0].path} was trained on classes {models[0].classes[:5]}..., "
-            f"not the digits 0-9 of {source.root}: rerun train on this data.source"
-        )
     t0 = time.perf_counter()
     timing = Timing()
     ids, probs, rejected = read_test_set(predict_digit_file, models, source, cfg, timing, progress, weights)
