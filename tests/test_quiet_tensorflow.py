@@ -17,12 +17,14 @@ NOTICES = [
     b"slightly different numerical results due to floating-point round-off errors.",
     b"I0000 00:00:1733.12    77 cpu_feature_guard.cc:210] This TensorFlow binary is optimized to use "
     b"available CPU instructions in performance-critical operations.",
+    b"To enable the following instructions: AVX2 AVX512F AVX512_VNNI AVX512_BF16 FMA, in other operations, "
+    b"rebuild TensorFlow with the appropriate compiler flags.",
 ]
 
 
 def test_filter_drops_exactly_the_notices():
     other = [b"E0000 00:00:17.1  1 port.cc:9] a real error", b"Traceback (most recent call last):", b"x"]
-    captured = b"\n".join([NOTICES[0], other[0], NOTICES[1], other[1], NOTICES[2], other[2]]) + b"\n"
+    captured = b"\n".join([NOTICES[0], other[0], NOTICES[1], other[1], NOTICES[2], NOTICES[3], other[2]]) + b"\n"
     assert filter_notices(captured) == b"\n".join(other) + b"\n"
     assert filter_notices(b"".join(n + b"\n" for n in NOTICES)) == b""
 

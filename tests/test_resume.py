@@ -27,7 +27,17 @@ EXACT = {
     }
 }
 KILL_AFTER = 8
-TRAIN = [sys.executable, "-u", "-m", "stages.train", "--quiet"]
+# Both runs, the uninterrupted one and the killed-and-resumed one, run the train stage as
+# `python -m stages.train --quiet` does, with TensorFlow's deterministic ops: bit-identical weights
+# must follow from the same inputs, not from one CPU's kernels happening to sum in the same order.
+# The stage is imported first so that TensorFlow's import goes through its quiet start-up.
+DETERMINISTIC_TRAIN = """
+from stages import cli, train
+import tensorflow as tf
+tf.config.experimental.enable_op_determinism()
+cli.run(lambda: train.main(["--quiet"]))
+"""
+TRAIN = [sys.executable, "-u", "-c", DETERMINISTIC_TRAIN]
 
 
 def _project(rendered, path, overrides):

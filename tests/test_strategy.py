@@ -167,15 +167,25 @@ def test_two_workers_draw_the_images_of_one_process_on_the_fly(rendered):
 # -- a real two-worker run ------------------------------------------------------------------------------
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
+def _held_ports(n: int) -> list[socket.socket]:
+    """``n`` sockets bound to ports the OS chose, held (bound, never listening) until the test ends,
+    so nothing else can take a port between its choice and the worker's bind. They set SO_REUSEPORT
+    (and SO_REUSEADDR), as gRPC's server does on Linux, so TensorFlow's server binds the port beside
+    ours; a bound socket that does not listen is never handed a connection. (Checked: TensorFlow's
+    server starts on a port held so, and accepts connections; a port held without SO_REUSEPORT
+    makes it fail with "Could not start gRPC server".)"""
+    socks = []
     try:
-        for s in socks:
-            s.bind(("localhost", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        for _ in range(n):
+            socks.append(socket.socket())
+            socks[-1].setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            socks[-1].setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            socks[-1].bind(("localhost", 0))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 def _wait_all(procs, timeout: float) -> list[int | None]:
@@ -210,7 +220,8 @@ def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered
     (every worker must take part in the saves' collective reads), which it deletes at the end.
     The run equals one process training the same global batch on two replicas, epoch for epoch.
     Two epochs, so the validation iterator is started again (a Keras 3 pitfall under a strategy)."""
-    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    ports = _held_ports(2)  # closed only once both workers are done (finally below)
+    cluster = {"worker": [f"localhost:{sock.getsockname()[1]}" for sock in ports]}
     train = {"batch_size": 16, "steps_per_epoch": 2, "epochs": 2}  # per replica: a global batch of 32
     runs = {
         "worker0": ({**train, "strategy": "multi_worker"}, ["-m", "stages.train", "--quiet"]),
@@ -241,6 +252,8 @@ def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered
                 p.wait()
         for log in logs:
             log.close()
+        for sock in ports:
+            sock.close()
     out = {name: (tmp_path / f"{name}.log").read_text() for name in runs}
     assert codes == [0, 0, 0], "\n\n".join(f"{name}:\n{text}" for name, text in out.items())
 

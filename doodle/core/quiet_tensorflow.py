@@ -27,7 +27,8 @@ import tempfile
 # The notices printed while the libraries load, before TF_CPP_MIN_LOG_LEVEL applies.
 START_UP_NOTICE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    rb"|[IW]\d{4} [\d:.]+\s+\d+ (port|cpu_feature_guard)\.cc:\d+\] .*)$"
+    rb"|[IW]\d{4} [\d:.]+\s+\d+ (port|cpu_feature_guard)\.cc:\d+\] .*"
+    rb"|To enable the following instructions: .*)$"  # the second line of cpu_feature_guard's notice
 )
 
 
