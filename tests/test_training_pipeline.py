@@ -88,11 +88,21 @@ def test_batchnorm_model_is_recalibrated_each_epoch(rendered, tmp_path, monkeypa
     """seed_cnn has BatchNorm: the train stage recomputes its statistics after every epoch
     (timed in reports/train.json); the cnn above has none and spends nothing on it."""
     work_on_copy(rendered, tmp_path / "p", monkeypatch, {"train": {"model": "seed_cnn", "bn_recalibration_batches": 2}})
+    from doodle.train import batchnorm
     from stages import train
 
+    real, calls = batchnorm.recalibrate, []
+
+    def counted(model, batches):
+        batches = list(batches)
+        calls.append(sum(len(b) for b in batches))
+        return real(model, batches)
+
+    monkeypatch.setattr(batchnorm, "recalibrate", counted)
     train.main(["--quiet"])
     metrics = json.loads(Path("reports/train.json").read_text())
     assert metrics["bn_recalibration_seconds"] > 0 and metrics["epochs_run"] == 2
+    assert len(calls) == 2 and all(rows > 0 for rows in calls), calls  # once after each epoch, on images
     assert "bn_recalibration_seconds" not in json.loads(Path("models/model.json").read_text())["metrics"]
 
 
