@@ -4,11 +4,11 @@ confident mistakes, all from one streamed :class:`~doodle.evaluate.analysis.Erro
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
+from doodle.core.csvfiles import write_csv
 from doodle.core.plots import group_histograms, guarded, image_grid
 
 from .analysis import ErrorAnalysis
@@ -18,18 +18,18 @@ def write_reports(result: ErrorAnalysis, classes: list[str], image_shape: tuple,
     """Every file of the error analysis under ``reports``."""
     reports.mkdir(exist_ok=True)
     counts, accuracy = result.class_counts, result.per_class_accuracy()
-    _write_csv(
+    write_csv(
         reports / "per_class_accuracy.csv",
         ["class", "accuracy", "n"],
         ((classes[i], round(float(accuracy[i]), 4), int(counts[i])) for i in result.ranked_classes()),
     )
-    _write_csv(  # pair: the label of the bar `dvc plots show` draws for each pair (dvc.yaml)
+    write_csv(  # pair: the label of the bar `dvc plots show` draws for each pair (dvc.yaml)
         reports / "confused_pairs.csv",
         ["actual", "predicted", "count", "pair"],
         ((classes[a], classes[b], c, f"{classes[a]} -> {classes[b]}") for a, b, c in result.confused_pairs()),
     )
     actual, predicted = result.confusion_sample()
-    _write_csv(
+    write_csv(
         reports / "confusion.csv",
         ["actual", "predicted"],
         ((classes[a], classes[b]) for a, b in zip(actual, predicted)),
@@ -62,10 +62,3 @@ def _draw_mistakes(result: ErrorAnalysis, classes: list[str], image_shape: tuple
         )
     else:
         image_grid(np.zeros((0, *image_shape), np.uint8), [], path, title="no mistakes on the validation set")
-
-
-def _write_csv(path: Path, header: list[str], rows) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)

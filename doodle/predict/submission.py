@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from doodle.core.csvfiles import write_csv
 from doodle.core.errors import UserError
 from doodle.core.metrics import map_at_3, top_k
 
@@ -28,14 +29,7 @@ def kaggle_label(word: str) -> str:
 
 def write_submission(path: str | Path, key_ids: list[str], top3: np.ndarray, classes: list[str]) -> Path:
     labels = np.array([kaggle_label(c) for c in classes], dtype=object)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["key_id", "word"])
-        for key, row in zip(key_ids, labels[top3[:, :3]]):
-            w.writerow([key, " ".join(row)])
-    return path
+    return write_csv(path, ["key_id", "word"], ([key, " ".join(row)] for key, row in zip(key_ids, labels[top3[:, :3]])))
 
 
 def write_top_k(
@@ -89,13 +83,7 @@ def validate_submission(path: str | Path, expected_key_ids: list[str], classes: 
 
 def write_digit_submission(path: str | Path, image_ids: list[int], top1: np.ndarray, classes: list[str]) -> Path:
     """Kaggle's Digit Recognizer file: ``ImageId,Label``, one label (a class name: a digit) a row."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["ImageId", "Label"])
-        w.writerows(zip(image_ids, (classes[int(c)] for c in top1)))
-    return path
+    return write_csv(path, ["ImageId", "Label"], zip(image_ids, (classes[int(c)] for c in top1)))
 
 
 def validate_digit_submission(path: str | Path, rows: int) -> int:

@@ -13,7 +13,6 @@ between these doodles and the digits, live in :mod:`doodle.sample.generate`.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import shutil
@@ -21,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from doodle.core.csvfiles import write_csv
 
 Poly = np.ndarray  # (k, 2) float points in roughly [-1, 1]
 
@@ -309,20 +310,13 @@ def _break_some(rows: list, rng: np.random.Generator, fraction: float, words: li
     return k
 
 
-def _write_csv(path: Path, header: list[str], rows) -> None:
-    with path.open("w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(header)
-        wr.writerows(rows)
-
-
 def _write_test(out: Path, test: list[tuple], words: list[str]) -> None:
     """The test drawings, their true labels (Kaggle's underscores) and a sample submission that
     guesses the first three classes for every drawing, as Kaggle's does."""
-    _write_csv(out / "test_simplified.csv", ["key_id", "countrycode", "drawing"], (r[:3] for r in test))
-    _write_csv(out / "test_labels.csv", ["key_id", "word"], ((r[0], r[3].replace(" ", "_")) for r in test))
+    write_csv(out / "test_simplified.csv", ["key_id", "countrycode", "drawing"], (r[:3] for r in test))
+    write_csv(out / "test_labels.csv", ["key_id", "word"], ((r[0], r[3].replace(" ", "_")) for r in test))
     guess = " ".join(w.replace(" ", "_") for w in words[:3])
-    _write_csv(out / "sample_submission.csv", ["key_id", "word"], ((r[0], guess) for r in test))
+    write_csv(out / "sample_submission.csv", ["key_id", "word"], ((r[0], guess) for r in test))
 
 
 def write_doodles(
@@ -351,7 +345,7 @@ def write_doodles(
         n_bad += _break_some(train, rows.rng, corrupt_fraction, words, w)
         n_train += len(train)
         progress(train_per_class)
-        _write_csv(out / "train_simplified" / f"{w}.csv", TRAIN_HEADER, train)
+        write_csv(out / "train_simplified" / f"{w}.csv", TRAIN_HEADER, train)
     test = [rows.test(w) for w in words for _ in range(test_per_class)]
     progress(len(test))
     _write_test(out, [test[i] for i in rows.rng.permutation(len(test))], words)

@@ -20,7 +20,6 @@ allocator settings that keep it from creeping up as files go by.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -34,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from doodle.core.csvfiles import write_csv
 from doodle.core.disk import require_free, same_filesystem
 from doodle.core.malloc import limit_heap_retention
 from doodle.core.params import require
@@ -327,10 +327,7 @@ def _write_manifest(out: Path, job: _Job, rows_per_shard: list[int]) -> None:
     if source.pixels:  # stroke manifests stay as they were: their shards are byte-identical
         manifest.update(content="images", image_shape=list(job.image_shape))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    with (out / "classes.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["index", "word"])
-        w.writerows(enumerate(job.classes))
+    write_csv(out / "classes.csv", ["index", "word"], enumerate(job.classes))
 
 
 # --------------------------------------------------------------------------- pass 1
