@@ -47,8 +47,8 @@ import pyarrow.parquet as pq
 
 from doodle.drawing.augment import StrokeAugmentParams, sample
 from doodle.drawing.sequence import Encoder
-from doodle.drawing.strokes import STROKE_COLUMNS, StrokeBatch
-from doodle.shard.format import read_manifest, split_shards
+from doodle.drawing.strokes import StrokeBatch
+from doodle.shard.format import read_manifest, read_strokes, row_groups, split_shards
 
 from .batching import Stream, aligned_empty, batch_pieces, check_share, passes
 from .cache import LabelledRows
@@ -129,15 +129,7 @@ class StrokeStream(Stream):
         self.threads = max(1, threads or os.cpu_count() or 1)
         self._pool = None
         # (path, row group, rows to read): only footers are read here, so this costs nothing per row
-        self.groups: list[tuple[Path, int, int]] = []
-        for path in map(Path, shards):
-            meta = pq.read_metadata(path)
-            left = max_per_shard if max_per_shard is not None else meta.num_rows
-            for g in range(meta.num_row_groups):
-                rows = min(meta.row_group(g).num_rows, left)
-                if rows > 0:
-                    self.groups.append((path, g, rows))
-                left -= rows
+        self.groups = [group for path in shards for group in row_groups(path, max_per_shard)]
         self.rows = sum(rows for _, _, rows in self.groups)
         if self.rows == 0:
             raise ValueError("the shards hold no rows: nothing to read (check the shard params)")
@@ -155,10 +147,8 @@ class StrokeStream(Stream):
     @staticmethod
     def _read(path: Path, group: int, rows: int) -> tuple[StrokeBatch, np.ndarray]:
         """One row group's strokes and labels (only those columns are read)."""
-        t = pq.ParquetFile(path).read_row_group(group, columns=["label", *STROKE_COLUMNS])
-        if rows < t.num_rows:
-            t = t.slice(0, rows)
-        return StrokeBatch.from_arrow(*(t[c] for c in STROKE_COLUMNS)), t["label"].to_numpy().astype(np.int32)
+        strokes, labels = read_strokes(path, group, rows)
+        return strokes, labels.astype(np.int32)
 
     def _rows(self, pass_seed: int) -> Iterator[tuple[StrokeBatch, np.ndarray, np.ndarray]]:
         """One pass over the data as (strokes, labels, order) buffers of ``buffer_groups`` row

@@ -210,6 +210,30 @@ def read_classes(path: str | Path) -> list[str]:
     return [r["word"] for r in sorted(rows, key=lambda r: int(r["index"]))]
 
 
+def row_groups(path: str | Path, limit: int | None = None) -> list[tuple[Path, int, int]]:
+    """(path, row group, rows) covering the first ``limit`` rows of a shard (all when None), from its
+    footer alone: the plan by which the on-the-fly training stream and the baseline's sample read."""
+    path = Path(path)
+    meta = pq.read_metadata(path)
+    left = meta.num_rows if limit is None else min(meta.num_rows, limit)
+    groups = []
+    for g in range(meta.num_row_groups):
+        rows = min(meta.row_group(g).num_rows, left)
+        if rows > 0:
+            groups.append((path, g, rows))
+        left -= rows
+    return groups
+
+
+def read_strokes(path: str | Path, group: int, rows: int) -> tuple[StrokeBatch, np.ndarray]:
+    """The strokes and labels of the first ``rows`` rows of one row group of a stroke shard (only
+    those columns are read)."""
+    t = pq.ParquetFile(path).read_row_group(group, columns=["label", *STROKE_COLUMNS])
+    if rows < t.num_rows:
+        t = t.slice(0, rows)
+    return StrokeBatch.from_arrow(*(t[c] for c in STROKE_COLUMNS)), t["label"].to_numpy()
+
+
 def iter_shard_batches(path: str | Path, limit: int | None = None):
     """(labels int64, key_ids int64, StrokeBatch) per row group of a shard, up to ``limit`` rows."""
     pf = pq.ParquetFile(path)

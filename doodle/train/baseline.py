@@ -38,8 +38,8 @@ from doodle.batches.cache import CacheParams, CacheSplit, open_split, read_cache
 from doodle.core.metrics import RANK_WEIGHTS
 from doodle.core.params import ParamError, require
 from doodle.drawing.raster import render
-from doodle.drawing.strokes import STROKE_COLUMNS, StrokeBatch
-from doodle.shard.format import read_manifest, split_shards
+from doodle.drawing.strokes import STROKE_COLUMNS
+from doodle.shard.format import read_manifest, read_strokes, row_groups, split_shards
 
 SCORE_BATCH = 2048  # validation rows per decision_function call: bounds memory, not the result
 
@@ -127,12 +127,7 @@ def training_groups(shard_dir: str | Path, render_cfg: CacheParams) -> list[tupl
                 f"param render.train_cache: false draws the training sample from strokes, but {shard_dir / name} "
                 f"has no {', '.join(sorted(missing))} column: set render.train_cache: true"
             )
-        left = meta.num_rows if render_cfg.max_per_shard is None else min(meta.num_rows, render_cfg.max_per_shard)
-        for g in range(meta.num_row_groups):
-            n = min(meta.row_group(g).num_rows, left)
-            if n > 0:
-                groups.append((shard_dir / name, g, n))
-            left -= n
+        groups += row_groups(shard_dir / name, render_cfg.max_per_shard)
     return groups
 
 
@@ -148,10 +143,9 @@ def shard_sample(
     labels = np.empty(len(rows), np.int64)
 
     def read(group: tuple[Path, int, int], local: np.ndarray, dest: np.ndarray) -> np.ndarray:
-        path, g, _ = group
-        t = pq.ParquetFile(path).read_row_group(g, columns=["label", *STROKE_COLUMNS])
-        render(StrokeBatch.from_arrow(*(t[c] for c in STROKE_COLUMNS)).take(local), raster, out=dest)
-        return t["label"].to_numpy()[local]
+        strokes, group_labels = read_strokes(*group)
+        render(strokes.take(local), raster, out=dest)
+        return group_labels[local]
 
     _gather([(grp, grp[2]) for grp in groups], rows, read, out, labels, tick)
     return out, labels
