@@ -12,7 +12,8 @@ so, writes no submission, and removes one left by an earlier source. The run: do
 from __future__ import annotations
 
 from doodle.core.params import load_section, read_params
-from doodle.predict.run import PredictParams, predict
+from doodle.core.paths import MEMBERS, MODEL, PROBABILITIES, SHARDS, SUBMISSION
+from doodle.predict.run import PredictFiles, PredictParams, predict
 from doodle.sources.folder import DataParams, resolve_source
 from stages import cli
 
@@ -23,7 +24,8 @@ def main(argv=None) -> None:
     params = read_params(args.params)
     cfg = load_section(PredictParams, "predict", params)
     data = load_section(DataParams, "data", params)
-    cli.report("test", predict(cfg, resolve_source(data.source, data.kind), progress=not args.quiet))
+    files = PredictFiles(SHARDS, MEMBERS, MODEL, SUBMISSION, PROBABILITIES)
+    cli.report("test", predict(cfg, resolve_source(data.source, data.kind), files, progress=not args.quiet))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ different input kinds (doodle.predict.inference), and predict.weights (doodle.pr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -121,11 +123,11 @@ def test_predict_weights_params_are_checked():
     models = [TrainedModel(f"m{i}.keras", None, ["a"], RenderParams()) for i in range(2)]
     three = from_mapping(PredictParams, {"weights": [1, 1, 1], "models": [*two, "models/c.keras"]}, "predict")
     with pytest.raises(ParamError, match="3 weights for 2 models"):
-        blend_weights(three, models)
+        blend_weights(three, models, Path("data/shards"))
     with pytest.raises(ParamError, match="3 weights for 1 models"):
-        blend_weights(three, models[:1])  # not silently ignored when one model is left
+        blend_weights(three, models[:1], Path("data/shards"))  # not silently ignored when one model is left
     given = from_mapping(PredictParams, {"weights": [3, 1], "models": two}, "predict")
-    assert blend_weights(given, models) == {"weights": [3.0, 1.0]}
+    assert blend_weights(given, models, Path("data/shards")) == {"weights": [3.0, 1.0]}
 
 
 def test_fitting_weights_on_image_shards_is_refused_by_name(tmp_path):

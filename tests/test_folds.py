@@ -225,7 +225,9 @@ def test_seeds_alone_average_on_the_holdout(rendered, tmp_path, monkeypatch):
     for row in range(3):
         got = dict(zip(oof["top_labels"][row], oof["top_probs"][row]))
         np.testing.assert_allclose([got[c] for c in range(4)], want[row], rtol=1e-4, atol=1e-6)
-    assert resolve_models("auto") == members and resolve_models(["models/x.keras"]) == [Path("models/x.keras")]
+    found = resolve_models("auto", Path("models/members"), Path("models/model.keras"))
+    listed = resolve_models(["models/x.keras"], Path("none"), Path("none"))
+    assert found == members and listed == [Path("models/x.keras")]
     predict.main(["--quiet"])
     assert json.loads(Path("reports/test.json").read_text())["models"] == 1  # the explicit list
 

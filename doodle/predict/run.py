@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from doodle.core.metrics import map_at_3
 from doodle.core.params import ParamError, require
-from doodle.core.paths import MEMBERS, MODEL, PROBABILITIES, SHARDS, SUBMISSION
 from doodle.core.report import StageResult
 from doodle.shard.format import read_manifest
 from doodle.sources.folder import Source
@@ -45,6 +44,18 @@ from .submission import (
 )
 
 log = logging.getLogger("doodle.predict")
+
+
+@dataclass(frozen=True)
+class PredictFiles:
+    """Where predict reads and writes; the stage passes the project's (doodle.core.paths), so the
+    library never assumes a working directory."""
+
+    shards: Path  # the validation shards, for predict.weights: fit
+    members: Path  # an ensemble's members (predict.models: auto)
+    model: Path  # the single model (predict.models: auto without members)
+    submission: Path
+    probabilities: Path  # the top-k probabilities, for blending
 
 
 @dataclass
@@ -91,35 +102,36 @@ class PredictParams:
         require(self.batch_size >= 1 and self.top_k_saved >= 3, where, "batch_size >= 1 and top_k_saved >= 3")
 
 
-def predict(cfg: PredictParams, source: Source, progress: bool = True) -> StageResult:
+def predict(cfg: PredictParams, source: Source, files: PredictFiles, progress: bool = True) -> StageResult:
     """The submission for ``source``'s test set, from the models ``cfg.models`` names."""
     if source.test_file is None:
         if source.kind == "kaggle":
             raise FileNotFoundError(f"{source.root}/test_simplified.csv not found: predict needs Kaggle's test file")
-        return no_test_set(source)
-    models = load_models(resolve_models(cfg.models))
+        return no_test_set(source, files)
+    models = load_models(resolve_models(cfg.models, files.members, files.model))
     check_classes(models[0], source)
-    blend = blend_weights(cfg, models)
+    blend = blend_weights(cfg, models, files.shards)
     if source.kind == "digits":
-        result = predict_digits(source, models, cfg, progress, blend.get("weights"))
+        result = predict_digits(source, models, cfg, files, progress, blend.get("weights"))
     else:
-        result = predict_drawings(source, models, cfg, progress, blend.get("weights"))
+        result = predict_drawings(source, models, cfg, files, progress, blend.get("weights"))
     result.values.update(blend)
     return result
 
 
-def blend_weights(cfg: PredictParams, models: list[TrainedModel]) -> dict:
-    """The weights of ``models`` in the mean (``weights``: None for equal), and when fitted, what the
-    fit measured on validation: each model's MAP@3 alone and the blend's (:mod:`doodle.predict.blend`)."""
+def blend_weights(cfg: PredictParams, models: list[TrainedModel], shards: Path) -> dict:
+    """The weights of ``models`` in the mean (``weights``: None for equal), and when fitted on the
+    validation drawings of ``shards``, what the fit measured: each model's MAP@3 alone and the
+    blend's (:mod:`doodle.predict.blend`)."""
     if isinstance(cfg.weights, list) and len(cfg.weights) != len(models):
         raise ParamError(f"predict.weights: {len(cfg.weights)} weights for {len(models)} models")
     if cfg.weights is None or len(models) == 1:
         return {}
     if cfg.weights != "fit":
         return {"weights": [float(w) for w in cfg.weights]}
-    manifest = read_manifest(SHARDS)
+    manifest = read_manifest(shards)
     check_held_out(models, [json.loads(m.path.with_suffix(".json").read_text()) for m in models], manifest)
-    batches, labels = validation_rows(SHARDS, manifest, cfg.fit_rows)
+    batches, labels = validation_rows(shards, manifest, cfg.fit_rows)
     probs = model_probs(models, batches, cfg.batch_size, cfg.tta_flip)
     weights, blended = fit_weights(probs, labels)
     alone = {str(m.path): round(map_at_3(labels, p), 4) for m, p in zip(models, probs)}
@@ -168,7 +180,7 @@ def _some(names: list[str], n: int = 5) -> str:
 
 
 def predict_drawings(
-    source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool, weights=None
+    source: Source, models: list[TrainedModel], cfg: PredictParams, files: PredictFiles, progress: bool, weights=None
 ) -> StageResult:
     """Kaggle's Quick Draw submission: the top-3 words of every test_simplified.csv row."""
     t0 = time.perf_counter()
@@ -178,32 +190,32 @@ def predict_drawings(
     do_balance = cfg.balance == "on" or (cfg.balance == "auto" and len(keys) >= 20 * len(classes))
     if do_balance:
         probs = balance(probs)
-    write_submission(SUBMISSION, keys, top3(probs), classes)
-    validate_submission(SUBMISSION, keys, classes)
-    write_top_k(PROBABILITIES, keys, probs, classes, cfg.top_k_saved)
+    write_submission(files.submission, keys, top3(probs), classes)
+    validate_submission(files.submission, keys, classes)
+    write_top_k(files.probabilities, keys, probs, classes, cfg.top_k_saved)
 
     seconds = time.perf_counter() - t0
     metrics = run_report(len(keys), rejected, do_balance, cfg, len(models), seconds, timing)
     metrics["render_share"] = round(timing.render_s / seconds, 3) if seconds else 0.0
     if source.test_labels_file is not None:
-        metrics["test_map_at_3"], _ = score_submission(SUBMISSION, source.test_labels_file)
+        metrics["test_map_at_3"], _ = score_submission(files.submission, source.test_labels_file)
     score = f", test MAP@3 {metrics['test_map_at_3']:.4f}" if "test_map_at_3" in metrics else ""
     line = (
-        f"predict: {len(keys):,} rows -> {SUBMISSION} (valid; balanced={do_balance}, tta={cfg.tta_flip}, "
+        f"predict: {len(keys):,} rows -> {files.submission} (valid; balanced={do_balance}, tta={cfg.tta_flip}, "
         f"{len(models)} model(s)) in {seconds:.1f}s, rendering {timing.render_s:.2f}s{score}"
     )
     return StageResult(metrics, ("test_map_at_3",), line)
 
 
-def resolve_models(models: str | list[str]) -> list[Path]:
+def resolve_models(models: str | list[str], members_dir: Path, model: Path) -> list[Path]:
     """The models to average: an explicit list as given; ``auto``: the members of the ensemble the
     train stage wrote (models/members/*.keras, with train.folds or train.seeds > 1), else the
     single models/model.keras. (With an ensemble, models/model.keras is a copy of one member, so
     ``auto`` leaves it out rather than count that member twice.)"""
     if models != "auto":
         return [Path(m) for m in models]
-    members = sorted(MEMBERS.glob("*.keras"))
-    return members or [MODEL]
+    members = sorted(members_dir.glob("*.keras"))
+    return members or [model]
 
 
 def read_test_set(predict_file, models, source: Source, cfg: PredictParams, timing, progress, weights):
@@ -241,14 +253,14 @@ def run_report(rows: int, rejected: dict, balanced: bool, cfg: PredictParams, mo
     }
 
 
-def no_test_set(source: Source) -> StageResult:
+def no_test_set(source: Source, files: PredictFiles) -> StageResult:
     """Nothing to predict: say so, and leave no submission (an earlier source's would pretend to
     be this one's). metrics/test.json is empty; reports/test.json says why."""
-    for stale in (SUBMISSION, PROBABILITIES):
+    for stale in (files.submission, files.probabilities):
         if stale.exists():
             stale.unlink()
             log.info("removed %s: it was written for an earlier data.source", stale)
-    SUBMISSION.parent.mkdir(parents=True, exist_ok=True)
+    files.submission.parent.mkdir(parents=True, exist_ok=True)
     return StageResult(
         {"test_rows": 0, "test_set": None, "source_kind": source.kind},
         ("test_map_at_3", "test_accuracy"),
@@ -257,7 +269,7 @@ def no_test_set(source: Source) -> StageResult:
 
 
 def predict_digits(
-    source: Source, models: list[TrainedModel], cfg: PredictParams, progress: bool, weights=None
+    source: Source, models: list[TrainedModel], cfg: PredictParams, files: PredictFiles, progress: bool, weights=None
 ) -> StageResult:
     """Kaggle's Digit Recognizer submission: one ``ImageId,Label`` row per test.csv row, in order."""
     t0 = time.perf_counter()
@@ -267,21 +279,21 @@ def predict_digits(
     do_balance = cfg.balance == "on"
     if do_balance:
         probs = balance(probs)
-    write_digit_submission(SUBMISSION, ids, probs.argmax(axis=1), DIGIT_CLASSES)
-    validate_digit_submission(SUBMISSION, len(ids))
-    write_top_k(PROBABILITIES, ids, probs, DIGIT_CLASSES, cfg.top_k_saved, key="ImageId")
+    write_digit_submission(files.submission, ids, probs.argmax(axis=1), DIGIT_CLASSES)
+    validate_digit_submission(files.submission, len(ids))
+    write_top_k(files.probabilities, ids, probs, DIGIT_CLASSES, cfg.top_k_saved, key="ImageId")
     seconds = time.perf_counter() - t0
     metrics = run_report(len(ids), rejected, do_balance, cfg, len(models), seconds, timing)
     metrics["malformed_reasons"] = rejected
     if source.test_labels_file is not None:
-        metrics.update(score_digits(source.test_labels_file, SUBMISSION, probs, DIGIT_CLASSES))
+        metrics.update(score_digits(source.test_labels_file, files.submission, probs, DIGIT_CLASSES))
     score = (
         f", test accuracy {metrics['test_accuracy']:.4f}, MAP@3 {metrics['test_map_at_3']:.4f}"
         if "test_accuracy" in metrics
         else ""
     )
     line = (
-        f"predict: {len(ids):,} rows -> {SUBMISSION} (ImageId,Label; valid; {len(models)} model(s), "
+        f"predict: {len(ids):,} rows -> {files.submission} (ImageId,Label; valid; {len(models)} model(s), "
         f"tta={cfg.tta_flip}) in {seconds:.1f}s{score}"
     )
     return StageResult(metrics, ("test_accuracy", "test_map_at_3"), line)
