@@ -150,7 +150,7 @@ def time_stage(cache: Path, run_dir: Path, steps: int, epochs: int, warmup: int,
 
     cfg = TrainParams(model="mobilenet", width=1.0, batch_size=BATCH, epochs=epochs, steps_per_epoch=steps)
     manifest, render = read_cache_manifest(cache), CacheParams(size=64)
-    train, _ = training_stream(cfg, render, BATCH, cache_dir=cache)
+    train, _ = training_stream(cfg, render, BATCH, cache, cache.parent / "shards")  # the cache's images only
     val = validation_stream(open_split(cache, "val"), BATCH)
     model = compiled_model(cfg, train.image_shape, len(manifest["classes"]), len(train))
     # warm-up: trace the train and test functions; one short eager recalibration
@@ -161,7 +161,7 @@ def time_stage(cache: Path, run_dir: Path, steps: int, epochs: int, warmup: int,
     files = (run_dir / "backup", run_dir / "model.keras", run_dir / "dvclive")
     callbacks = fit_callbacks(cfg, model, train, BATCH, "bench", *files, printer=lambda *a, **k: None)
     timed = [phase_callback(phases, steps), *callbacks.all, phase_callback(phases, steps, last=True)]
-    setup = Setup(render, render.raster(), None, "benchmark", Worker(), manifest, {})
+    setup = Setup(render, render.raster(), None, "benchmark", Worker(), manifest, {}, cache, cache.parent / "shards")
     load_before = load()
     total.mark("all")
     fit(model, cfg, setup, train, val, replace(callbacks, all=timed), BATCH)

@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     from doodle.batches.cache import CacheParams, read_cache_manifest
     from doodle.core.paths import CACHE, SHARDS
     from doodle.shard.format import read_manifest
-    from doodle.train.ensemble import TrainFiles, check_run, train_models
+    from doodle.train.ensemble import check_run, train_models
     from doodle.train.feed import training_encoder
     from doodle.train.params import TrainParams
     from doodle.train.strategy import cluster_worker, device_strategy
@@ -47,21 +47,39 @@ def main(argv=None) -> None:
     render_cfg = load_section(CacheParams, "render", params)
     worker = cluster_worker(cfg.strategy)  # TF_CONFIG checked before anything starts
     cache, shards = read_cache_manifest(CACHE), read_manifest(SHARDS)
-    check_run(cfg, render_cfg, cache, shards, worker)  # the params against the data, before any work
+    check_run(cfg, render_cfg, cache, shards, worker, CACHE)  # the params against the data, before any work
     strategy, device = device_strategy(cfg.mixed_precision, cfg.strategy)  # before TensorFlow runs anything
     encoder = training_encoder(cfg, render_cfg)
-    run = Setup(render_cfg, encoder, strategy, device, worker, cache, shards, progress=not args.quiet)
+    run = Setup(render_cfg, encoder, strategy, device, worker, cache, shards, CACHE, SHARDS, progress=not args.quiet)
     if worker.chief:
-        files = TrainFiles.under(Path("."))
+        files = train_files(Path("."))
         cli.report("train", train_models(cfg, run, files))
         shutil.rmtree(files.backup, ignore_errors=True)  # done and written: nothing to resume
         return
     # Not the chief: the same training, its files in a scratch directory (see the module doc).
     scratch = Path(tempfile.mkdtemp(prefix=f"doodle-train-worker{worker.index}-"))
     try:
-        train_models(cfg, replace(run, progress=False), TrainFiles.under(scratch))
+        train_models(cfg, replace(run, progress=False), train_files(scratch))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def train_files(root: Path):
+    """Where a run writes, under ``root``: the project for the chief, a scratch folder for the other
+    workers of a multi-worker run; the layout of doodle.core.paths (dvc.yaml's outs)."""
+    from doodle.core.paths import BACKUP, DVCLIVE, MEMBERS, MODEL, MODEL_META, REPORTS
+    from doodle.train.ensemble import TrainFiles
+
+    return TrainFiles(
+        root,
+        model=root / MODEL,
+        meta=root / MODEL_META,
+        backup=root / BACKUP,
+        live=root / DVCLIVE,
+        members=root / MEMBERS,
+        oof=root / MEMBERS / "oof.parquet",
+        curves=root / REPORTS / "train_curves.png",
+    )
 
 
 if __name__ == "__main__":

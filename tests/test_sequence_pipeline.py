@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -24,12 +25,21 @@ def test_check_run_knows_what_a_stroke_model_reads():
     cache = {"render": render.raster().to_dict(), "files": [], "classes": ["a", "b"]}
     strokes = {"content": "strokes", "count": 4, "val_shards": [0], "train_shards": [1, 2, 3]}
     augmented = TrainParams(model="stroke_rnn", stroke_augment={"rotation": 10.0})
-    check_run(augmented, render, cache, strokes, Worker())  # the cache's training images are not read
+    check_run(
+        augmented, render, cache, strokes, Worker(), Path("data/cache")
+    )  # the cache's training images are not read
     with pytest.raises(ParamError, match="stroke_augment: needs render.train_cache: false"):
-        check_run(TrainParams(model="cnn", stroke_augment={"rotation": 10.0}), render, cache, strokes, Worker())
+        check_run(
+            TrainParams(model="cnn", stroke_augment={"rotation": 10.0}),
+            render,
+            cache,
+            strokes,
+            Worker(),
+            Path("data/cache"),
+        )
     images = {**strokes, "content": "images", "source_kind": "digits"}
     with pytest.raises(ParamError, match="train.model: stroke_rnn reads strokes, but the shards hold images"):
-        check_run(TrainParams(model="stroke_rnn"), render, cache, images, Worker())
+        check_run(TrainParams(model="stroke_rnn"), render, cache, images, Worker(), Path("data/cache"))
     with pytest.raises(ParamError, match="train.augment: image augmentation does not apply"):
         from_mapping(TrainParams, {"model": "stroke_conv1d", "augment": {"flip": True}}, "train")
     with pytest.raises(ParamError, match="train.sequence.max_points"):

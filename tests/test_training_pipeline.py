@@ -173,12 +173,14 @@ def test_check_run_refuses_params_that_conflict_with_the_data_before_any_work():
     render = CacheParams(train_cache=False)
     cache = {"render": render.raster().to_dict(), "files": [], "classes": ["a", "b"]}
     strokes = {"content": "strokes", "count": 4, "val_shards": [0], "train_shards": [1, 2, 3]}
-    check_run(TrainParams(), render, cache, strokes, Worker())  # consistent: nothing raised
+    check_run(TrainParams(), render, cache, strokes, Worker(), Path("data/cache"))  # consistent: nothing raised
 
     with pytest.raises(ParamError, match="time_budget_s: not supported with train.strategy multi_worker"):
-        check_run(TrainParams(time_budget_s=60), render, cache, strokes, Worker(0, 2))
+        check_run(TrainParams(time_budget_s=60), render, cache, strokes, Worker(0, 2), Path("data/cache"))
     with pytest.raises(ParamError, match="render params .* differ from the render params .*rerun `dvc repro`"):
-        check_run(TrainParams(), CacheParams(train_cache=False, line_width=8.0), cache, strokes, Worker())
+        check_run(
+            TrainParams(), CacheParams(train_cache=False, line_width=8.0), cache, strokes, Worker(), Path("data/cache")
+        )
     images = {**strokes, "content": "images", "source_kind": "digits"}
     with pytest.raises(ParamError, match="set render.train_cache: true"):
-        check_run(TrainParams(), render, cache, images, Worker())
+        check_run(TrainParams(), render, cache, images, Worker(), Path("data/cache"))

@@ -23,7 +23,6 @@ from pathlib import Path
 from doodle.batches.cache import CacheParams, open_split, require_cache_for_images, require_same_render
 from doodle.batches.strokes import DrawnSplit, shard_paths
 from doodle.core.params import ParamError
-from doodle.core.paths import BACKUP, CACHE, DVCLIVE, MEMBERS, MODEL, MODEL_META, REPORTS, SHARDS
 from doodle.core.plots import learning_curves
 from doodle.core.report import StageResult
 
@@ -48,7 +47,7 @@ PREDICT_BATCH = 512  # images a call when predicting the held-out drawings
 @dataclass(frozen=True)
 class TrainFiles:
     """Where a run writes: under the project for the chief, under a scratch directory for the other
-    workers of a multi-worker run (:meth:`under`)."""
+    workers of a multi-worker run (the stage lays it out: stages.train.train_files)."""
 
     root: Path
     model: Path
@@ -59,26 +58,15 @@ class TrainFiles:
     oof: Path
     curves: Path  # every member's curves side by side (a dvc.yaml plot)
 
-    @classmethod
-    def under(cls, root: Path) -> TrainFiles:
-        return cls(
-            root,
-            model=root / MODEL,
-            meta=root / MODEL_META,
-            backup=root / BACKUP,
-            live=root / DVCLIVE,
-            members=root / MEMBERS,
-            oof=root / MEMBERS / "oof.parquet",
-            curves=root / REPORTS / "train_curves.png",
-        )
 
-
-def check_run(cfg: TrainParams, render_cfg: CacheParams, cache: dict, shards: dict, worker: Worker) -> None:
+def check_run(
+    cfg: TrainParams, render_cfg: CacheParams, cache: dict, shards: dict, worker: Worker, cache_dir: Path
+) -> None:
     """Raise a one-line ParamError when the train params cannot train on this data, before anything
     starts (no device is set up, no model built, nothing written or cleared): the one place where
     the train params are checked against the render params, the render cache's manifest (``cache``),
-    the shards' (``shards``) and the cluster (``worker``). Each section's own values were checked
-    when it was loaded (``TrainParams.validate``)."""
+    the shards' (``shards``) and the cluster (``worker``); ``cache_dir`` names the cache in messages.
+    Each section's own values were checked when it was loaded (``TrainParams.validate``)."""
     on_the_fly = not trains_on_cache(render_cfg, training_encoder(cfg, render_cfg))
     check_against(cfg, render_cfg)  # what the params alone refuse (stages.check ran it before any stage)
     if cfg.folds > 1:  # enough shards with images for every fold to train and validate on
@@ -91,7 +79,7 @@ def check_run(cfg: TrainParams, render_cfg: CacheParams, cache: dict, shards: di
     if cfg.input_kind == "image":  # trained on the cache's images, or drawn as they were: the same render
         if on_the_fly:
             require_cache_for_images(False, shards)
-        require_same_render(cache, render_cfg.raster(), CACHE, "param render: the render params")
+        require_same_render(cache, render_cfg.raster(), cache_dir, "param render: the render params")
     if cfg.time_budget_s and worker.count > 1:
         # Each worker would read its own clock, and workers that disagree on stopping would hang.
         raise ParamError("param train.time_budget_s: not supported with train.strategy multi_worker; use null")
@@ -146,8 +134,8 @@ def holdout_split(run: Setup, threads: int | None = None):
     """The shard.val_shards holdout as the models read it: the cache's images, or for a stroke model
     the same drawings (the first ``render.max_per_shard`` of each shard) encoded on the fly."""
     if run.encoder.kind == "image":
-        return open_split(CACHE, "val")
-    return DrawnSplit(shard_paths(SHARDS, "val"), run.encoder, run.render.max_per_shard, threads)
+        return open_split(run.cache_dir, "val")
+    return DrawnSplit(shard_paths(run.shards_dir, "val"), run.encoder, run.render.max_per_shard, threads)
 
 
 def fold_splits(fold, run: Setup, threads: int | None = None):
@@ -157,10 +145,10 @@ def fold_splits(fold, run: Setup, threads: int | None = None):
     if fold is None:
         return None, holdout_split(run, threads), tuple(run.shards["val_shards"])
     if trains_on_cache(run.render, run.encoder):
-        train, val = open_fold(CACHE, fold)
+        train, val = open_fold(run.cache_dir, fold)
     else:
-        train = fold_shard_paths(SHARDS, fold.train)
-        held = fold_shard_paths(SHARDS, fold.val)
+        train = fold_shard_paths(run.shards_dir, fold.train)
+        held = fold_shard_paths(run.shards_dir, fold.val)
         val = DrawnSplit(held, run.encoder, run.render.max_per_shard, threads)
     return train, val, tuple(fold.val_shards)
 

@@ -14,7 +14,6 @@ from doodle.batches.batching import tf_dataset
 from doodle.batches.cache import CacheParams, CacheSplit, open_split
 from doodle.batches.stream import BatchStream
 from doodle.batches.strokes import DrawnSplit, StrokeStream, shard_paths
-from doodle.core.paths import CACHE, SHARDS
 from doodle.drawing.sequence import encoder_spec
 from doodle.shard.format import read_manifest
 
@@ -133,9 +132,9 @@ def training_stream(
     cfg: TrainParams,
     render_cfg: CacheParams,
     batch: int,
+    cache_dir: Path,
+    shards_dir: Path,
     worker: Worker | None = None,
-    cache_dir: Path = CACHE,
-    shards_dir: Path = SHARDS,
     split: CacheSplit | list[Path] | None = None,
 ):
     """(stream, what it reads): the render cache's training images, or with

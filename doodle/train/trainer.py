@@ -53,6 +53,8 @@ class Setup:
     worker: Worker
     cache: dict  # the render cache's manifest
     shards: dict  # the shards' manifest
+    cache_dir: Path  # where they are: the stage passes the project's (doodle.core.paths)
+    shards_dir: Path
     progress: bool = False
 
 
@@ -87,7 +89,7 @@ def train_member(cfg: TrainParams, run: Setup, member: Member, score: Callable[[
     keras.utils.set_random_seed(cfg.seed)
     worker, batch = run.worker, global_batch(cfg, run.strategy)
     local = batch // worker.count  # this worker's share of it
-    train, source = training_stream(cfg, run.render, local, worker, split=member.train_split)
+    train, source = training_stream(cfg, run.render, local, run.cache_dir, run.shards_dir, worker, member.train_split)
     val_split = member.val_split
     val = validation_stream(val_split, local, val_steps(cfg.val_rows, val_split.rows, local))  # same on every worker
     print(start_line(cfg, run, member, train, source, batch), flush=True)
