@@ -145,3 +145,13 @@ def test_every_test_is_time_bounded(pytestconfig, request):
     slow.add_marker(pytest.mark.slow)
     pytest_collection_modifyitems([slow])
     assert slow.get_closest_marker("timeout").args == (SLOW_TIMEOUT_S,)
+
+
+def test_only_the_stages_name_the_projects_paths():
+    """Library code takes the folders it reads and writes as arguments; stages/ passes the project's
+    (doodle.core.paths). The one exception: the sources layer knows the embedded sample's folder, the
+    meaning of data.source ``sample``."""
+    allowed = {"doodle.core.paths", "doodle.sources.folder"}
+    naming = {m for m, path in library().items() if "doodle.core.paths" in project_imports(path)}
+    assert naming <= allowed, sorted(naming - allowed)
+    assert any("doodle.core.paths" in project_imports(p) for p in (REPO / "stages").glob("*.py"))
