@@ -5,8 +5,8 @@
 Builds a synthetic render cache straight away, in the layout ``doodle/batches/cache.py`` reads (no
 sample/shard/render: that would take longer than the evaluation itself): ``--rows`` random
 sparse images in the val split over ``--val-files`` shard files, plus a tiny train split, and an
-untrained ``cnn`` at width 0.25 over ``--classes`` classes saved as models/model.keras +
-models/model.json, as the train stage writes them. An untrained model costs the same to run as
+untrained ``cnn`` at width 0.25 over ``--classes`` classes saved as models/main/model.keras +
+models/main/model.json, as the train stage writes them. An untrained model costs the same to run as
 a trained one, and its near-uniform scores make almost every drawing a mistake, the worst case
 for the analysis' mistake bookkeeping. Then it runs ``python -m stages.evaluate`` there in a
 subprocess and samples the peak memory of its process tree (benchmarks.common.TreeMemory).
@@ -90,7 +90,7 @@ def class_names(classes: int) -> list[str]:
 
 
 def save_untrained_model(work: Path, classes: int, size: int) -> None:
-    """models/model.keras + models/model.json with the keys stages/train.py writes (no history)."""
+    """models/main/model.keras + models/main/model.json with the keys stages/train.py writes (no history)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
@@ -100,8 +100,9 @@ def save_untrained_model(work: Path, classes: int, size: int) -> None:
     render = RenderParams(size)
     keras.utils.set_random_seed(0)
     model = build_model("cnn", render.shape(), classes, width=0.25)
-    (work / "models").mkdir(parents=True, exist_ok=True)
-    model.save(work / "models" / "model.keras")
+    folder = work / "models" / "main"
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.keras")
     meta = {
         "model": "cnn",
         "width": 0.25,
@@ -112,7 +113,11 @@ def save_untrained_model(work: Path, classes: int, size: int) -> None:
         "metrics": {},
         "history": {},
     }
-    (work / "models" / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (folder / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    # what predict records of the blend, and evaluate scores: here the one model
+    blend = {"models": [{"name": "main", "files": ["models/main/model.keras"], "weight": 1.0}]}
+    (work / "reports").mkdir(exist_ok=True)
+    (work / "reports" / "blend.json").write_text(json.dumps(blend, indent=2) + "\n")
 
 
 def run_stage(work: Path, module: str) -> tuple[float, TreeMemory, str]:

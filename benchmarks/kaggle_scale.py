@@ -120,7 +120,7 @@ def first_hash(folder: Path, work: Path, name: str) -> dict:
     return {"seconds": result["wall_s"], "bytes": int(dep.get("size", 0)), "files": int(dep.get("nfiles", 0))}
 
 
-# what reports/train.json says of the training's time: the fit, the budget, and the after-training work
+# what reports/train/main.json says of the training's time: the fit, the budget, and the after-training work
 AFTER_TRAINING = ("seconds", "images_per_s", "stopped_by_time_budget", "time_budget_used_s", "final_val_seconds")
 
 SHARD_FIGURES = ("rows_out", "rows_per_s", "seconds", "read_seconds", "shuffle_write_seconds", "spill_bytes")
@@ -185,7 +185,7 @@ def reports(project: Path) -> dict:
     metrics = {}
     for f in sorted((project / "metrics").glob("*.json")):
         metrics.update({f"{f.stem}.{k}": v for k, v in json.loads(f.read_text()).items()})
-    train = json.loads((project / "reports" / "train.json").read_text())
+    train = json.loads((project / "reports" / "train" / "main.json").read_text())
     shard = json.loads((project / "reports" / "shard.json").read_text())
     return {
         "metrics": metrics,

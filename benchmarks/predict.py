@@ -1,6 +1,6 @@
 """Benchmark the predict stage on a Kaggle-sized test set (112,199 drawings) on this machine's CPU.
 
-    python -m benchmarks.predict [--model models/model.keras] [--rows 112199]
+    python -m benchmarks.predict [--model models/main/model.keras] [--rows 112199]
     python -m benchmarks.predict --arch mobilenet --size 64     # the public baseline's model, untrained
 
 Replicates real test drawings (../shared/data/quickdraw-kaggle, else the sample) to --rows and
@@ -33,7 +33,7 @@ def untrained_model(work: Path, arch: str, size: int, classes: int) -> Path:
 
     render = RenderParams(size)
     model = build_model(arch, render.shape(), classes)
-    path = work / "models" / "model.keras"
+    path = work / "models" / "main" / "model.keras"
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     path.with_suffix(".json").write_text(
@@ -50,7 +50,7 @@ def untrained_model(work: Path, arch: str, size: int, classes: int) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="models/model.keras")
+    p.add_argument("--model", default="models/main/model.keras")
     p.add_argument("--arch", default=None, help="time an untrained model of this architecture instead")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--classes", type=int, default=340)
@@ -66,14 +66,14 @@ def main() -> None:
     if a.arch:
         untrained_model(work, a.arch, a.size, a.classes)
     else:  # predict.models must lie under models/ (dvc.yaml tracks the ensemble there)
-        (work / "models").mkdir(parents=True, exist_ok=True)
+        (work / "models" / "main").mkdir(parents=True, exist_ok=True)
         for suffix in (".keras", ".json"):
-            shutil.copy(Path(a.model).with_suffix(suffix), work / "models" / f"model{suffix}")
+            shutil.copy(Path(a.model).with_suffix(suffix), work / "models" / "main" / f"model{suffix}")
     (work / "params.yaml").write_text(
         yaml.safe_dump(
             {
                 "data": {"source": str(src)},
-                "predict": {"models": ["models/model.keras"], "tta_flip": a.tta, "balance": "auto"},
+                "predict": {"models": ["models/main/model.keras"], "tta_flip": a.tta, "balance": "auto"},
             }
         )
     )

@@ -23,10 +23,13 @@ and early stopping off, so the budget ends every run; the best epoch by validati
 the train stage always does. An epoch is ``train.steps_per_epoch`` = --steps-per-epoch (default
 budget / 30, at least 5) steps, the same for every recipe, so epochs stay short against the budget.
 
-``--blend A B``: after the recipes (A and B among them), their two models averaged by the predict
-stage with ``predict.weights: fit`` (weights chosen on the validation shard, doodle.predict.blend: an
-image CNN and a stroke model make different mistakes) in a project of its own, ``blend-A+B``; its row
-gives the blend's validation MAP@3 (the fitted weights' score) and its test MAP@3.
+``--blend A B [C ...]``: after the recipes, the blend of A, B, ... as a user configures it, in a project
+of its own (``blend-A+B``): params.yaml's ``models`` names one model per recipe (``{A: {recipe: A}, ...}``,
+doodle.lineup), ``train.time_budget_s`` is the budget times the number of models (shared equally), and
+the pipeline's own stages run: check, render, ``train --model`` each, predict (``predict.weights: fit``:
+weights chosen on the validation shard, doodle.predict.blend). Its row gives the blend's validation MAP@3
+(the fitted weights' score), its test MAP@3, the weights and each model's validation MAP@3 alone.
+``--recipes`` with no name runs the blend only.
 
 Prints a table (recipe, validation and test MAP@3, training seconds, epochs, images/s), a diagnosis for
 a reference recipe below 0.70 test MAP@3, and as its last line one JSON object:
@@ -51,7 +54,8 @@ import yaml
 
 from benchmarks.common import REPO, last_line
 from doodle import recipes
-from doodle.core.params import read_params
+from doodle.core.params import ParamError, read_params
+from doodle.sections import check_all, load_all
 from stages.cli import subprocess_env
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "quickdraw-real15"
@@ -78,17 +82,18 @@ def recipe_params(recipe: recipes.Recipe, base: dict, settings: dict) -> dict:
     if clash or recipes.run_keys_set(recipe):
         raise SystemExit(f"recipe {recipe.name} sets what the benchmark fixes: {clash or recipes.run_keys_set(recipe)}")
     params = recipes.merge(recipes.apply(recipe, base), settings)
-    recipes.check(params)  # a bad recipe fails here, before any training
+    load_all(params)  # a bad recipe fails here, before any training
     return params
 
 
-def stage(name: str, project: Path) -> tuple[bool, float]:
-    """Run ``python -m stages.<name> --quiet`` in ``project``; its output goes to ``logs/<name>.log``."""
-    log = project / "logs" / f"{name}.log"
+def stage(name: str, project: Path, args: list[str] = ()) -> tuple[bool, float]:
+    """Run ``python -m stages.<name> --quiet ARGS`` in ``project``; its output goes to
+    ``logs/<name>[-<last arg>].log``."""
+    log = project / "logs" / f"{'-'.join([name, *args[1:]])}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with log.open("w") as fh:
-        command = [sys.executable, "-m", f"stages.{name}", "--quiet"]
+        command = [sys.executable, "-m", f"stages.{name}", "--quiet", *args]
         rc = subprocess.run(command, cwd=project, env=subprocess_env(), stdout=fh, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - t0
     if rc:
@@ -135,8 +140,8 @@ def run_recipe(recipe: recipes.Recipe, params: dict, work: Path, shards_done: di
         out["stage_s"][name] = round(seconds, 1)
         if not ok:
             return out
-    train = read_json(project / "reports" / "train.json")
-    meta = read_json(project / "models" / "model.json")
+    train = read_json(project / "reports" / "train" / "main.json")
+    meta = read_json(project / "models" / "main" / "model.json")
     log = (project / "logs" / "train.log").read_text()
     rows = re.search(r"([\d,]+) classes, ([\d,]+) train (?:images|drawings)", log)
     out.update(
@@ -157,37 +162,49 @@ def run_recipe(recipe: recipes.Recipe, params: dict, work: Path, shards_done: di
     return out
 
 
-def run_blend(names: list[str], results: list[dict], all_params: dict, work: Path) -> dict:
-    """Average the models of the recipes ``names`` with weights fitted on validation (``predict.weights:
-    fit``) through the predict stage, in ``WORKDIR/blend-A+B``; the row of the table for it."""
+def blend_params(names: list[str], base: dict, settings: dict, budget: int) -> dict:
+    """The blend of the recipes ``names`` as one project's params, as a user writes them: the ``models``
+    section naming one model per recipe (``{name: {recipe: name}}``, doodle.lineup), the render section
+    of its image recipes, and ``train.time_budget_s`` the recipes' budgets together, shared equally."""
+    params = recipes.merge(base, settings)
+    params["models"] = {n: {"recipe": n} for n in names}
+    for n in names:
+        params = recipes.merge(params, {"render": recipes.get(n).overrides.get("render", {})})
+    params["train"]["time_budget_s"] = budget * len(names)
+    check_all(params)  # a blend whose recipes draw differently fails here, before any training
+    return params
+
+
+def run_blend(names: list[str], params: dict, work: Path, shards_done: dict) -> dict:
+    """The blend of the recipes ``names`` through the pipeline's own path, in ``WORKDIR/blend-A+B``: the
+    check stage, render, one train stage per model (``--model NAME``), predict with ``predict.weights:
+    fit``; the row of the table for it."""
     name = "blend-" + "+".join(names)
-    out = {"recipe": name, "ok": False, "stage_s": {}}
-    done = {r["recipe"]: r for r in results if r["ok"]}
-    if not all(n in done for n in names):
-        return out
     project = work / name
     shutil.rmtree(project, ignore_errors=True)
-    models = []
-    for n in names:
-        for suffix in (".keras", ".json"):
-            (project / "models").mkdir(parents=True, exist_ok=True)
-            shutil.copy(work / n / "models" / f"model{suffix}", project / "models" / f"{n}{suffix}")
-        models.append(f"models/{n}.keras")
-    params = recipes.merge(all_params[names[0]], {"predict": {"models": models, "weights": "fit"}})
     write_params(project, params)
+    out = {"recipe": name, "ok": False, "stage_s": {}}
+    shards = shard_once(params, work, shards_done)
+    if shards is None:
+        return out
     (project / "data").mkdir()
-    (project / "data" / "shards").symlink_to((work / names[0] / "data" / "shards").resolve(), target_is_directory=True)
-    ok, seconds = stage("predict", project)
-    out["stage_s"]["predict"] = round(seconds, 1)
-    if ok:
-        report = read_json(project / "reports" / "test.json")
-        out.update(
-            ok=True,
-            val_map3=report["val_map_at_3_blend"],
-            test_map3=round(report["test_map_at_3"], 4),
-            weights=dict(zip(names, report["weights"])),
-            val_map3_alone=dict(zip(names, report["val_map_at_3_alone"].values())),
-        )
+    (project / "data" / "shards").symlink_to(shards, target_is_directory=True)
+    runs = [("check", []), ("render", []), *(("train", ["--model", n]) for n in names), ("predict", [])]
+    for stage_name, args in runs:
+        ok, seconds = stage(stage_name, project, args)
+        out["stage_s"][" ".join([stage_name, *args[1:]])] = round(seconds, 1)
+        if not ok:
+            return out
+    blend = read_json(project / "reports" / "blend.json")
+    trained = [read_json(project / "reports" / "train" / f"{n}.json") for n in names]
+    out.update(
+        ok=True,
+        val_map3=blend["val_map_at_3_blend"],
+        test_map3=round(read_json(project / "reports" / "test.json")["test_map_at_3"], 4),
+        weights={m["name"]: m["weight"] for m in blend["models"]},
+        val_map3_alone={m["name"]: m["val_map_at_3"] for m in blend["models"]},
+        train_s=round(sum(t.get("time_budget_used_s") or t["seconds"] for t in trained), 1),
+    )
     return out
 
 
@@ -234,9 +251,10 @@ def table(results: list[dict]) -> str:
         if not r["ok"]:
             lines.append(f"{r['recipe']:<24} {'failed':>9}")
             continue
-        if "weights" in r:  # a blend: no training of its own
+        if "weights" in r:  # a blend: its models' training together
             weights = ", ".join(f"{w:.2f}" for w in r["weights"].values())
-            lines.append(f"{r['recipe']:<24} {r['val_map3']:>9.4f} {r['test_map3']:>10.4f}  weights {weights}")
+            scores = f"{r['recipe']:<24} {r['val_map3']:>9.4f} {r['test_map3']:>10.4f}"
+            lines.append(f"{scores} {r['train_s']:>8.0f}  weights {weights}")
             continue
         stop = "budget" if r["stopped_by_budget"] else "epochs"
         lines.append(
@@ -252,7 +270,9 @@ def main(argv=None) -> None:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="Kaggle-layout folder with test_labels.csv")
     p.add_argument("--budget", type=int, default=600, help="training seconds per recipe (default 600)")
     names = list(recipes.RECIPES)  # choices: a wrong name is one usage line, not a traceback
-    p.add_argument("--recipes", nargs="+", default=names, choices=names, metavar="NAME", help="default: all")
+    p.add_argument(
+        "--recipes", nargs="*", default=names, choices=names, metavar="NAME", help="default: all; none: the blend only"
+    )
     p.add_argument("--workdir", default="/tmp/doodle-bench-quality", help="scratch projects, one per recipe")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="default: budget / 30, at least 5")
     p.add_argument("--shards", type=int, default=6, help="shard.count; the last shard validates (default 6)")
@@ -260,7 +280,9 @@ def main(argv=None) -> None:
         "--print-params", choices=names, metavar="NAME", help="print the `dvc exp run -S ...` line of a recipe"
     )
     p.add_argument("--list", action="store_true", help="list the recipes")
-    p.add_argument("--blend", nargs=2, choices=names, metavar="NAME", help="also blend these two recipes' models")
+    p.add_argument(
+        "--blend", nargs="+", choices=names, metavar="NAME", help="also train these recipes as one blend (`models`)"
+    )
     a = p.parse_args(argv)
     if a.print_params:
         print(recipes.get(a.print_params).dvc_command())
@@ -269,7 +291,7 @@ def main(argv=None) -> None:
         for r in recipes.RECIPES.values():
             print(f"{r.name}: {r.description}")
         return
-    chosen = [recipes.get(n) for n in dict.fromkeys([*a.recipes, *(a.blend or [])])]
+    chosen = [recipes.get(n) for n in dict.fromkeys(a.recipes)]
     data = Path(a.data).resolve()
     for need in ("train_simplified", "test_simplified.csv", "test_labels.csv"):
         if not (data / need).exists():
@@ -278,6 +300,10 @@ def main(argv=None) -> None:
     settings = run_settings(data, a.budget, spe, a.shards)
     base = read_params(REPO / "params.yaml")
     all_params = {r.name: recipe_params(r, base, settings) for r in chosen}
+    try:  # a blend whose recipes cannot share one render section stops here, before any training
+        blend = blend_params(a.blend, base, settings, a.budget) if a.blend else None
+    except ParamError as exc:
+        raise SystemExit(f"error: --blend {' '.join(a.blend)}: {exc}") from None
     work = Path(a.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     print(
@@ -299,7 +325,8 @@ def main(argv=None) -> None:
                 flush=True,
             )
     if a.blend:
-        results.append(run_blend(a.blend, results, all_params, work))
+        print(f"blend of {', '.join(a.blend)}: one project, one model each, {a.budget}s each", flush=True)
+        results.append(run_blend(a.blend, blend, work, shards_done))
     wall = time.perf_counter() - t0
     summarize(results, all_params, work, wall, a.budget, spe)
 

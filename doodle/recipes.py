@@ -184,14 +184,6 @@ def apply(recipe: Recipe, params: dict[str, Any]) -> dict[str, Any]:
     return merge(params, recipe.overrides)
 
 
-def check(params: dict[str, Any]) -> dict[str, Any]:
-    """Load every section of ``params`` through its dataclass (:func:`doodle.sections.load_all`):
-    a recipe with an unknown key or a bad value fails here, before any training."""
-    from .sections import load_all
-
-    return load_all(params)
-
-
 def run_keys_set(recipe: Recipe) -> list[str]:
     """The keys of :data:`RUN_KEYS` that ``recipe`` sets (there should be none)."""
     return [k for k in recipe.flat() if any(k == r or k.startswith(f"{r}.") for r in RUN_KEYS)]

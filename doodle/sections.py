@@ -20,7 +20,9 @@ from doodle.sample.generate import SampleParams
 from doodle.shard.run import ShardParams
 from doodle.sources.folder import PIXEL_KINDS, DataParams
 from doodle.train.baseline import BaselineParams
-from doodle.train.params import TrainParams, check_against
+from doodle.train.params import TrainParams
+
+from . import lineup
 
 SECTIONS: dict[str, type] = {
     "data": DataParams,
@@ -37,11 +39,18 @@ SECTIONS: dict[str, type] = {
 def load_all(params: dict[str, Any]) -> dict[str, Any]:
     """Every section of ``params`` through its dataclass (:func:`doodle.core.params.from_mapping`):
     an unknown section or key, or a value of the wrong type or range, raises a ParamError naming
-    it. Returns {section: dataclass instance}."""
-    unknown = sorted(set(params) - set(SECTIONS))
+    it. Returns {section: dataclass instance}; ``models`` (a mapping of names, doodle.lineup) as
+    {name: the model's TrainParams}."""
+    unknown = sorted(set(params) - set(SECTIONS) - {lineup.SECTION})
     if unknown:
-        raise ParamError(f"unknown params.yaml section(s) {unknown}; known: {', '.join(SECTIONS)}")
-    return {section: from_mapping(SECTIONS[section], raw, section) for section, raw in params.items()}
+        known = ", ".join([*SECTIONS, lineup.SECTION])
+        raise ParamError(f"unknown params.yaml section(s) {unknown}; known: {known}")
+    out = {
+        section: from_mapping(SECTIONS[section], raw, section) for section, raw in params.items() if section in SECTIONS
+    }
+    if lineup.SECTION in params:
+        out[lineup.SECTION] = {name: lineup.train_params(params, name) for name in lineup.names(params)}
+    return out
 
 
 def check_all(params: dict[str, Any], source_kind: str | None = None) -> dict[str, Any]:
@@ -49,11 +58,12 @@ def check_all(params: dict[str, Any], source_kind: str | None = None) -> dict[st
     params and the layout of data.source (``source_kind``, when known) tell; the data itself is
     checked by each stage. Raises a one-line ParamError."""
     sections = load_all(params)
-    train = sections.get("train", TrainParams())
-    check_against(train, sections.get("render", CacheParams()), sections.get("shard", ShardParams()).count)
-    if source_kind in PIXEL_KINDS and train.input_kind == "sequence":
-        raise ParamError(
-            f"param train.model: {train.model} reads strokes, but data.source holds images ({source_kind}): "
-            "choose an image model"
-        )
+    render, shard_count = sections.get("render", CacheParams()), sections.get("shard", ShardParams()).count
+    models = lineup.check_models(params, render, shard_count)
+    for name, cfg in models.items():
+        if source_kind in PIXEL_KINDS and cfg.input_kind == "sequence":
+            raise ParamError(
+                f"model {name}: train.model {cfg.model} reads strokes, but data.source holds images "
+                f"({source_kind}): choose an image model"
+            )
     return sections

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -233,9 +234,12 @@ def test_evaluate_stage_on_a_synthetic_cache(tmp_path, monkeypatch):
     (cache / "manifest.json").write_text(json.dumps(manifest))
     keras.utils.set_random_seed(0)
     model = build_model("cnn", shape, len(classes), width=0.125)
-    (tmp_path / "models").mkdir()
-    model.save(tmp_path / "models" / "model.keras")
-    (tmp_path / "models" / "model.json").write_text(json.dumps({"classes": classes, "render": render}))
+    (tmp_path / "models" / "main").mkdir(parents=True)
+    model.save(tmp_path / "models" / "main" / "model.keras")
+    (tmp_path / "models" / "main" / "model.json").write_text(json.dumps({"classes": classes, "render": render}))
+    blend = {"models": [{"name": "main", "files": ["models/main/model.keras"], "weight": 1.0}]}
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "blend.json").write_text(json.dumps(blend))  # what predict records
 
     (tmp_path / "params.yaml").write_text("evaluate:\n  embedding: pca\n")  # the stage's only params section
     monkeypatch.chdir(tmp_path)
@@ -271,6 +275,28 @@ def test_evaluate_stage_on_a_synthetic_cache(tmp_path, monkeypatch):
     first = in_memory(labels[:320], probs[:320], images[:320], 20_000)
     assert ev["val_rows"] == 320 and ev["val_top1"] == first["metrics"]["val_top1"]
     assert ev["val_map_at_3"] == pytest.approx(first["metrics"]["val_map_at_3"], rel=1e-12)
+
+    # a blend of two models (the second another untrained cnn), weighted 0.25 / 0.75: the blend's figures are
+    # those of the weighted mean, and each model's MAP@3 alone is in metrics/eval.json
+    keras.utils.set_random_seed(1)
+    other = build_model("cnn", shape, len(classes), width=0.25)
+    (tmp_path / "models" / "other").mkdir()
+    other.save(tmp_path / "models" / "other" / "model.keras")
+    shutil.copy(tmp_path / "models" / "main" / "model.json", tmp_path / "models" / "other" / "model.json")
+    blend["models"] = [
+        {**blend["models"][0], "weight": 0.25},
+        {"name": "other", "files": ["models/other/model.keras"], "weight": 0.75},
+    ]
+    (tmp_path / "reports" / "blend.json").write_text(json.dumps(blend))
+    evaluate.main(["--quiet"])
+    other_probs = np.concatenate([predict_in_batches(other, im, 512) for im in all_images])
+    mixed = in_memory(labels[:320], (0.25 * probs + 0.75 * other_probs)[:320], images[:320], 20_000)
+    alone = in_memory(labels[:320], other_probs[:320], images[:320], 20_000)
+    headline = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    assert headline["val_top1"] == mixed["metrics"]["val_top1"]
+    assert headline["val_map_at_3"] == pytest.approx(mixed["metrics"]["val_map_at_3"], rel=1e-6)
+    assert headline["models"]["main"] == pytest.approx(first["metrics"]["val_map_at_3"], rel=1e-6)
+    assert headline["models"]["other"] == pytest.approx(alone["metrics"]["val_map_at_3"], rel=1e-6)
 
     manifest["render"] = {**render, "line_width": 8.0}  # a cache drawn differently from the model's training
     (cache / "manifest.json").write_text(json.dumps(manifest))

@@ -83,7 +83,7 @@ def test_train_and_predict_under_jax_without_tensorflow(rendered, tmp_path, monk
         [sys.executable, "-c", NO_TENSORFLOW], cwd=proj, env=env, capture_output=True, text=True, timeout=600
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    meta = json.loads((proj / "models" / "model.json").read_text())
+    meta = json.loads((proj / "models" / "main" / "model.json").read_text())
     assert "jax backend" in meta["device"]
     # Validation reads the same ordered batches every epoch: the best epoch's score is the final one.
     best = max(meta["history"]["val_map_at_3"])
@@ -94,7 +94,7 @@ def test_train_and_predict_under_jax_without_tensorflow(rendered, tmp_path, monk
     # The saved model is plain Keras: it loads and predicts under TensorFlow too.
     import keras
 
-    model = keras.saving.load_model(proj / "models" / "model.keras", compile=False)
+    model = keras.saving.load_model(proj / "models" / "main" / "model.keras", compile=False)
     probs = np.asarray(model(np.zeros((2, *meta["input_shape"]), np.uint8)))
     assert probs.shape == (2, len(meta["classes"])) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
 

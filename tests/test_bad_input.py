@@ -139,7 +139,7 @@ def test_predict_balance_yaml_on_off(tmp_path):
 
 def test_ensemble_member_outside_models_folder_is_named():
     with pytest.raises(ParamError, match="predict.models.*elsewhere/m.keras"):
-        from_mapping(PredictParams, {"models": ["models/model.keras", "elsewhere/m.keras"]}, "predict")
+        from_mapping(PredictParams, {"models": ["models/main/model.keras", "elsewhere/m.keras"]}, "predict")
 
 
 class _Uniform:

@@ -15,7 +15,8 @@ from doodle.drawing.sequence import SequenceParams
 from doodle.drawing.strokes import StrokeBatch
 from doodle.predict.blend import candidates, check_held_out, fit_weights
 from doodle.predict.inference import TrainedModel, mirrored, model_encoder, predict_probs
-from doodle.predict.run import PredictParams, blend_weights
+from doodle.predict.members import Group, blend_weights, file_weights, resolve_groups
+from doodle.predict.run import PredictParams
 
 
 def one_hot_probs(labels: np.ndarray, classes: int, right: np.ndarray, rng) -> np.ndarray:
@@ -118,16 +119,39 @@ def test_predict_weights_params_are_checked():
     for bad in ("best", [0, 0], [-1, 2], ["a"]):
         with pytest.raises(ParamError, match="predict.weights"):
             from_mapping(PredictParams, {"weights": bad, "models": two}, "predict")
-    with pytest.raises(ParamError, match="predict.weights: a list of weights needs predict.models as a list"):
-        from_mapping(PredictParams, {"weights": [1, 1]}, "predict")  # models: auto
-    models = [TrainedModel(f"m{i}.keras", None, ["a"], RenderParams()) for i in range(2)]
-    three = from_mapping(PredictParams, {"weights": [1, 1, 1], "models": [*two, "models/c.keras"]}, "predict")
-    with pytest.raises(ParamError, match="3 weights for 2 models"):
-        blend_weights(three, models, Path("data/shards"))
+    from_mapping(PredictParams, {"weights": [1, 1]}, "predict")  # models: auto, one weight per named model
+    groups = [Group(f"m{i}", [TrainedModel(f"m{i}.keras", None, ["a"], RenderParams())]) for i in range(2)]
+    with pytest.raises(ParamError, match=r"3 weights for 2 models \(m0, m1\)"):
+        blend_weights([1, 1, 1], 100, 8, False, groups, Path("data/shards"))
     with pytest.raises(ParamError, match="3 weights for 1 models"):
-        blend_weights(three, models[:1], Path("data/shards"))  # not silently ignored when one model is left
-    given = from_mapping(PredictParams, {"weights": [3, 1], "models": two}, "predict")
-    assert blend_weights(given, models, Path("data/shards")) == {"weights": [3.0, 1.0]}
+        blend_weights([1, 1, 1], 100, 8, False, groups[:1], Path("data/shards"))  # not ignored with one model left
+    assert blend_weights([3, 1], 100, 8, False, groups, Path("data/shards")) == {"weights": [3.0, 1.0]}
+    assert blend_weights("fit", 100, 8, False, groups[:1], Path("none")) == {}  # one model: nothing to fit
+
+
+def test_a_models_ensemble_members_share_its_weight_in_the_blend(tmp_path):
+    """A 3-seed model counts as one model: its files share its weight, so the mean over every file is the
+    weighted mean of the models' own means; predict.models: auto finds each named model's files."""
+    model = lambda n: TrainedModel(tmp_path / n, None, ["a"], RenderParams())  # noqa: E731
+    groups = [Group("seeds", [model("s0"), model("s1"), model("s2")]), Group("one", [model("o")])]
+    assert file_weights(groups, [0.6, 0.4]) == pytest.approx([0.2, 0.2, 0.2, 0.4])
+    assert file_weights(groups, None) == pytest.approx([1 / 6, 1 / 6, 1 / 6, 0.5])
+    for name, files in (
+        ("seeds", ["members/fold0-seed0.keras", "members/fold0-seed1.keras"]),
+        ("one", ["model.keras"]),
+    ):
+        for f in files:
+            (tmp_path / "models" / name / f).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "models" / name / f).touch()
+    (tmp_path / "models/seeds/model.keras").touch()  # a copy of the reference member: not counted twice
+    found = resolve_groups("auto", ["seeds", "one"], tmp_path / "models")
+    assert [(n, [p.relative_to(tmp_path).as_posix() for p in ps]) for n, ps in found] == [
+        ("seeds", ["models/seeds/members/fold0-seed0.keras", "models/seeds/members/fold0-seed1.keras"]),
+        ("one", ["models/one/model.keras"]),
+    ]
+    assert resolve_groups(["models/x.keras"], [], Path("none")) == [("models/x.keras", [Path("models/x.keras")])]
+    with pytest.raises(ParamError, match="predict.models: models/x.keras listed twice"):
+        resolve_groups(["models/x.keras", "models/x.keras"], [], Path("none"))
 
 
 def test_fitting_weights_on_image_shards_is_refused_by_name(tmp_path):

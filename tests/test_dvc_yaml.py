@@ -60,7 +60,9 @@ def project_closure(module: str) -> set[Path]:
 
 
 def stages():
+    """Each stage's definition; a ``foreach`` group's (train: one stage per model) is its ``do``."""
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    spec = {name: s.get("do", s) for name, s in spec.items()}
     return {name: s for name, s in spec.items() if s["cmd"].startswith("python -m stages.")}
 
 

@@ -96,7 +96,7 @@ def test_fold_and_seed_params_are_checked_in_one_line(rendered, tmp_path, monkey
         with pytest.raises(ParamError, match=key):
             from_mapping(TrainParams, bad, "train")
     with pytest.raises(ParamError, match="predict.models: must be auto"):
-        from_mapping(PredictParams, {"models": "models/model.keras"}, "predict")
+        from_mapping(PredictParams, {"models": "models/main/model.keras"}, "predict")
     # a fold of shards the cache does not hold (render.train_shards: 1 renders shard 0 and the val shard 2)
     cache = {"files": [{"prefix": "shard-000", "rows": 5}, {"prefix": "shard-002", "rows": 5}]}
     shards = {"count": 3, "files": [f"shard-00{i}.parquet" for i in range(3)]}
@@ -141,34 +141,34 @@ def test_two_folds_by_two_seeds_and_predict_averages_the_members(rendered, tmp_p
     from stages import evaluate, predict, train
 
     train.main(["--quiet"])  # folds = seeds = 1: today's files, plus the holdout's probabilities
-    assert sorted(p.name for p in Path("models/members").iterdir()) == ["oof.parquet"]
-    holdout = pq.read_table("models/members/oof.parquet").to_pydict()
+    assert sorted(p.name for p in Path("models/main/members").iterdir()) == ["oof.parquet"]
+    holdout = pq.read_table("models/main/members/oof.parquet").to_pydict()
     val_keys = np.concatenate(open_files("data/cache", ["shard-002"]).keys).tolist()
     assert holdout["key_id"] == val_keys and set(holdout["fold"]) == {0}
-    assert set(json.loads(Path("metrics/train.json").read_text())) == {"val_map_at_3", "epochs_run"}
+    assert set(json.loads(Path("metrics/train/main.json").read_text())) == {"val_map_at_3", "epochs_run"}
 
     write_params(proj / "params.yaml", {"train": {"folds": 2, "seeds": 2}})
     train.main(["--quiet"])
     names = ["fold0-seed0", "fold0-seed1", "fold1-seed0", "fold1-seed1"]
-    assert sorted(p.stem for p in Path("models/members").glob("*.keras")) == names
-    metas = {n: json.loads(Path(f"models/members/{n}.json").read_text())["member"] for n in names}
+    assert sorted(p.stem for p in Path("models/main/members").glob("*.keras")) == names
+    metas = {n: json.loads(Path(f"models/main/members/{n}.json").read_text())["member"] for n in names}
     assert [(m["fold"], m["seed"]) for m in metas.values()] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert metas["fold0-seed0"]["val_shards"] == [0, 2] and metas["fold1-seed0"]["val_shards"] == [1]
-    metrics = json.loads(Path("metrics/train.json").read_text())
+    metrics = json.loads(Path("metrics/train/main.json").read_text())
     assert set(metrics) == {"val_map_at_3", "val_map_at_3_std", "oof_map_at_3", "epochs_run", "members"}
-    report = json.loads(Path("reports/train.json").read_text())
+    report = json.loads(Path("reports/train/main.json").read_text())
     scores = [m["val_map_at_3"] for m in report["member_results"]]
     assert metrics["members"] == 4 and sorted(m["name"] for m in report["member_results"]) == names
     assert metrics["val_map_at_3"] == pytest.approx(np.mean(scores))
     assert metrics["val_map_at_3_std"] == pytest.approx(np.std(scores))
-    # models/model.keras is the reference member: seed 0 of the fold holding out the val shard 2
-    assert json.loads(Path("models/model.json").read_text())["member"]["name"] == "fold0-seed0"
-    assert Path("dvclive/metrics.json").is_file() and not Path("models/backup").exists()
-    assert sorted(p.name for p in Path("dvclive/members").iterdir()) == names[1:]
-    assert Path("reports/train_curves.png").stat().st_size > 0  # the four members' curves side by side
+    # models/main/model.keras is the reference member: seed 0 of the fold holding out the val shard 2
+    assert json.loads(Path("models/main/model.json").read_text())["member"]["name"] == "fold0-seed0"
+    assert Path("dvclive/main/metrics.json").is_file() and not Path("models/backup").exists()
+    assert sorted(p.name for p in Path("dvclive/main/members").iterdir()) == names[1:]
+    assert Path("reports/train/main_curves.png").stat().st_size > 0  # the four members' curves side by side
 
     # the out-of-fold file: every cached drawing once, in the fold holding out its shard, with its label
-    oof = pq.read_table("models/members/oof.parquet").to_pydict()
+    oof = pq.read_table("models/main/members/oof.parquet").to_pydict()
     labels = _cache_rows(Path("data/cache"))
     assert sorted(oof["key_id"]) == sorted(labels)
     assert np.array_equal(oof["fold"], fold_of_keys(np.array(oof["key_id"]), SHARD_COUNT, 2))
@@ -180,17 +180,18 @@ def test_two_folds_by_two_seeds_and_predict_averages_the_members(rendered, tmp_p
     # a fold's rows are the mean of its two seeds' probabilities
     fold0 = open_files("data/cache", ["shard-000"])
     images, first = fold0.images[0][:5], oof["key_id"].index(int(fold0.keys[0][0]))
-    want = _member_probs(["models/members/fold0-seed0.keras", "models/members/fold0-seed1.keras"], images)
+    want = _member_probs(["models/main/members/fold0-seed0.keras", "models/main/members/fold0-seed1.keras"], images)
     for row in range(5):
         got = dict(zip(top_labels[first + row], top_probs[first + row]))
         np.testing.assert_allclose([got[c] for c in range(4)], want[row], rtol=1e-4, atol=1e-6)
 
     predict.main(["--quiet"])
-    assert json.loads(Path("reports/test.json").read_text())["models"] == 4
+    test = json.loads(Path("reports/test.json").read_text())
+    assert test["models"] == 1 and test["model_files"] == 4  # one model of the blend: its 4 members averaged
     from doodle.predict.inference import TrainedModel, predict_test_file
 
     test_file = Path("data/sample/test_simplified.csv")
-    members = sorted(Path("models/members").glob("*.keras"))
+    members = sorted(Path("models/main/members").glob("*.keras"))
     each = [predict_test_file([TrainedModel.load(p)], test_file, 64, False).probs for p in members]
     mean = np.mean(each, axis=0)
     saved = pq.read_table("submissions/probabilities.parquet").to_pydict()
@@ -198,7 +199,7 @@ def test_two_folds_by_two_seeds_and_predict_averages_the_members(rendered, tmp_p
         np.testing.assert_allclose(
             [saved[f"prob_{j}"][row] for j in (1, 2, 3)], np.sort(mean[row])[::-1][:3], rtol=1e-4, atol=1e-6
         )
-    evaluate.main(["--quiet"])  # scores models/model.keras, the reference member
+    evaluate.main(["--quiet"])  # scores models/main/model.keras, the reference member
     assert set(json.loads(Path("metrics/eval.json").read_text())) == {"val_map_at_3", "val_top1", "val_top3"}
 
 
@@ -207,27 +208,28 @@ def test_seeds_alone_average_on_the_holdout(rendered, tmp_path, monkeypatch):
     """train.seeds 2 with one fold: two members on the shard.val_shards holdout; the OOF file holds the
     validation shard's drawings, the mean of the two; an explicit predict.models list still works."""
     work_on_copy(
-        rendered, tmp_path / "p", monkeypatch, {"train": {"seeds": 2}, "predict": {"models": ["models/model.keras"]}}
+        rendered,
+        tmp_path / "p",
+        monkeypatch,
+        {"train": {"seeds": 2}, "predict": {"models": ["models/main/model.keras"]}},
     )
     from doodle.batches.cache import open_split
-    from doodle.predict.run import resolve_models
+    from doodle.predict.members import resolve_groups
     from stages import predict, train
 
     train.main(["--quiet"])
-    members = sorted(Path("models/members").glob("*.keras"))
+    members = sorted(Path("models/main/members").glob("*.keras"))
     assert [p.stem for p in members] == ["fold0-seed0", "fold0-seed1"]
     seeds = [json.loads(p.with_suffix(".json").read_text())["member"]["seed"] for p in members]
     assert seeds == [0, 1]
     val = open_split("data/cache", "val")
-    oof = pq.read_table("models/members/oof.parquet").to_pydict()
+    oof = pq.read_table("models/main/members/oof.parquet").to_pydict()
     assert oof["key_id"] == np.concatenate(val.keys).tolist() and set(oof["fold"]) == {0}
     want = _member_probs(members, val.images[0][:3])
     for row in range(3):
         got = dict(zip(oof["top_labels"][row], oof["top_probs"][row]))
         np.testing.assert_allclose([got[c] for c in range(4)], want[row], rtol=1e-4, atol=1e-6)
-    found = resolve_models("auto", Path("models/members"), Path("models/model.keras"))
-    listed = resolve_models(["models/x.keras"], Path("none"), Path("none"))
-    assert found == members and listed == [Path("models/x.keras")]
+    assert resolve_groups("auto", ["main"], Path("models")) == [("main", members)]
     predict.main(["--quiet"])
     assert json.loads(Path("reports/test.json").read_text())["models"] == 1  # the explicit list
 
@@ -251,18 +253,18 @@ def test_a_stopped_ensemble_keeps_its_finished_members(rendered, tmp_path, monke
     monkeypatch.setattr(ensemble, "train_member", stopped_at_the_second)
     with pytest.raises(KeyboardInterrupt):
         train.main(["--quiet"])
-    first = Path("models/members/fold0-seed0.keras").read_bytes()
-    history = json.loads(Path("models/members/fold0-seed0.json").read_text())["history"]
-    assert Path("models/backup/fold0-seed0").is_dir() and not Path("models/model.keras").exists()
+    first = Path("models/main/members/fold0-seed0.keras").read_bytes()
+    history = json.loads(Path("models/main/members/fold0-seed0.json").read_text())["history"]
+    assert Path("models/backup/main/fold0-seed0").is_dir() and not Path("models/main/model.keras").exists()
     monkeypatch.setattr(ensemble, "train_member", real)
     capsys.readouterr()
     train.main(["--quiet"])
     out = capsys.readouterr().out
     assert re.search(r"^train \[fold0-seed0\]: [\d,]+ parameters; resuming from backup after epoch 2$", out, re.M)
     assert re.search(r"^train \[fold0-seed1\]: [\d,]+ parameters$", out, re.M)  # trained from the start
-    assert Path("models/members/fold0-seed0.keras").read_bytes() == first
-    assert json.loads(Path("models/members/fold0-seed0.json").read_text())["history"] == history
-    assert Path("models/members/fold0-seed1.keras").is_file() and not Path("models/backup").exists()
+    assert Path("models/main/members/fold0-seed0.keras").read_bytes() == first
+    assert json.loads(Path("models/main/members/fold0-seed0.json").read_text())["history"] == history
+    assert Path("models/main/members/fold0-seed1.keras").is_file() and not Path("models/backup").exists()
 
 
 @pytest.mark.slow
@@ -294,16 +296,16 @@ def test_folds_draw_on_the_fly_without_a_training_cache(rendered, tmp_path, monk
     assert np.array_equal(np.concatenate(list(drawn.images)), np.asarray(cached.images[0]))
 
     train.main(["--quiet"])
-    assert sorted(p.stem for p in Path("models/members").glob("*.keras")) == ["fold0-seed0", "fold1-seed0"]
-    report = json.loads(Path("reports/train.json").read_text())
+    assert sorted(p.stem for p in Path("models/main/members").glob("*.keras")) == ["fold0-seed0", "fold1-seed0"]
+    report = json.loads(Path("reports/train/main.json").read_text())
     every = _shard_keys(Path("data/shards"))
     assert sum(m["val_rows"] for m in report["member_results"]) == len(every)
-    oof = pq.read_table("models/members/oof.parquet").to_pydict()
+    oof = pq.read_table("models/main/members/oof.parquet").to_pydict()
     assert sorted(oof["key_id"]) == sorted(every)  # every drawing once, though only shard 2 is cached
     assert np.array_equal(oof["fold"], fold_of_keys(np.array(oof["key_id"]), SHARD_COUNT, 2))
     labels = _cache_rows(rendered / "data/cache")  # the full cache of the fixture: every drawing's label
     assert oof["label"] == [labels[k] for k in oof["key_id"]]
-    assert json.loads(Path("models/model.json").read_text())["member"]["name"] == "fold0-seed0"
+    assert json.loads(Path("models/main/model.json").read_text())["member"]["name"] == "fold0-seed0"
 
 
 def _cache_split(cache_dir: Path, prefix: str):

@@ -34,7 +34,7 @@ def stop_after_first_epoch(monkeypatch) -> None:
 
 
 def history() -> dict:
-    return json.loads(Path("models/model.json").read_text())["history"]
+    return json.loads(Path("models/main/model.json").read_text())["history"]
 
 
 @pytest.mark.slow
@@ -52,7 +52,7 @@ def test_each_optimizer_and_schedule_trains_and_resumes(rendered, tmp_path, monk
         stop_after_first_epoch(m)
         with pytest.raises(KeyboardInterrupt):
             train.main(["--quiet"])
-    assert not Path("models/model.json").exists() and Path("models/backup").is_dir()
+    assert not Path("models/main/model.json").exists() and Path("models/backup").is_dir()
     capsys.readouterr()
     train.main(["--quiet"])
     out = capsys.readouterr().out

@@ -45,7 +45,7 @@ def test_dvc_repro_on_digits_then_on_numpy_bitmaps(tmp_path):
     learns = {"train": {**TINY_PIXELS["train"], "epochs": 15, "steps_per_epoch": None}}  # 15 passes, ~400 digits
     write_params(proj / "params.yaml", {**TINY_PIXELS, **learns, "data": {"source": "data/digits"}})
     out = run_dvc(["repro"], proj)
-    assert {"shard", "render", "train", "predict", "evaluate"} <= set(stages_run(out))
+    assert {"shard", "render", "train@main", "predict", "evaluate"} <= set(stages_run(out))
     with (proj / "submissions" / "submission.csv").open(newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["ImageId", "Label"] and [r[0] for r in rows[1:]] == [str(i) for i in range(1, 121)]
@@ -69,13 +69,13 @@ def test_dvc_repro_on_digits_then_on_numpy_bitmaps(tmp_path):
         np.save(proj / "data" / "bitmap" / path.name, np.load(path, mmap_mode="r")[:150])
     write_params(proj / "params.yaml", {**TINY_PIXELS, "data": {"source": "data/bitmap"}})
     out = run_dvc(["repro"], proj)
-    assert {"shard", "render", "train", "predict", "evaluate"} <= set(stages_run(out))
+    assert {"shard", "render", "train@main", "predict", "evaluate"} <= set(stages_run(out))
     assert "data/bitmap has no test set (numpy_bitmap); nothing to submit" in out
     assert not (proj / "submissions" / "submission.csv").exists()
     assert not (proj / "submissions" / "probabilities.parquet").exists()
     assert (proj / "submissions" / ".gitkeep").exists()  # the folder is an output, git's file stays
     assert json.loads((proj / "metrics" / "test.json").read_text()) == {}
-    classes = json.loads((proj / "models" / "model.json").read_text())["classes"]
+    classes = json.loads((proj / "models" / "main" / "model.json").read_text())["classes"]
     assert classes == ["apple", "bicycle", "cat", "diamond", "eye", "fish"]
     assert set(json.loads((proj / "metrics" / "eval.json").read_text())) == {"val_map_at_3", "val_top1", "val_top3"}
     assert stages_run(run_dvc(["repro"], proj)) == []  # nothing missing, nothing changed

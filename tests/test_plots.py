@@ -1,5 +1,5 @@
 """The plots a Kaggler reads: training curves with train and validation of a metric on one chart
-(reports/train_curves.png and the `dvc plots show` definitions of dvc.yaml), the most confused
+(reports/train/main_curves.png and the `dvc plots show` definitions of dvc.yaml), the most confused
 pairs as labelled bars, and confidence histograms in which the few wrong predictions are visible."""
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def trained(rendered, tmp_path_factory):
     os.chdir(d)
     try:
         import doodle.train.ensemble
-        from stages import evaluate, train
+        from stages import evaluate, predict, train
 
         drawn = {}
         real = doodle.train.ensemble.learning_curves
@@ -122,6 +122,7 @@ def trained(rendered, tmp_path_factory):
             train.main(["--quiet"])
         finally:
             doodle.train.ensemble.learning_curves = real
+        predict.main(["--quiet"])  # reports/blend.json: what evaluate scores
         evaluate.main(["--quiet"])
     finally:
         os.chdir(cwd)
@@ -135,34 +136,29 @@ def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def top_level_plots() -> dict[str, dict]:
-    return {k: v for d in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] for k, v in d.items()}
-
-
 @pytest.mark.slow  # a training and an evaluation (the module's fixture)
 def test_train_curves_draw_metrics_the_history_holds_for_train_and_validation(trained):
     d, drawn = trained
-    history = json.loads((d / "models/model.json").read_text())["history"]
+    history = json.loads((d / "models/main/model.json").read_text())["history"]
     assert drawn["histories"] == {"model": history}
     for key in drawn["keys"]:  # each panel has both lines, one point an epoch
         assert len(history[key]) == len(history[f"val_{key}"]) == 2
     assert "map_at_3" in drawn["keys"] and "loss" in drawn["keys"]
-    assert (d / "reports/train_curves.png").stat().st_size > 1000
+    assert (d / "reports/train/main_curves.png").stat().st_size > 1000
 
 
 @pytest.mark.slow  # a training and an evaluation (the module's fixture)
-def test_dvc_yaml_curves_name_files_and_columns_a_training_writes(trained):
+def test_each_model_stage_declares_its_curves_and_dvclive_files_the_training_writes(trained):
     d, _ = trained
-    plots = top_level_plots()
-    assert {"loss", "map_at_3"} <= set(plots)
-    for name, spec in plots.items():
-        files = spec["y"]
-        for file, column in files.items():
-            header, rows = read_table(d / file)
-            assert spec["x"] in header and column in header, (name, file, header)
-            assert len(rows) == 2, (name, file)  # one row an epoch
-    for name in ("loss", "map_at_3", "accuracy", "top3"):  # train and validation on one chart
-        assert sorted(plots[name]["y"]) == [f"dvclive/plots/metrics/{s}/{name}.tsv" for s in ("train", "val")]
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    plots = [next(iter(p)) for p in spec["plots"]]
+    assert plots == ["reports/train/${key}_curves.png"]
+    assert (d / plots[0].replace("${key}", "main")).stat().st_size > 1000
+    live = d / "dvclive/main/plots/metrics"
+    for name in ("loss", "map_at_3", "accuracy", "top3"):  # DVCLive: train and validation, a row an epoch
+        for split in ("train", "val"):
+            header, rows = read_table(live / split / f"{name}.tsv")
+            assert {"step", name} <= set(header) and len(rows) == 2
 
 
 @pytest.mark.slow  # a training and an evaluation (the module's fixture)
@@ -187,12 +183,6 @@ def test_dvc_plots_show_resolves_every_plot_with_both_series(trained):
     shown = json.loads(run_dvc(["plots", "show", "--json"], d))
     assert not shown.get("errors"), shown.get("errors")
     data = shown["data"]
-    for name, spec in top_level_plots().items():
-        (plot,) = data[name]
-        rows = plot["content"]["data"]["values"]
-        assert len(rows) == 2 * len(spec["y"]), name  # every file's two epochs drawn
-        if len(spec["y"]) > 1:  # one line a file (DVC drops the files' common prefix), on one chart
-            series = {row["filename"] for row in rows}
-            assert series == {f.removeprefix("dvclive/plots/metrics/") for f in spec["y"]}, name
+    assert "reports/train/main_curves.png" in data  # each model's curves, train and validation on one chart
     (pairs,) = data["reports/confused_pairs.csv"]
     assert pairs["content"]["encoding"]["y"]["field"] == "pair"

@@ -48,7 +48,7 @@ def _train_in(project: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(rendered, tmp_path_factory):
-    """The ``rendered`` project with models/model.keras trained (TINY: 2 epochs of 3 steps): only
+    """The ``rendered`` project with models/main/model.keras trained (TINY: 2 epochs of 3 steps): only
     copied by the tests, never changed."""
     project = tmp_path_factory.mktemp("trained") / "p"
     shutil.copytree(rendered, project)
@@ -177,7 +177,7 @@ def test_balance_auto_and_tta_flip_in_a_stage_run(trained, tmp_path, monkeypatch
     np.testing.assert_allclose(tta_probs.sum(axis=1), 1, atol=1e-4)
 
     # TTA: the mean over each test image and its mirror image, which the model scores differently
-    model = TrainedModel.load("models/model.keras")
+    model = TrainedModel.load("models/main/model.keras")
     with Path("data/sample/test_simplified.csv").open(newline="") as fh:
         parsed = parse_drawings([r["drawing"] for r in csv.DictReader(fh)])
     assert parsed.valid.all()
@@ -239,7 +239,7 @@ def test_predict_on_the_kaggle_folders_340_class_test_file(tmp_path, monkeypatch
     shard.main(["--quiet"])
     render.main(["--quiet"])
     train.main(["--quiet"])
-    assert json.loads(Path("models/model.json").read_text())["classes"] == classes
+    assert json.loads(Path("models/main/model.json").read_text())["classes"] == classes
     capsys.readouterr()
     predict.main(["--quiet"])
     line = capsys.readouterr().out.strip().splitlines()[-1]
@@ -259,12 +259,12 @@ def test_models_trained_on_other_classes_are_one_line(trained, tmp_path, monkeyp
     """predict.models lists two models whose class lists differ: refused, naming both, before any
     prediction (no submission written)."""
     project = work_on_copy(trained, tmp_path / "p", monkeypatch)
-    shutil.copy("models/model.keras", "models/other.keras")
-    meta = json.loads(Path("models/model.json").read_text())
+    shutil.copy("models/main/model.keras", "models/other.keras")
+    meta = json.loads(Path("models/main/model.json").read_text())
     Path("models/other.json").write_text(json.dumps({**meta, "classes": ["circle", "line", "square", "triangle"]}))
-    set_models(project, {}, ["models/model.keras", "models/other.keras"])
+    set_models(project, {}, ["models/main/model.keras", "models/other.keras"])
     line = stage_error("predict", project)
-    assert line == "error: predict.models: models/other.keras was trained on other classes than models/model.keras"
+    assert line == "error: predict.models: models/other.keras was trained on other classes than models/main/model.keras"
     assert not Path("submissions/submission.csv").exists()
 
 
@@ -288,7 +288,7 @@ def test_a_digit_model_on_doodles_and_a_doodle_model_on_digits_are_one_line(trai
     doodles = tmp_path / "doodles"
     shutil.copytree(trained, doodles)
     for suffix in (".keras", ".json"):
-        shutil.copy(digits_project / f"models/model{suffix}", doodles / f"models/digits{suffix}")
+        shutil.copy(digits_project / f"models/main/model{suffix}", doodles / f"models/digits{suffix}")
     set_models(doodles, {}, ["models/digits.keras"])
     line = stage_error("predict", doodles)
     assert line.startswith("error: predict.models: models/digits.keras was trained on classes '0', '1', '2', '3', '4'")
@@ -299,7 +299,7 @@ def test_a_digit_model_on_doodles_and_a_doodle_model_on_digits_are_one_line(trai
     digits = tmp_path / "digits"
     shutil.copytree(digits_project, digits)
     for suffix in (".keras", ".json"):
-        shutil.copy(trained / f"models/model{suffix}", digits / f"models/doodles{suffix}")
+        shutil.copy(trained / f"models/main/model{suffix}", digits / f"models/doodles{suffix}")
     set_models(digits, {"sample": {"kind": "digits", "classes": None}}, ["models/doodles.keras"])
     line = stage_error("predict", digits)
     assert line == (

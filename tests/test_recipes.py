@@ -11,6 +11,7 @@ import yaml
 
 from doodle import recipes
 from doodle.core.params import ParamError
+from doodle.sections import load_all
 from tests.conftest import REPO
 
 
@@ -30,7 +31,7 @@ def test_recipe_is_valid_params(name):
     assert recipe.description and "\n" not in recipe.description
     assert recipe.overrides and not recipes.run_keys_set(recipe), "a recipe sets the method, not the data or run length"
     params = recipes.apply(recipe, base_params())
-    loaded = recipes.check(params)  # every section through its dataclass (doodle.core.params.from_mapping)
+    loaded = load_all(params)  # every section through its dataclass (doodle.core.params.from_mapping)
     for key, value in recipe.flat().items():  # and every override arrived where it was meant to
         section, *path = key.split(".")
         got = loaded[section]
@@ -54,7 +55,7 @@ def test_recipe_is_valid_params(name):
 def test_bad_overrides_fail(bad, match):
     recipe = recipes.Recipe("bad", "a broken recipe", bad)
     with pytest.raises(ParamError, match=match):
-        recipes.check(recipes.apply(recipe, base_params()))
+        load_all(recipes.apply(recipe, base_params()))
 
 
 @pytest.mark.parametrize("name", sorted(recipes.RECIPES))

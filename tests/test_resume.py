@@ -77,7 +77,7 @@ def _weights(model_file):
 def _live_rows(proj):
     """{metric tsv: [(step, value), ...]} of a DVCLive directory."""
     rows = {}
-    for tsv in sorted((proj / "dvclive/plots/metrics").rglob("*.tsv")):
+    for tsv in sorted((proj / "dvclive/main/plots/metrics").rglob("*.tsv")):
         lines = tsv.read_text().split()[2:]  # header: step, name
         rows[str(tsv.relative_to(proj))] = [(int(s), float(v)) for s, v in zip(lines[::2], lines[1::2])]
     return rows
@@ -94,20 +94,20 @@ def test_killed_training_ends_as_an_uninterrupted_one(rendered, tmp_path):
     _train_killed_after(killed, f"epoch {KILL_AFTER}/{epochs} done")  # meanwhile
     out = uninterrupted.communicate()[0]
     assert uninterrupted.returncode == 0, out
-    meta = json.loads((whole / "models/model.json").read_text())
+    meta = json.loads((whole / "models/main/model.json").read_text())
     history, runs = meta["history"], meta["metrics"]["epochs_run"]
     best = int(np.argmax(history["val_map_at_3"]))  # the first best, as the checkpoint keeps it
     assert history["val_map_at_3"][best] >= LEARNED_FLOOR, history["val_map_at_3"]  # it learns (0.97 measured)
     assert best + 1 < KILL_AFTER < runs < epochs, f"EXACT no longer peaks, then stops, around the kill: {history}"
 
     # The line is printed once its epoch is saved (the kill may come a little later on a busy machine).
-    assert not (killed / "models/model.json").exists()
-    backup = killed / "models/backup"
+    assert not (killed / "models/main/model.json").exists()
+    backup = killed / "models/backup/main"
     saved = max(int(p.name.removeprefix("epoch-")) for p in backup.glob("epoch-*"))
     assert KILL_AFTER <= saved < runs
     # What a kill elsewhere in the next epoch would leave too: its DVCLive row logged but its state not
     # saved, its state half written, an older state whose clean-up was cut off.
-    for tsv in (killed / "dvclive/plots/metrics").rglob("*.tsv"):
+    for tsv in (killed / "dvclive/main/plots/metrics").rglob("*.tsv"):
         tsv.write_text(tsv.read_text() + f"{saved}\t-1.0\n")
     (backup / f".epoch-{saved + 1:04d}.tmp").mkdir(exist_ok=True)
     (backup / f"epoch-{saved - 1:04d}").mkdir(exist_ok=True)
@@ -118,10 +118,10 @@ def test_killed_training_ends_as_an_uninterrupted_one(rendered, tmp_path):
     assert rerun == [f"{e}/{epochs}" for e in range(saved + 1, runs + 1)], out  # from the next epoch on
 
     # The same model (weights and optimizer state, bit for bit), history, learning rates, stopping epoch.
-    resumed = json.loads((killed / "models/model.json").read_text())
+    resumed = json.loads((killed / "models/main/model.json").read_text())
     assert resumed["history"] == meta["history"]
     assert resumed["metrics"] == meta["metrics"]  # includes epochs_run and the best model's val scores
-    a, b = _weights(whole / "models/model.keras"), _weights(killed / "models/model.keras")
+    a, b = _weights(whole / "models/main/model.keras"), _weights(killed / "models/main/model.keras")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert not (killed / "models/backup").exists()
 
@@ -131,7 +131,7 @@ def test_killed_training_ends_as_an_uninterrupted_one(rendered, tmp_path):
     for name, rows in killed_rows.items():
         assert [step for step, _ in rows] == list(range(runs)), name
         assert name.endswith("images_per_s.tsv") or rows == whole_rows[name], name
-    summary = [json.loads((p / "dvclive/metrics.json").read_text()) for p in (whole, killed)]
+    summary = [json.loads((p / "dvclive/main/metrics.json").read_text()) for p in (whole, killed)]
     for s in summary:
         s.pop("images_per_s")
     assert summary[0] == summary[1] and summary[1]["step"] == runs - 1

@@ -57,25 +57,25 @@ def test_a_stroke_model_trains_predicts_evaluates_and_blends_with_a_cnn(rendered
     train.main(["--quiet"])
     predict.main(["--quiet"])
     evaluate.main(["--quiet"])
-    meta = json.loads((proj / "models" / "model.json").read_text())
+    meta = json.loads((proj / "models" / "main" / "model.json").read_text())
     assert meta["input"] == {"kind": "sequence", "max_points": 128, "time": False, "position": False}
     assert meta["input_shape"] == [128, 3]
     # evaluate reads the validation drawings from the shards, in the cache's order: the same score
-    trained = json.loads((proj / "reports" / "train.json").read_text())["val_map_at_3"]
+    trained = json.loads((proj / "reports" / "train" / "main.json").read_text())["val_map_at_3"]
     assert trained >= LEARNED_FLOOR, meta["history"]["val_map_at_3"]  # it learned the shapes from their strokes
     assert json.loads((proj / "metrics" / "eval.json").read_text())["val_map_at_3"] == pytest.approx(trained, abs=1e-5)
     assert (proj / "submissions" / "submission.csv").read_text().startswith("key_id,word\n")
 
     # a CNN beside it, and the blend of both with weights fitted on the validation shards
     for suffix in (".keras", ".json"):
-        shutil.copy(proj / "models" / f"model{suffix}", proj / "models" / f"strokes{suffix}")
-    blend = {"predict": {"models": ["models/model.keras", "models/strokes.keras"], "weights": "fit"}}
+        shutil.copy(proj / "models" / "main" / f"model{suffix}", proj / "models" / f"strokes{suffix}")
+    blend = {"predict": {"models": ["models/main/model.keras", "models/strokes.keras"], "weights": "fit"}}
     write_params(proj / "params.yaml", blend)
     train.main(["--quiet"])
     predict.main(["--quiet"])
     report = json.loads((proj / "reports" / "test.json").read_text())
     assert report["models"] == 2 and len(report["weights"]) == 2 and sum(report["weights"]) == pytest.approx(1)
     alone = report["val_map_at_3_alone"]
-    assert set(alone) == {"models/model.keras", "models/strokes.keras"}
+    assert set(alone) == {"models/main/model.keras", "models/strokes.keras"}
     assert report["val_map_at_3_blend"] >= max(alone.values())  # either model alone is on the grid
     assert alone["models/strokes.keras"] == pytest.approx(trained, abs=1e-4)  # the same validation drawings

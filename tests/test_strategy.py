@@ -216,7 +216,7 @@ cli.run(lambda: train.main(["--quiet"]))
 def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered, tmp_path):
     """Two CPU processes of `python -m stages.train` with TF_CONFIG (MultiWorkerMirroredStrategy),
     each in its own copy of the project, as on two machines. Both finish; only the chief (worker
-    0) writes models/, metrics/train.json and dvclive/; worker 1 saves into a scratch directory
+    0) writes models/, metrics/train/main.json and dvclive/; worker 1 saves into a scratch directory
     (every worker must take part in the saves' collective reads), which it deletes at the end.
     The run equals one process training the same global batch on two replicas, epoch for epoch.
     Two epochs, so the validation iterator is started again (a Keras 3 pitfall under a strategy)."""
@@ -235,7 +235,7 @@ def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered
             shutil.copytree(rendered, proj)
             write_params(proj / "params.yaml", {"train": params})
             if name == "worker0":  # a backup of a killed run: multi-worker runs start over instead of resuming
-                (proj / "models/backup/epoch-0001").mkdir(parents=True)
+                (proj / "models/backup/main/epoch-0001").mkdir(parents=True)
             env = subprocess_env()
             env["TMPDIR"] = str(tmp_path / f"tmp-{name}")
             os.mkdir(env["TMPDIR"])
@@ -260,22 +260,22 @@ def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered
     chief, other, reference = (tmp_path / name for name in runs)
     import keras
 
-    model = keras.saving.load_model(chief / "models/model.keras", compile=False)  # as predict loads it
-    meta = json.loads((chief / "models/model.json").read_text())
+    model = keras.saving.load_model(chief / "models/main/model.keras", compile=False)  # as predict loads it
+    meta = json.loads((chief / "models/main/model.json").read_text())
     assert model.output_shape == (None, 4) and len(meta["history"]["loss"]) == 2
     assert meta["device"] == "2 workers x CPU, MultiWorkerMirroredStrategy (2 replicas), float32"
-    assert (chief / "metrics/train.json").is_file() and (chief / "dvclive/metrics.json").is_file()
+    assert (chief / "metrics/train/main.json").is_file() and (chief / "dvclive/main/metrics.json").is_file()
     assert not (chief / "models/backup").exists() and "multi-worker runs do not resume" in out["worker0"]
     assert "batch 32 (16 on each of 2 workers) x 2 steps" in out["worker0"]
     assert "this is worker 0 (the chief)" in out["worker0"]
 
     assert not (other / "models").exists(), "the non-chief wrote into its project's models/"
-    assert not (other / "metrics/train.json").exists() and not (other / "dvclive").exists()
+    assert not (other / "metrics/train/main.json").exists() and not (other / "dvclive").exists()
     assert list((tmp_path / "tmp-worker1").iterdir()) == []  # its scratch directory is gone
     assert "this is worker 1\n" in out["worker1"] and "train: worker 1 of 2 done" in out["worker1"]
 
     # the same global batches, dropout streams and averaged gradients as one process with two replicas
-    want = json.loads((reference / "models/model.json").read_text())["history"]
+    want = json.loads((reference / "models/main/model.json").read_text())["history"]
     assert "batch 32 x 2 steps" in out["reference"] and meta["history"].keys() == want.keys()
     for key, values in want.items():
         np.testing.assert_allclose(meta["history"][key], values, rtol=1e-5, err_msg=key)

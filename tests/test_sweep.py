@@ -45,6 +45,6 @@ def test_queued_two_point_sweep_reads_back_both_results(tmp_path):
     assert sorted(p["train"]["learning_rate"] for p, _ in runs.values()) == [3e-5, 0.001]
     for _, metrics in runs.values():
         val = metrics["metrics/eval.json"]["val_map_at_3"]
-        assert 0.0 <= val <= 1.0 and metrics["metrics/train.json"]["epochs_run"] == 2
+        assert 0.0 <= val <= 1.0 and metrics["metrics/train/main.json"]["epochs_run"] == 2
         assert 0.0 <= metrics["metrics/test.json"]["test_map_at_3"] <= 1.0
         assert "val_map_at_3" in metrics["metrics/baseline.json"]

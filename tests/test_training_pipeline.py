@@ -26,10 +26,10 @@ def test_train_predict_evaluate_tiny(rendered, tmp_path, monkeypatch, capsys):
     from stages import evaluate, predict, train
 
     train.main(["--quiet"])
-    meta = json.loads(Path("models/model.json").read_text())
+    meta = json.loads(Path("models/main/model.json").read_text())
     assert meta["render"]["size"] == 32 and len(meta["classes"]) == 4
     epochs = len(meta["history"]["loss"])
-    assert json.loads(Path("dvclive/metrics.json").read_text())["step"] == epochs - 1
+    assert json.loads(Path("dvclive/main/metrics.json").read_text())["step"] == epochs - 1
     assert meta["metrics"]["val_map_at_3"] >= LEARNED_FLOOR, meta["history"]["val_map_at_3"]
     predict.main(["--quiet"])
     rows = Path("submissions/submission.csv").read_text().splitlines()
@@ -54,15 +54,21 @@ def test_dvc_repro_reruns_only_what_changed_and_a_bad_param_loses_nothing(tmp_pa
     tiny = {"sample": {"train_per_class": 40, "test_per_class": 3}}
     write_params(proj / "params.yaml", tiny)
     first = stages_run(run_dvc(["repro"], proj))
-    assert first == ["check", "sample", "shard", "render", "train", "predict", "baseline", "evaluate"]
+    assert first == ["check", "sample", "shard", "render", "train@main", "predict", "baseline", "evaluate"]
     assert stages_run(run_dvc(["repro"], proj)) == []
     write_params(proj / "params.yaml", {**tiny, "render": {"line_width": 8}})
-    assert stages_run(run_dvc(["repro"], proj)) == ["check", "render", "train", "predict", "baseline", "evaluate"]
+    assert stages_run(run_dvc(["repro"], proj)) == ["check", "render", "train@main", "predict", "baseline", "evaluate"]
     metrics = run_dvc(["metrics", "show"], proj)
     assert "val_map_at_3" in metrics and "test_map_at_3" in metrics
 
-    kept = ["models/model.keras", "models/model.json", "metrics/train.json", "metrics/eval.json", "metrics/test.json"]
-    kept += ["submissions/submission.csv", "reports/train_curves.png", "data/cache/manifest.json"]
+    kept = [
+        "models/main/model.keras",
+        "models/main/model.json",
+        "metrics/train/main.json",
+        "metrics/eval.json",
+        "metrics/test.json",
+    ]
+    kept += ["submissions/submission.csv", "reports/train/main_curves.png", "data/cache/manifest.json"]
     before = {f: (proj / f).read_bytes() for f in kept}
     for bad, named in [
         ({"train": {"batch_size": -5}}, "param train: batch_size and epochs must be >= 1"),
@@ -86,7 +92,7 @@ def merge_into(bad: dict) -> dict:
 
 def test_batchnorm_model_is_recalibrated_each_epoch(rendered, tmp_path, monkeypatch, capsys):
     """seed_cnn has BatchNorm: the train stage recomputes its statistics after every epoch
-    (timed in reports/train.json); the cnn above has none and spends nothing on it."""
+    (timed in reports/train/main.json); the cnn above has none and spends nothing on it."""
     work_on_copy(rendered, tmp_path / "p", monkeypatch, {"train": {"model": "seed_cnn", "bn_recalibration_batches": 2}})
     from doodle.train import batchnorm
     from stages import train
@@ -100,10 +106,10 @@ def test_batchnorm_model_is_recalibrated_each_epoch(rendered, tmp_path, monkeypa
 
     monkeypatch.setattr(batchnorm, "recalibrate", counted)
     train.main(["--quiet"])
-    metrics = json.loads(Path("reports/train.json").read_text())
+    metrics = json.loads(Path("reports/train/main.json").read_text())
     assert metrics["bn_recalibration_seconds"] > 0 and metrics["epochs_run"] == 2
     assert len(calls) == 2 and all(rows > 0 for rows in calls), calls  # once after each epoch, on images
-    assert "bn_recalibration_seconds" not in json.loads(Path("models/model.json").read_text())["metrics"]
+    assert "bn_recalibration_seconds" not in json.loads(Path("models/main/model.json").read_text())["metrics"]
 
 
 def test_training_on_the_fly_from_the_shards_with_stroke_augmentation(rendered, tmp_path, monkeypatch):
@@ -122,7 +128,7 @@ def test_training_on_the_fly_from_the_shards_with_stroke_augmentation(rendered, 
     man = json.loads(Path("data/cache/manifest.json").read_text())
     assert {f["split"] for f in man["files"]} == {"val"}
     train.main(["--quiet"])
-    meta = json.loads(Path("models/model.json").read_text())
+    meta = json.loads(Path("models/main/model.json").read_text())
     assert meta["metrics"]["epochs_run"] == 2 and meta["render"] == man["render"]
 
 
@@ -145,9 +151,9 @@ def test_each_epoch_validates_on_val_rows_and_the_end_on_the_whole_split(rendere
     from stages import train
 
     train.main(["--quiet"])
-    report = json.loads(Path("reports/train.json").read_text())
+    report = json.loads(Path("reports/train/main.json").read_text())
     assert report["val_rows"] == val.rows > 16 and report["final_val_seconds"] >= 0
-    oof = pq.read_table("models/members/oof.parquet")
+    oof = pq.read_table("models/main/members/oof.parquet")
     assert oof.num_rows == val.rows and oof["label"].to_pylist() == val.all_labels().tolist()
 
 

@@ -46,12 +46,13 @@ def test_trained_model_views_from_the_evaluate_stage(rendered, tmp_path, monkeyp
     """Train the tiny sample model, run the stage: both PNGs are written, and the embedding holds
     exactly the first ``embedding_samples`` validation drawings."""
     work_on_copy(rendered, tmp_path / "p", monkeypatch)
-    from stages import evaluate, train
+    from stages import evaluate, predict, train
 
     write_params(
         Path("params.yaml"), {"evaluate": {"embedding": "tsne", "embedding_samples": 50, "activation_images": 3}}
     )
     train.main(["--quiet"])
+    predict.main(["--quiet"])  # reports/blend.json: the models evaluate scores
     capsys.readouterr()
     evaluate.main(["--quiet"])
     out = capsys.readouterr().out
@@ -67,7 +68,7 @@ def test_trained_model_views_from_the_evaluate_stage(rendered, tmp_path, monkeyp
 
     from doodle.predict.inference import TrainedModel
 
-    model = TrainedModel.load("models/model.keras")
+    model = TrainedModel.load("models/main/model.keras")
     val = open_split("data/cache", "val")
     labels = val.all_labels()
     consumed = []
@@ -255,12 +256,13 @@ def test_evaluate_stage_completes_on_a_model_that_has_not_learned(rendered, tmp_
     the embedding is skipped."""
     work_on_copy(rendered, tmp_path / "p", monkeypatch)
     from doodle.predict.inference import TrainedModel
-    from stages import train
+    from stages import predict, train
 
     write_params(Path("params.yaml"), {"evaluate": {"embedding": "tsne", "embedding_samples": 100}})
     train.main(["--quiet"])
-    model = TrainedModel.load("models/model.keras").model
-    unlearned(model).save("models/model.keras")
+    predict.main(["--quiet"])  # reports/blend.json: the models evaluate scores
+    model = TrainedModel.load("models/main/model.keras").model
+    unlearned(model).save("models/main/model.keras")
     r = subprocess.run(
         [sys.executable, "-m", "stages.evaluate", "--quiet"], env=subprocess_env(), capture_output=True, text=True
     )

@@ -225,16 +225,32 @@ def shard_inputs(
             yield encoder.encode(strokes.take(np.arange(a, b))), labels[a:b]
 
 
-def model_inputs(kind: str, encoder, cache: dict, shards_dir: Path, batch_size: int, limit: int | None = None):
-    """None for an image model (it reads the cache's validation images); for a stroke model, a
-    function giving a fresh iterator of its (inputs, labels) batches (:func:`shard_inputs`) from
-    the shards the cache's validation files were drawn from (``<prefix>.parquet`` in ``shards_dir``),
-    the first ``limit`` drawings (None: all), as :func:`iter_batches` reads them."""
-    if kind == "image":
-        return None
+def shard_batches(encoder, cache: dict, shards_dir: Path, batch_size: int, limit: int | None = None):
+    """A fresh iterator of (inputs, labels) batches of the cache's validation drawings made by
+    ``encoder`` from the shards they were drawn from (``<prefix>.parquet`` in ``shards_dir``): for
+    a stroke model, or an image model drawn otherwise than the cache; the first ``limit`` drawings
+    (None: all), cut as :func:`iter_batches` cuts the split (:func:`shard_inputs`)."""
     files = [f for f in cache["files"] if f["split"] == "val"]
     shards = [shards_dir / f"{f['prefix']}.parquet" for f in files]
-    return lambda: shard_inputs(shards, capped_rows([f["rows"] for f in files], limit), encoder, batch_size)
+    return shard_inputs(shards, capped_rows([f["rows"] for f in files], limit), encoder, batch_size)
+
+
+def aligned_batches(
+    split: CacheSplit, batch_size: int, limit: int | None, streams: dict
+) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+    """(images, labels, {key: inputs}) of ``split``'s first ``limit`` drawings, batch by batch: the
+    cache's images, and the next batch of each of ``streams`` ({key: iterator of (inputs, labels)}
+    over the same drawings in the same cuts, :func:`shard_batches`), checked to be the same drawings."""
+    for images, labels in iter_batches(split, batch_size, limit):
+        xs = {}
+        for key, stream in streams.items():
+            x, drawn = next(stream, (None, None))
+            if drawn is None or not np.array_equal(np.asarray(drawn), np.asarray(labels)):
+                raise ValueError(
+                    "the validation shards and the render cache disagree on the drawings: rerun `dvc repro`"
+                )
+            xs[key] = x
+        yield images, labels, xs
 
 
 class _RowReader:
@@ -286,19 +302,12 @@ def analyse_split(
     """Run ``predict`` (model inputs -> probabilities) over ``split`` batch by batch and accumulate
     the analysis; ``progress(rows)`` is called after each batch. ``options`` go to ErrorAnalysis.
     The model reads the split's images, or ``inputs``: (inputs, labels) batches of the same drawings
-    in the same cuts (:func:`shard_inputs`, for a stroke model); the gallery still shows images.
+    in the same cuts (:func:`shard_batches`, for a stroke model); the gallery still shows images.
     Only the split's first ``limit`` drawings are scored (None: all)."""
     analysis = ErrorAnalysis(n_classes, **options)
-    model_batches = iter(inputs) if inputs is not None else None
-    for images, labels in iter_batches(split, batch_size, limit):
-        x = images
-        if model_batches is not None:
-            x, drawn = next(model_batches, (None, None))
-            if drawn is None or not np.array_equal(np.asarray(drawn), np.asarray(labels)):
-                raise ValueError(
-                    "the validation shards and the render cache disagree on the drawings: rerun `dvc repro`"
-                )
-        analysis.update(labels, predict(x), images)
+    streams = {} if inputs is None else {"model": iter(inputs)}
+    for images, labels, xs in aligned_batches(split, batch_size, limit, streams):
+        analysis.update(labels, predict(xs.get("model", images)), images)
         if progress is not None:
             progress(len(labels))
     return analysis

@@ -7,14 +7,14 @@ test_labels.csv). A Digit Recognizer source gets ``ImageId,Label`` (test.csv rea
 is the row number), scored for accuracy and MAP@3 when a test_labels.csv is present. A source
 without a test set has nothing to submit (:func:`no_test_set`).
 
-Several models (``predict.models``), of one input kind or mixed (image CNNs and stroke-sequence
-models), are averaged with ``predict.weights``: equal (null), as given, or fitted on the validation
-shards (``fit``, :mod:`doodle.predict.blend`).
+Several models (params.yaml's ``models``, or the files ``predict.models`` lists), of one input kind
+or mixed (image CNNs and stroke-sequence models), are averaged with ``predict.weights``: fitted on
+the validation shards (``fit``, :mod:`doodle.predict.blend`), equal (null) or as given; each
+model's ensemble members count as one model (:mod:`doodle.predict.members`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -22,15 +22,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from doodle.core.metrics import map_at_3
 from doodle.core.params import ParamError, require
 from doodle.core.report import StageResult
-from doodle.shard.format import read_manifest
 from doodle.sources.folder import Source
 from doodle.sources.pixels import DIGIT_CLASSES
 
-from .blend import check_held_out, fit_weights, model_probs, validation_rows
 from .inference import Timing, TrainedModel, predict_digit_file, predict_test_file
+from .members import (
+    blend_record,
+    blend_weights,
+    file_weights,
+    flat,
+    load_groups,
+    resolve_groups,
+    write_blend_record,
+)
 from .submission import (
     balance,
     score_digits,
@@ -52,23 +58,24 @@ class PredictFiles:
     library never assumes a working directory."""
 
     shards: Path  # the validation shards, for predict.weights: fit
-    members: Path  # an ensemble's members (predict.models: auto)
-    model: Path  # the single model (predict.models: auto without members)
+    models: Path  # models/: models/<name>/ for each of ``names`` (predict.models: auto)
+    names: list[str]  # the models params.yaml's ``models`` names
     submission: Path
     probabilities: Path  # the top-k probabilities, for blending
+    blend: Path  # reports/blend.json: the models averaged and their weights, for evaluate
 
 
 @dataclass
 class PredictParams:
     """params.yaml section ``predict``."""
 
-    models: str | list[str] = "auto"  # auto (see resolve_models) or a list of models to average
+    models: str | list[str] = "auto"  # auto (doodle.predict.members.resolve_groups) or a list of model files
     batch_size: int = 512
     tta_flip: bool = False
     balance: str | bool = "auto"  # auto | on | off (YAML reads on/off as true/false: both work)
     top_k_saved: int = 10
     block_mb: int = 4
-    weights: str | list[float] | None = None  # null = equal | a list, one per model | fit (on validation)
+    weights: str | list[float] | None = "fit"  # fit (on validation) | null = equal | a list, one per model
     fit_rows: int = 20000  # predict.weights: fit scores the first N validation drawings
 
     def validate(self, where: str = "predict") -> None:
@@ -77,11 +84,6 @@ class PredictParams:
         elif self.weights is not None:
             ok = isinstance(self.weights, list) and all(isinstance(w, (int, float)) and w >= 0 for w in self.weights)
             require(ok and sum(self.weights) > 0, f"{where}.weights", "a list needs numbers >= 0, not all 0")
-            require(
-                self.models != "auto",
-                f"{where}.weights",
-                "a list of weights needs predict.models as a list, in the same order (auto's order is a file listing)",
-            )
         require(self.fit_rows >= 1, f"{where}.fit_rows", "must be >= 1")
         if isinstance(self.models, str):
             require(self.models == "auto", f"{where}.models", f"must be auto or a list of models, got {self.models!r}")
@@ -103,55 +105,25 @@ class PredictParams:
 
 
 def predict(cfg: PredictParams, source: Source, files: PredictFiles, progress: bool = True) -> StageResult:
-    """The submission for ``source``'s test set, from the models ``cfg.models`` names."""
+    """The submission for ``source``'s test set, from the models ``cfg.models`` names, blended
+    (recorded in ``files.blend`` even when the source has no test set: evaluate scores the blend)."""
+    if source.test_file is None and source.kind == "kaggle":
+        raise FileNotFoundError(f"{source.root}/test_simplified.csv not found: predict needs Kaggle's test file")
+    groups = load_groups(resolve_groups(cfg.models, files.names, files.models))
+    check_classes(groups[0].models[0], source)
+    blend = blend_weights(cfg.weights, cfg.fit_rows, cfg.batch_size, cfg.tta_flip, groups, files.shards)
+    write_blend_record(files.blend, blend_record(groups, blend))
     if source.test_file is None:
-        if source.kind == "kaggle":
-            raise FileNotFoundError(f"{source.root}/test_simplified.csv not found: predict needs Kaggle's test file")
         return no_test_set(source, files)
-    models = load_models(resolve_models(cfg.models, files.members, files.model))
-    check_classes(models[0], source)
-    blend = blend_weights(cfg, models, files.shards)
+    models, weights = flat(groups), file_weights(groups, blend.get("weights"))
     if source.kind == "digits":
-        result = predict_digits(source, models, cfg, files, progress, blend.get("weights"))
+        result = predict_digits(source, models, cfg, files, progress, weights)
     else:
-        result = predict_drawings(source, models, cfg, files, progress, blend.get("weights"))
+        result = predict_drawings(source, models, cfg, files, progress, weights)
     result.values.update(blend)
+    result.values["models"] = len(groups)
+    result.values["model_files"] = len(models)
     return result
-
-
-def blend_weights(cfg: PredictParams, models: list[TrainedModel], shards: Path) -> dict:
-    """The weights of ``models`` in the mean (``weights``: None for equal), and when fitted on the
-    validation drawings of ``shards``, what the fit measured: each model's MAP@3 alone and the
-    blend's (:mod:`doodle.predict.blend`)."""
-    if isinstance(cfg.weights, list) and len(cfg.weights) != len(models):
-        raise ParamError(f"predict.weights: {len(cfg.weights)} weights for {len(models)} models")
-    if cfg.weights is None or len(models) == 1:
-        return {}
-    if cfg.weights != "fit":
-        return {"weights": [float(w) for w in cfg.weights]}
-    manifest = read_manifest(shards)
-    check_held_out(models, [json.loads(m.path.with_suffix(".json").read_text()) for m in models], manifest)
-    batches, labels = validation_rows(shards, manifest, cfg.fit_rows)
-    probs = model_probs(models, batches, cfg.batch_size, cfg.tta_flip)
-    weights, blended = fit_weights(probs, labels)
-    alone = {str(m.path): round(map_at_3(labels, p), 4) for m, p in zip(models, probs)}
-    log.info("blend weights %s on %d val drawings: MAP@3 %.4f (alone %s)", weights, len(labels), blended, alone)
-    return {
-        "weights": [round(float(w), 4) for w in weights],
-        "fit_rows": len(labels),
-        "val_map_at_3_alone": alone,
-        "val_map_at_3_blend": round(blended, 4),
-    }
-
-
-def load_models(paths: list[Path]) -> list[TrainedModel]:
-    """The models to average, checked to share one class list."""
-    log.info("predicting with %d model(s): %s", len(paths), ", ".join(map(str, paths)))
-    models = [TrainedModel.load(p) for p in paths]
-    for m in models[1:]:
-        if m.classes != models[0].classes:
-            raise ParamError(f"predict.models: {m.path} was trained on other classes than {models[0].path}")
-    return models
 
 
 def check_classes(model: TrainedModel, source: Source) -> None:
@@ -205,17 +177,6 @@ def predict_drawings(
         f"{len(models)} model(s)) in {seconds:.1f}s, rendering {timing.render_s:.2f}s{score}"
     )
     return StageResult(metrics, ("test_map_at_3",), line)
-
-
-def resolve_models(models: str | list[str], members_dir: Path, model: Path) -> list[Path]:
-    """The models to average: an explicit list as given; ``auto``: the members of the ensemble the
-    train stage wrote (models/members/*.keras, with train.folds or train.seeds > 1), else the
-    single models/model.keras. (With an ensemble, models/model.keras is a copy of one member, so
-    ``auto`` leaves it out rather than count that member twice.)"""
-    if models != "auto":
-        return [Path(m) for m in models]
-    members = sorted(members_dir.glob("*.keras"))
-    return members or [model]
 
 
 def read_test_set(predict_file, models, source: Source, cfg: PredictParams, timing, progress, weights):

@@ -3,9 +3,9 @@
 With K x N > 1, member ``fold{f}-seed{s}`` trains on fold f (the shards ``i % K == f`` held out,
 doodle.train.folds) with seed ``train.seed + s``, each exactly as the single model is
 (:func:`doodle.train.trainer.train_member`: callbacks, BatchNorm recalibration, resumable state), into
-models/members/fold{f}-seed{s}.keras + .json. models/model.keras is then a copy of the reference
+models/<name>/members/fold{f}-seed{s}.keras + .json. models/<name>/model.keras is then a copy of the reference
 member (:func:`doodle.train.folds.reference_fold`), which the evaluate stage scores.
-models/members/oof.parquet holds every held-out drawing's mean probabilities over its fold's members
+models/<name>/members/oof.parquet holds every held-out drawing's mean probabilities over its fold's members
 (for the single model: the holdout's). The figures: the mean and standard deviation of the members'
 val MAP@3 and the out-of-fold MAP@3, every member's in the full report.
 """
@@ -95,7 +95,7 @@ def train_models(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResult
 
 
 def train_single(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResult | None:
-    """The one model on the shard.val_shards holdout: models/model.keras, and the holdout's
+    """The one model on the shard.val_shards holdout: models/<name>/model.keras, and the holdout's
     probabilities in the out-of-fold file (for stacking, like an ensemble's)."""
     if run.worker.chief:  # stale members would be averaged by predict's ``models: auto``
         clear_members(files.members)
@@ -157,8 +157,8 @@ def train_ensemble(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResu
     """train.folds x train.seeds members (see the module doc).
 
     The reference member (seed 0 of :func:`doodle.train.folds.reference_fold`) trains first and is also
-    copied to models/model.keras, with its curves in dvclive/; the others' curves are in
-    dvclive/members/<name>/. Every member keeps its resume backup (models/backup/<name>) until the
+    copied to models/<name>/model.keras, with its curves in dvclive/<name>/; the others' curves are in
+    dvclive/<name>/members/<member>/. Every member keeps its resume backup (models/backup/<name>/<member>) until the
     whole ensemble is done, so a killed ensemble reruns finished members in no time (0 epochs) and
     resumes the interrupted one exactly. Members add their probabilities per fold into the OOF
     file as soon as each is trained, so one model at a time is in memory.
@@ -208,7 +208,7 @@ def train_fold(
 ) -> list[dict]:
     """Train fold ``f``'s ``train.seeds`` members (``fold`` None: the shard.val_shards holdout), seeded
     ``train.seed + s``; each adds its probabilities of the fold's held-out drawings to the OOF file as
-    soon as it is trained. ``reference``: the fold whose seed 0 has its curves in dvclive/. Returns
+    soon as it is trained. ``reference``: the fold whose seed 0 has its curves in dvclive/<name>/. Returns
     the members' figures on the chief (``oof`` given), nothing on the other workers."""
     train_split, val_split, held = fold_splits(fold, run, cfg.render_threads)
     extra = {} if fold is None else {"fold": f, "train_files": fold.train, "val_files": fold.val}
@@ -239,9 +239,9 @@ def train_fold(
 
 
 def write_curves(path: Path, metas: dict[str, Path]) -> Path:
-    """reports/train_curves.png: MAP@3 and loss by epoch, one panel each, training (solid) and
+    """reports/train/<name>_curves.png: MAP@3 and loss by epoch, one panel each, training (solid) and
     validation (dashed) on the same axes, for every member in its own colour (dvc plots show draws
-    only the reference member's DVCLive curves; the others' are in dvclive/members/<name>/), from
+    only the reference member's DVCLive curves; the others' are in dvclive/<name>/members/<member>/), from
     the histories in their metadata files."""
     histories = {name: json.loads(meta.read_text())["history"] for name, meta in metas.items()}
     what = "the model" if len(histories) == 1 else f"{len(histories)} members"
@@ -250,7 +250,7 @@ def write_curves(path: Path, metas: dict[str, Path]) -> Path:
 
 
 def clear_members(members: Path) -> None:
-    """Remove what an earlier run left in models/members (DVC does, ``python -m stages.train`` not)."""
+    """Remove what an earlier run left in models/<name>/members (DVC does, ``python -m stages.train`` not)."""
     if members.is_dir():
         for path in members.iterdir():
             shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -51,7 +51,7 @@ def fold_of_keys(key_ids: np.ndarray, shard_count: int, folds: int) -> np.ndarra
 
 
 def member_name(fold: int, seed_index: int) -> str:
-    """The file stem of an ensemble member under models/members/."""
+    """The file stem of an ensemble member under models/<name>/members/."""
     return f"fold{fold}-seed{seed_index}"
 
 
@@ -105,7 +105,7 @@ def plan_folds(
 
 
 def reference_fold(folds: list[Fold], val_shards: list[int]) -> int:
-    """The fold whose seed-0 member becomes models/model.keras (what the evaluate stage scores on
+    """The fold whose seed-0 member becomes models/<name>/model.keras (what the evaluate stage scores on
     the ``shard.val_shards`` split): the fold holding out the first validation shard, so that the
     evaluate stage's score is out-of-fold whenever all of ``shard.val_shards`` lie in one fold."""
     first = val_shards[0] if val_shards else 0
@@ -238,7 +238,7 @@ def spread(values: list[float]) -> tuple[float, float]:
 
 
 def summarize_members(results: list[dict], oof: OofWriter, reference: str) -> dict:
-    """The ensemble's figures for metrics/ and reports/train.json: the members' val MAP@3 mean and
+    """The ensemble's figures for metrics/ and reports/train/<name>.json: the members' val MAP@3 mean and
     standard deviation over all members (``val_map_at_3``, ``val_map_at_3_std``), across folds (of
     each fold's mean over seeds) and across seeds (within a fold, averaged), and the out-of-fold
     MAP@3 of the whole file. ``results``: one dict per member (name, fold, seed, metrics)."""

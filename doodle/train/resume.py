@@ -10,7 +10,7 @@ new random numbers, because their seed generators are variables that a weights b
 :class:`TrainingState` saves all of it after every epoch, as one directory that is written aside and
 then renamed into place. A kill at any instant therefore leaves either the previous epoch's state or
 the new one, never a mix, and the rerun continues from it exactly. Each state directory also holds
-the best model so far, so ``models/model.keras`` is always a copy of the best model of a saved state.
+the best model so far, so ``models/<name>/model.keras`` is always a copy of the best model of a saved state.
 
 DVCLive rows are logged before the state is saved (a row is never missing); rows of an epoch whose
 state was not saved are dropped by :func:`reopen_live` when the run resumes, and the epoch runs again.

@@ -102,7 +102,7 @@ def cluster_worker(strategy: str = "auto", environ=None) -> Worker:
 
 
 def device_strategy(mixed_precision: bool, strategy: str = "auto"):
-    """(strategy, description) for ``train.strategy``; the description goes into models/model.json.
+    """(strategy, description) for ``train.strategy``; the description goes into models/<name>/model.json.
 
     - ``auto``: TPUStrategy when a TPU is found (TPUClusterResolver), MirroredStrategy over every
       visible GPU, else the default strategy (one device).

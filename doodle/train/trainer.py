@@ -31,7 +31,7 @@ from .feed import fit_data, replicas, training_stream, validation_stream
 from .params import TrainParams
 from .strategy import Worker
 
-# in reports/train.json, never in models/ (whether train.time_budget_s stopped the run depends on timings too)
+# in reports/train/<name>.json, never in models/ (whether train.time_budget_s stopped the run depends on timings too)
 TIMINGS = (
     "seconds",
     "images_per_s",

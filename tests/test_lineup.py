@@ -1,0 +1,129 @@
+"""params.yaml's ``models`` (doodle.lineup): each model is the train section with its recipe and
+overrides merged in; a shared time budget is split; a bad model is one named line before any work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from doodle import lineup
+from doodle.batches.cache import CacheParams
+from doodle.core.params import ParamError
+from doodle.recipes import RECIPES
+from doodle.sections import check_all
+from stages.cli import subprocess_env
+from tests.conftest import REPO, clone_project, run_dvc, stages_run, write_params
+
+
+def params_with(models: dict, **sections) -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["models"] = models
+    for name, values in sections.items():
+        params[name] = {**params[name], **values}
+    return params
+
+
+def test_a_model_is_the_train_section_with_its_recipe_then_its_own_overrides():
+    params = params_with({"main": {}, "strokes": {"recipe": "ours-strokes", "width": 0.75, "sequence": {"time": True}}})
+    assert lineup.names(params) == ["main", "strokes"]
+    assert lineup.resolved(params, "main") == params["train"]  # no overrides: the section as it is
+    strokes = lineup.train_params(params, "strokes")
+    recipe = RECIPES["ours-strokes"].overrides["train"]
+    assert strokes.model == recipe["model"] == "stroke_conv1d" and strokes.width == 0.75  # its own beats the recipe
+    assert strokes.label_smoothing == recipe["label_smoothing"]  # from the recipe
+    assert strokes.epochs == params["train"]["epochs"]  # from the train section
+    # nested keys merge key by key: the recipe's position channels stay, time is added
+    assert strokes.sequence == {**recipe["sequence"], "time": True}
+
+
+def test_a_shared_time_budget_is_split_among_the_models_that_set_none():
+    models = {"a": {}, "b": {}, "c": {"time_budget_s": 100}}
+    params = params_with(models, train={"time_budget_s": 700})
+    assert [lineup.budget(params, n) for n in "abc"] == [300, 300, 100]
+    assert lineup.budget(params_with({"a": {}}, train={"time_budget_s": 700}), "a") == 700
+    assert lineup.budget(params_with(models), "a") is None  # no shared budget
+    with pytest.raises(ParamError, match=r"train.time_budget_s: 90 s is shared .* take 100 s"):
+        lineup.budget(params_with(models, train={"time_budget_s": 90}), "a")
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ({}, "param models: name at least one model"),
+        ({"Main": {}}, "param models.Main: a model name is lower-case"),
+        ({"backup": {}}, "param models.backup: 'backup' is reserved"),
+        ({"a-b": {}, "a_b": {}}, "param models: 'a-b' and 'a_b' name the same model twice"),
+        ({"main": {"recipe": "resnet"}}, "param models.main.recipe: unknown recipe 'resnet'"),
+        ({"main": {"widht": 0.5}}, "unknown param.* models.main.widht"),
+        ({"main": {"width": -1}}, "param models.main.width: must be > 0"),
+        ({"main": {"render": {"size": 64}}}, "param models.main.render: a model's overrides are train keys"),
+        ({"main": [1, 2]}, "param models.main: expected a mapping"),
+        ({"main": {"recipe": "ours"}}, r"param models.main.recipe: ours draws with render.size: 64.* has 32"),
+    ],
+)
+def test_a_bad_model_is_one_line_naming_it(models, message):
+    with pytest.raises(ParamError, match=message):
+        check_all(params_with(models))
+
+
+def test_a_stroke_model_on_pixel_data_is_refused_by_name():
+    params = params_with({"main": {}, "strokes": {"model": "stroke_conv1d"}})
+    check_all(params, "kaggle")
+    with pytest.raises(ParamError, match="model strokes: train.model stroke_conv1d reads strokes, but data.source"):
+        check_all(params, "digits")
+
+
+def test_the_recipe_of_an_image_model_must_draw_as_the_render_section():
+    ours = RECIPES["ours"].overrides["render"]
+    render = CacheParams(**{**CacheParams().__dict__, **ours})
+    params = params_with({"cnn": {"recipe": "ours"}, "strokes": {"recipe": "ours-strokes"}}, render=ours)
+    assert set(lineup.check_models(params, render)) == {"cnn", "strokes"}
+
+
+def test_the_check_stage_writes_each_models_resolved_section(tmp_path):
+    write_params(tmp_path / "params.yaml", {"models": {"strokes": {"model": "stroke_conv1d"}}})
+    r = subprocess.run(
+        [sys.executable, "-m", "stages.check"], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert "models: main, strokes" in r.stdout
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    for name in ("main", "strokes"):
+        assert json.loads((tmp_path / "reports/models" / f"{name}.json").read_text()) == lineup.resolved(params, name)
+
+
+@pytest.mark.slow
+def test_each_model_trains_in_its_own_stage_and_a_change_to_one_retrains_only_it(tmp_path):
+    """Two models through DVC: train@main (the image cnn) and train@strokes (a stroke model), blended by
+    predict with fitted weights and scored alone and blended by evaluate; then `dvc exp run -S` on one
+    model's key reruns that model, predict and evaluate, and leaves the other model's file as it was."""
+    proj = clone_project(tmp_path / "repo")
+    strokes = {"model": "stroke_conv1d", "width": 0.25, "sequence": {"max_points": 64}}
+    write_params(proj / "params.yaml", {"models": {"strokes": strokes}})
+    ran = stages_run(run_dvc(["repro"], proj))
+    assert {"train@main", "train@strokes"} <= set(ran) and ran.index("predict") > max(
+        ran.index("train@main"), ran.index("train@strokes")
+    )
+    blend = json.loads((proj / "reports/blend.json").read_text())
+    assert [m["name"] for m in blend["models"]] == ["main", "strokes"]
+    assert sum(m["weight"] for m in blend["models"]) == pytest.approx(1, abs=1e-3)
+    assert all(0 <= m["val_map_at_3"] <= 1 for m in blend["models"]) and "val_map_at_3_blend" in blend
+    assert json.loads((proj / "models/strokes/model.json").read_text())["input"]["kind"] == "sequence"
+    for name in ("main", "strokes"):
+        assert set(json.loads((proj / f"metrics/train/{name}.json").read_text())) >= {"val_map_at_3"}
+        assert (proj / f"reports/train/{name}_curves.png").stat().st_size > 1000
+    evaluated = json.loads((proj / "metrics/eval.json").read_text())
+    assert set(evaluated["models"]) == {"main", "strokes"}
+    assert json.loads((proj / "reports/test.json").read_text())["models"] == 2
+    shown = run_dvc(["metrics", "show"], proj)
+    assert "models.strokes" in shown and "metrics/train/strokes.json" in shown
+
+    main_model = (proj / "models/main/model.keras").read_bytes()
+    again = stages_run(run_dvc(["exp", "run", "-S", "models.strokes.width=0.5"], proj))
+    assert again == ["check", "train@strokes", "predict", "evaluate"]
+    assert (proj / "models/main/model.keras").read_bytes() == main_model
+    assert json.loads((proj / "models/strokes/model.json").read_text())["width"] == 0.5
