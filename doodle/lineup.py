@@ -98,10 +98,10 @@ def train_params(params: dict[str, Any], name: str) -> TrainParams:
     return from_mapping(TrainParams, resolved(params, name), f"{SECTION}.{name}")
 
 
-def budget(params: dict[str, Any], name: str) -> float | int | None:
+def budget(params: dict[str, Any], name: str) -> int | None:
     """Model ``name``'s training budget in seconds: its own ``time_budget_s`` when it sets one, else
-    an equal part of the shared ``train.time_budget_s`` left after the models that set their own
-    (None: no budget)."""
+    an equal part (whole seconds, rounded down) of the shared ``train.time_budget_s`` left after the
+    models that set their own (None: no budget)."""
     own = overrides(params, name)
     if "time_budget_s" in own:
         return own["time_budget_s"]
@@ -117,8 +117,7 @@ def budget(params: dict[str, Any], name: str) -> float | int | None:
             f"param train.time_budget_s: {total} s is shared by the models, but models' own budgets "
             f"already take {sum(fixed)} s; raise it or lower theirs"
         )
-    share = left / sharing
-    return int(share) if float(share).is_integer() else round(share, 1)
+    return int(left // sharing)  # whole seconds, as train.time_budget_s takes them
 
 
 def check_models(params: dict[str, Any], render_cfg: CacheParams, shard_count: int | None = None) -> dict:

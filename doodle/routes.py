@@ -4,6 +4,7 @@ shard, validation and run settings it was measured with, applied by one command.
     python -m doodle.routes --list
     python -m doodle.routes kaggle-notebook            # on Kaggle: finds the data, links it, writes params.yaml
     python -m doodle.routes kaggle-gpu --data DIR      # on a GPU box: DIR holds train_simplified/ + test_simplified.csv
+    python -m doodle.routes kaggle-gpu-blend --data DIR   # the same, two models blended (one stage each)
     python -m doodle.routes link DIR                   # only the data links (data/raw), no params
 
 Applying a route (1) finds the competition's folder: ``--data auto`` looks where Kaggle mounts it,
@@ -37,6 +38,7 @@ KAGGLE_INPUT = Path("/kaggle/input")
 VIEW = Path("data/raw")  # the links the route's data.source names (git-ignored)
 MARKER = ".doodle-links"  # in a view: the folder it links to; a view is only replaced when it has one
 TRAIN_DIR, TEST_FILE, LABELS_FILE = "train_simplified", "test_simplified.csv", "test_labels.csv"
+WHOLE = ("models",)  # sections a route writes whole: its models replace the file's, never join them
 
 
 class RouteError(UserError, ValueError):
@@ -50,10 +52,15 @@ class Route:
     recipe: str  # the method: a doodle.recipes name
     run: dict[str, Any] = field(default_factory=dict)  # data, shard, validation and run settings (nested)
     dvc_cache: str | None = None  # DVC's cache folder (dvc cache dir --local), None: the project's .dvc/cache
+    models: dict[str, Any] | None = None  # the models section it writes whole (doodle.lineup); None: left as is
 
     def params(self) -> dict[str, Any]:
-        """Every override this route writes into params.yaml: the recipe's, then the run's."""
-        return merge(RECIPES[self.recipe].overrides, self.run)
+        """Every override this route writes into params.yaml: the recipe's, then the run's, and its
+        models section (which replaces the file's)."""
+        out = merge(RECIPES[self.recipe].overrides, self.run)
+        if self.models is not None:
+            out["models"] = copy.deepcopy(self.models)
+        return out
 
 
 #: What both Kaggle routes share: 200 shards of ~250,000 drawings (one for validation), training drawn
@@ -77,6 +84,13 @@ _KAGGLE_RUN: dict[str, Any] = {
     "baseline": {"val_max_rows": 5000},
 }
 
+#: The blend measured best on real drawings (docs/quality.md): the image CNN of ``ours`` and the stroke
+#: model of ``ours-strokes``, each its own train stage, averaged by predict with fitted weights. A model's
+#: recipe overrides the train section, so the run's batch is set again on the strokes model.
+_BLEND = {"ours": {}, "strokes": {"recipe": "ours-strokes", "batch_size": _KAGGLE_RUN["train"]["batch_size"]}}
+_GPU_RUN = merge(_KAGGLE_RUN, {"train": {"time_budget_s": None}, "shard": {"spill_dir": None}})
+_NOTEBOOK_RUN = merge(_KAGGLE_RUN, {"train": {"time_budget_s": 36000}, "shard": {"spill_dir": "/tmp/doodle-spill"}})
+
 ROUTES: dict[str, Route] = {
     r.name: r
     for r in (
@@ -84,15 +98,31 @@ ROUTES: dict[str, Route] = {
             "kaggle-gpu",
             "Kaggle's full data on one GPU box: the 'ours' recipe, 200 shards, 70 epochs of 800 x 680, no time limit",
             "ours",
-            merge(_KAGGLE_RUN, {"train": {"time_budget_s": None}, "shard": {"spill_dir": None}}),
+            _GPU_RUN,
         ),
         Route(
             "kaggle-notebook",
             "Kaggle's full data in a Kaggle Notebook (12 h, 20 GB kept in /kaggle/working): as kaggle-gpu, training "
             "stopped at an epoch end within 10 h, the shard stage's spills and DVC's cache in /tmp",
             "ours",
-            merge(_KAGGLE_RUN, {"train": {"time_budget_s": 36000}, "shard": {"spill_dir": "/tmp/doodle-spill"}}),
+            _NOTEBOOK_RUN,
             dvc_cache="/tmp/dvc-cache",
+        ),
+        Route(
+            "kaggle-gpu-blend",
+            "as kaggle-gpu, two models in their own stages (models: ours, the 'ours' CNN; strokes, the 'ours-strokes' "
+            "1-D conv) blended by predict with weights fitted on validation: about twice the training",
+            "ours",
+            _GPU_RUN,
+            models=_BLEND,
+        ),
+        Route(
+            "kaggle-notebook-blend",
+            "as kaggle-notebook, the two models of kaggle-gpu-blend sharing the 10 h budget (5 h each)",
+            "ours",
+            _NOTEBOOK_RUN,
+            dvc_cache="/tmp/dvc-cache",
+            models=_BLEND,
         ),
     )
 }
@@ -169,7 +199,7 @@ def write_params(path: Path, overrides: dict[str, Any]) -> list[tuple[str, Any, 
     from doodle.sections import check_all
 
     old = read_params(path)
-    new = merge(old, overrides)
+    new = merge({k: v for k, v in old.items() if not (k in WHOLE and k in overrides)}, overrides)
     check_all(new)
     yaml = YAML()  # round trip: comments and layout stay
     doc = yaml.load(path.read_text())
@@ -181,10 +211,10 @@ def write_params(path: Path, overrides: dict[str, Any]) -> list[tuple[str, Any, 
     return [(k, before.get(k), after[k]) for k in after if before.get(k) != after[k]]
 
 
-def _merge_into(doc, overrides: dict[str, Any]) -> None:
+def _merge_into(doc, overrides: dict[str, Any], top: bool = True) -> None:
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(doc.get(key), dict):
-            _merge_into(doc[key], value)
+        if isinstance(value, dict) and isinstance(doc.get(key), dict) and not (top and key in WHOLE):
+            _merge_into(doc[key], value, top=False)
         else:
             doc[key] = copy.deepcopy(value)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +117,27 @@ def run_dvc(args: list[str], cwd: Path, timeout: float | None = None) -> str:
     )
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
+
+
+def kill_when(proj: Path, args: list[str], ready, timeout: float = 300) -> None:
+    """Start ``dvc ARGS`` in its own process group; SIGKILL the whole group (DVC and the stage's
+    processes, as a lost notebook kernel or the OOM killer would) as soon as ``ready()`` holds.
+    Fails if the run ended first: the kill must land in the middle of the stage."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=proj,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"dvc {' '.join(args)} ended before the kill point"
+        assert time.monotonic() < deadline, "kill point never reached"
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def stages_run(dvc_output: str) -> list[str]:

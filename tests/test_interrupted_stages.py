@@ -3,11 +3,8 @@ cache hash the same as an uninterrupted run's (Kaggle's layout, linked as the ro
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ import yaml
 
 from benchmarks.kaggle_folder import write_kaggle_folder
 from stages.cli import subprocess_env
-from tests.conftest import clone_project, needs_kaggle, run_dvc, write_params
+from tests.conftest import clone_project, kill_when, needs_kaggle, run_dvc, write_params
 
 SCALE = 0.004  # 199k drawings: each pass lasts long enough to be caught in the middle
 
@@ -29,27 +26,6 @@ def lock_outs(proj: Path) -> dict[str, str]:
 
 def has_file(folder: Path, pattern: str) -> bool:
     return folder.is_dir() and any(folder.rglob(pattern))
-
-
-def kill_when(proj: Path, args: list[str], ready, timeout: float = 300) -> None:
-    """Start ``dvc ARGS`` in its own process group; SIGKILL the whole group (DVC and the stage's
-    processes, as a lost notebook kernel or the OOM killer would) as soon as ``ready()`` holds.
-    Fails if the run ended first: the kill must land in the middle of the stage."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=proj,
-        env=subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, f"dvc {' '.join(args)} ended before the kill point"
-        assert time.monotonic() < deadline, "kill point never reached"
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 @pytest.mark.slow

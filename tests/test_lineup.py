@@ -4,6 +4,7 @@ overrides merged in; a shared time budget is split; a bad model is one named lin
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from doodle.core.params import ParamError
 from doodle.recipes import RECIPES
 from doodle.sections import check_all
 from stages.cli import subprocess_env
-from tests.conftest import REPO, clone_project, run_dvc, stages_run, write_params
+from tests.conftest import REPO, clone_project, kill_when, run_dvc, stages_run, write_params
 
 
 def params_with(models: dict, **sections) -> dict:
@@ -46,6 +47,8 @@ def test_a_shared_time_budget_is_split_among_the_models_that_set_none():
     assert [lineup.budget(params, n) for n in "abc"] == [300, 300, 100]
     assert lineup.budget(params_with({"a": {}}, train={"time_budget_s": 700}), "a") == 700
     assert lineup.budget(params_with(models), "a") is None  # no shared budget
+    thirds = params_with({"a": {}, "b": {}, "c": {}}, train={"time_budget_s": 1000})
+    assert [lineup.train_params(thirds, n).time_budget_s for n in "abc"] == [333, 333, 333]  # whole seconds
     with pytest.raises(ParamError, match=r"train.time_budget_s: 90 s is shared .* take 100 s"):
         lineup.budget(params_with(models, train={"time_budget_s": 90}), "a")
 
@@ -97,17 +100,26 @@ def test_the_check_stage_writes_each_models_resolved_section(tmp_path):
 
 
 @pytest.mark.slow
-def test_each_model_trains_in_its_own_stage_and_a_change_to_one_retrains_only_it(tmp_path):
-    """Two models through DVC: train@main (the image cnn) and train@strokes (a stroke model), blended by
-    predict with fitted weights and scored alone and blended by evaluate; then `dvc exp run -S` on one
-    model's key reruns that model, predict and evaluate, and leaves the other model's file as it was."""
+def test_each_model_trains_in_its_own_stage_resumes_alone_and_a_change_to_one_retrains_only_it(tmp_path):
+    """Two models through DVC: train@main (the image cnn) and train@strokes (a stroke model).
+    - `dvc repro` killed (the whole process group, as a lost kernel) while train@strokes is past its first
+      epoch: the rerun does not retrain main (its stage finished, cached) and resumes strokes from its backup;
+    - predict blends them with fitted weights; evaluate scores the blend and each model alone;
+    - `dvc exp run -S` on one model's key reruns that model, predict and evaluate, and leaves the other
+      model's file as it was."""
     proj = clone_project(tmp_path / "repo")
-    strokes = {"model": "stroke_conv1d", "width": 0.25, "sequence": {"max_points": 64}}
+    strokes = {"model": "stroke_conv1d", "width": 0.25, "sequence": {"max_points": 64}, "epochs": 4}
     write_params(proj / "params.yaml", {"models": {"strokes": strokes}})
-    ran = stages_run(run_dvc(["repro"], proj))
-    assert {"train@main", "train@strokes"} <= set(ran) and ran.index("predict") > max(
-        ran.index("train@main"), ran.index("train@strokes")
-    )
+    backup = proj / "models/backup/strokes"
+    kill_when(proj, ["repro"], lambda: backup.is_dir() and any(backup.glob("epoch-*")))
+    # main finished (its figures written); strokes did not (a model file may exist: the best so far is kept)
+    assert (proj / "metrics/train/main.json").is_file() and not (proj / "metrics/train/strokes.json").exists()
+    out = run_dvc(["repro"], proj)
+    ran = stages_run(out)
+    assert "train@main" not in ran and ran[0] == "train@strokes" and "predict" in ran, ran
+    assert re.search(r"resuming from backup after epoch \d", out), out
+    assert not backup.exists()
+
     blend = json.loads((proj / "reports/blend.json").read_text())
     assert [m["name"] for m in blend["models"]] == ["main", "strokes"]
     assert sum(m["weight"] for m in blend["models"]) == pytest.approx(1, abs=1e-3)

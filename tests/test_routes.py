@@ -127,3 +127,22 @@ def test_the_kaggle_comments_of_params_yaml_agree_with_the_routes(name):
     for key, value in comments:
         assert key in route, f"params.yaml says [kaggle] {value} for {key}, which route {name} does not set"
         assert yaml.safe_load(value) == route[key] or str(route[key]) == value, (key, value, route[key])
+
+
+def test_a_blend_route_writes_its_models_whole_and_each_model_resolves(tmp_path, monkeypatch):
+    """kaggle-gpu-blend replaces the models section (the sample's `main` does not join the blend); each
+    model resolves to the route's train section, the strokes one through its recipe."""
+    fake_mount(tmp_path / "input", new_layout=True)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copy(REPO / "params.yaml", proj / "params.yaml")
+    monkeypatch.chdir(proj)
+    routes.main(["kaggle-gpu-blend", "--input-root", str(tmp_path / "input"), "--no-dvc"])
+    params = read_params(proj / "params.yaml")
+    assert params["models"] == {"ours": {}, "strokes": {"recipe": "ours-strokes", "batch_size": 680}}
+    from doodle import lineup
+
+    ours, strokes = (lineup.train_params(params, n) for n in ("ours", "strokes"))
+    assert (ours.model, strokes.model) == ("cnn", "stroke_conv1d")
+    assert ours.batch_size == strokes.batch_size == 680 and ours.steps_per_epoch == strokes.steps_per_epoch == 800
+    assert "# Every knob of the pipeline." in (proj / "params.yaml").read_text()  # comments kept
