@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import csv
 import os
 import shutil
 import signal
@@ -33,6 +35,10 @@ def pytest_collection_modifyitems(items):
 
 needs_kaggle = pytest.mark.skipif(not KAGGLE.is_dir(), reason=f"{KAGGLE} not present")
 needs_ndjson = pytest.mark.skipif(not NDJSON.is_dir(), reason=f"{NDJSON} not present")
+MNIST = SHARED / "mnist"
+BITMAP = SHARED / "quickdraw-bitmap"
+needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason=f"{MNIST} not present")
+needs_bitmap = pytest.mark.skipif(not BITMAP.is_dir(), reason=f"{BITMAP} not present")
 
 TINY = {
     "sample": {
@@ -54,6 +60,52 @@ TINY = {
 # frozen model, or a label mix-up). End-to-end tests that train this long assert LEARNED_FLOOR.
 LEARNS = {"train": {"epochs": 8, "steps_per_epoch": None}}
 LEARNED_FLOOR = 0.7
+
+
+HEADER = ["countrycode", "drawing", "key_id", "recognized", "timestamp", "word"]
+
+
+def write_csv(path, rows, header=HEADER):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def row(key, word="cat", drawing="[[[1,2],[3,4]]]", rec="True", cc="US"):
+    return [cc, drawing, key, rec, "2017-03-01 00:00:00.0 UTC", word]
+
+
+PROJECT_PACKAGES = ("doodle", "stages")
+
+
+def module_file(name: str) -> Path | None:
+    """The file of project module ``name`` (a package's __init__.py), or None if not ours."""
+    if name.split(".")[0] not in PROJECT_PACKAGES:
+        return None
+    base = REPO.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module named by an import anywhere in ``path`` (functions included), absolute."""
+    package = ".".join(path.parent.relative_to(REPO).parts)  # what a relative import is relative to
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)  # kept only if a submodule
+    return names
 
 
 def merge(base: dict, over: dict) -> dict:

@@ -19,8 +19,7 @@ from doodle.drawing.raster import RenderParams
 from doodle.predict.inference import TrainedModel, predict_test_file
 from doodle.predict.run import PredictParams
 from doodle.sources.folder import SourceError
-from tests.conftest import subprocess_env, write_params
-from tests.test_sources import row, write_csv
+from tests.conftest import row, subprocess_env, write_csv, write_params
 
 
 def run_stage(stage: str, cwd: Path, **env) -> subprocess.CompletedProcess:

@@ -3,7 +3,6 @@ section's dataclass defaults equal params.yaml (one source of defaults)."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 from pathlib import Path
 
@@ -11,37 +10,7 @@ import pytest
 import yaml
 
 from doodle.sections import SECTIONS
-from tests.conftest import REPO
-
-PROJECT_PACKAGES = ("doodle", "stages")
-
-
-def module_file(name: str) -> Path | None:
-    """The file of project module ``name`` (a package's __init__.py), or None if not ours."""
-    if name.split(".")[0] not in PROJECT_PACKAGES:
-        return None
-    base = REPO.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module named by an import anywhere in ``path`` (functions included), absolute."""
-    package = ".".join(path.parent.relative_to(REPO).parts)  # what a relative import is relative to
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parent, base] if base else parent)
-            names.add(base)
-            names.update(f"{base}.{a.name}" for a in node.names)  # kept only if a submodule
-    return names
+from tests.conftest import REPO, imported_modules, module_file
 
 
 def project_closure(module: str) -> set[Path]:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.test_dvc_yaml import imported_modules
+from tests.conftest import REPO, imported_modules
 
 #: From the foundation up, as in doodle/__init__.py's docstring.
 FLOORS = ["core", "drawing", "sources", "sample", "shard", "batches", "models", "train", "predict", "evaluate"]

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from doodle.sources.mnist import DigitFolderWriter, IdxFile
-from tests.conftest import clone_project, run_dvc, stages_run, write_params
-from tests.test_pixel_sources import BITMAP, MNIST, needs_bitmap, needs_mnist
+from tests.conftest import BITMAP, MNIST, clone_project, needs_bitmap, needs_mnist, run_dvc, stages_run, write_params
 
 TINY_PIXELS = {
     "render": {"size": 28},

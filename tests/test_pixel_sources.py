@@ -25,12 +25,7 @@ from doodle.shard.run import ShardParams, write_shards
 from doodle.sources.folder import SourceError, resolve_source
 from doodle.sources.mnist import DigitFolderWriter, IdxFile, PixelFormatError, csv_header, csv_rows, main
 from doodle.sources.pixels import PIXEL_REASONS, PixelSourceError, class_key, digit_header
-from tests.conftest import SHARED
-
-MNIST = SHARED / "mnist"
-BITMAP = SHARED / "quickdraw-bitmap"
-needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason=f"{MNIST} not present")
-needs_bitmap = pytest.mark.skipif(not BITMAP.is_dir(), reason=f"{BITMAP} not present")
+from tests.conftest import MNIST, needs_mnist
 
 
 def digits(n: int, seed: int = 0, side: int = 28) -> tuple[np.ndarray, np.ndarray]:

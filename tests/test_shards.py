@@ -9,7 +9,7 @@ from doodle.sample.generate import SampleParams, generate
 from doodle.shard.format import iter_shard_batches, read_classes, shard_of
 from doodle.shard.run import TIMING_KEYS, ShardParams, write_shards
 from doodle.sources.folder import resolve_source
-from tests.test_sources import row, write_csv
+from tests.conftest import row, write_csv
 
 
 def test_shard_of_depends_only_on_key_and_count():

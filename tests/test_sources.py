@@ -1,4 +1,3 @@
-import csv
 import json
 
 import pyarrow as pa
@@ -6,20 +5,7 @@ import pytest
 
 from doodle.sources.folder import SourceError, resolve_source
 from doodle.sources.quickdraw import clean_block, iter_class_blocks
-
-HEADER = ["countrycode", "drawing", "key_id", "recognized", "timestamp", "word"]
-
-
-def write_csv(path, rows, header=HEADER):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-
-
-def row(key, word="cat", drawing="[[[1,2],[3,4]]]", rec="True", cc="US"):
-    return [cc, drawing, key, rec, "2017-03-01 00:00:00.0 UTC", word]
+from tests.conftest import row, write_csv
 
 
 def test_wrong_path_is_named(tmp_path):
