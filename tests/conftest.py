@@ -203,8 +203,13 @@ def rendered(tmp_path_factory):
     it or copy it (``shutil.copytree``) before running later stages in it."""
     d = tmp_path_factory.mktemp("proj")
     write_params(d / "params.yaml")
+    return rendered_in(d)
+
+
+def rendered_in(project: Path) -> Path:
+    """Run the sample, shard and render stages in ``project`` (its params.yaml already written)."""
     cwd = os.getcwd()
-    os.chdir(d)
+    os.chdir(project)
     try:
         from stages import render, sample, shard
 
@@ -213,4 +218,4 @@ def rendered(tmp_path_factory):
         render.main(["--quiet"])
     finally:
         os.chdir(cwd)
-    return d
+    return project

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages.cli import subprocess_env
-from tests.conftest import KAGGLE, needs_kaggle, work_on_copy, write_params
+from tests.conftest import KAGGLE, needs_kaggle, rendered_in, work_on_copy, write_params
 
 CLASSES = ["circle", "line", "square", "star"]  # tests/conftest.py TINY's
 
@@ -61,17 +61,7 @@ def digits_project(tmp_path_factory):
     project = tmp_path_factory.mktemp("digits")
     sample_params = {"kind": "digits", "classes": None, "train_per_class": 20, "test_per_class": 3}
     write_params(project / "params.yaml", {"sample": sample_params, "train": {"epochs": 1, "steps_per_epoch": 2}})
-    cwd = os.getcwd()
-    os.chdir(project)
-    try:
-        from stages import render, sample, shard
-
-        sample.main(["--quiet"])
-        shard.main(["--quiet"])
-        render.main(["--quiet"])
-    finally:
-        os.chdir(cwd)
-    return _train_in(project)
+    return _train_in(rendered_in(project))
 
 
 # --------------------------------------------------------------------------- helpers

@@ -69,13 +69,20 @@ def test_a_found_folder_anywhere_under_the_mount(tmp_path):
     assert routes.find_competition(tmp_path / "input") == comp
 
 
-def test_applying_a_route_writes_its_params_with_the_comments_kept_and_the_check_stage_passes(tmp_path, monkeypatch):
+def apply_route_in(tmp_path, monkeypatch, route: str):
+    """A project under ``tmp_path`` with the repository's params.yaml, as the working directory, and
+    ``route`` applied to it from a fake Kaggle mount (no DVC command run). Returns the project."""
     fake_mount(tmp_path / "input", new_layout=True)
     proj = tmp_path / "proj"
     proj.mkdir()
     shutil.copy(REPO / "params.yaml", proj / "params.yaml")
     monkeypatch.chdir(proj)
-    routes.main(["kaggle-notebook", "--input-root", str(tmp_path / "input"), "--no-dvc"])
+    routes.main([route, "--input-root", str(tmp_path / "input"), "--no-dvc"])
+    return proj
+
+
+def test_applying_a_route_writes_its_params_with_the_comments_kept_and_the_check_stage_passes(tmp_path, monkeypatch):
+    proj = apply_route_in(tmp_path, monkeypatch, "kaggle-notebook")
     text = (proj / "params.yaml").read_text()
     assert "# Every knob of the pipeline." in text and "[kaggle]" in text  # comments kept
     params = read_params(proj / "params.yaml")
@@ -132,12 +139,7 @@ def test_the_kaggle_comments_of_params_yaml_agree_with_the_routes(name):
 def test_a_blend_route_writes_its_models_whole_and_each_model_resolves(tmp_path, monkeypatch):
     """kaggle-gpu-blend replaces the models section (the sample's `main` does not join the blend); each
     model resolves to the route's train section, the strokes one through its recipe."""
-    fake_mount(tmp_path / "input", new_layout=True)
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    shutil.copy(REPO / "params.yaml", proj / "params.yaml")
-    monkeypatch.chdir(proj)
-    routes.main(["kaggle-gpu-blend", "--input-root", str(tmp_path / "input"), "--no-dvc"])
+    proj = apply_route_in(tmp_path, monkeypatch, "kaggle-gpu-blend")
     params = read_params(proj / "params.yaml")
     assert params["models"] == {"ours": {}, "strokes": {"recipe": "ours-strokes", "batch_size": 680}}
     from doodle import lineup

@@ -128,7 +128,7 @@ def predict(cfg: PredictParams, source: Source, files: PredictFiles, progress: b
 
 def check_classes(model: TrainedModel, source: Source) -> None:
     """Refuse a model that cannot label ``source``'s test set (the models share one class list,
-    :func:`load_models`): a Digit Recognizer source needs the digits 0-9; a Quick Draw source
+    :func:`doodle.predict.members.load_groups`): a Digit Recognizer source needs the digits 0-9; a Quick Draw source
     needs classes among its own words (a digit model's '0'..'9' would make a well-formed
     submission of words the competition does not have)."""
     trained = f"predict.models: {model.path} was trained on classes {_some(model.classes)}"
