@@ -2,7 +2,7 @@
 
     python -m benchmarks.evaluate [--rows 1000000] [--classes 340] [--size 32] [--workdir DIR]
 
-Builds a synthetic render cache straight away, in the layout ``doodle/batches/cache.py`` reads (no
+Builds a synthetic render cache straight away, in the layout ``doodle/render/format.py`` describes (no
 sample/shard/render: that would take longer than the evaluation itself): ``--rows`` random
 sparse images in the val split over ``--val-files`` shard files, plus a tiny train split, and an
 untrained ``cnn`` at width 0.25 over ``--classes`` classes saved as models/main/model.keras +

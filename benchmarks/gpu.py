@@ -47,7 +47,8 @@ CONFIGS = {
 def write_data(workdir: Path, per_class: int) -> Path:
     """The procedural doodles (16 classes), ``per_class`` each, sharded into 4 shards; the shard dir."""
     from doodle.sample.generate import SampleParams, generate
-    from doodle.shard.run import ShardParams, write_shards
+    from doodle.shard.params import ShardParams
+    from doodle.shard.run import write_shards
     from doodle.sources.folder import resolve_source
 
     sample, shards = workdir / "sample", workdir / "shards"
@@ -61,14 +62,13 @@ def recipe_config(recipe: str):
     """(train params, input encoder) of a recipe, as the train stage reads them from params.yaml."""
     from benchmarks.common import REPO
     from doodle import recipes
-    from doodle.batches.cache import CacheParams
     from doodle.core.params import load_section, read_params
-    from doodle.train.feed import training_encoder
+    from doodle.render.params import RenderSection
     from doodle.train.params import TrainParams
 
     params = recipes.apply(recipes.RECIPES[recipe], read_params(REPO / "params.yaml"))
     cfg = load_section(TrainParams, "train", params)
-    return cfg, training_encoder(cfg, load_section(CacheParams, "render", params))
+    return cfg, cfg.encoder(load_section(RenderSection, "render", params))
 
 
 class FixedBatch(Stream):

@@ -124,7 +124,8 @@ def sequences(shard_dir: Path, batch: int, steps: int) -> tuple[dict, dict]:
 def only_sequences(work: Path, images: int, batch: int) -> None:
     """``--only-sequences``: (e) alone, over the shards in ``work`` (built if missing)."""
     from doodle.batches.strokes import shard_paths
-    from doodle.shard.run import ShardParams, write_shards
+    from doodle.shard.params import ShardParams
+    from doodle.shard.run import write_shards
     from doodle.sources.folder import resolve_source
 
     if not (work / "shards" / "manifest.json").exists():
@@ -156,15 +157,18 @@ def main() -> None:
     work = Path(a.workdir or f"/tmp/doodle-bench-input-{a.images}")
     if a.only_sequences:
         return only_sequences(work, a.images, a.batch)
-    from doodle.batches.cache import CacheParams, build_cache, open_split
-    from doodle.shard.run import ShardParams, write_shards
+    from doodle.batches.cache import open_split
+    from doodle.render.params import RenderSection
+    from doodle.render.run import build_cache
+    from doodle.shard.params import ShardParams
+    from doodle.shard.run import write_shards
     from doodle.sources.folder import resolve_source
 
     if not (work / "cache" / "manifest.json").exists():
         t0 = time.perf_counter()
         replicate_kaggle(work / "in", a.images)
         write_shards(resolve_source(work / "in"), work / "shards", ShardParams(count=8, val_shards=[-1]), False)
-        build_cache(work / "shards", work / "cache", CacheParams(size=64, train_shards=None), progress=False)
+        build_cache(work / "shards", work / "cache", RenderSection(size=64, train_shards=None), progress=False)
         print(f"built a {a.images:,}-image cache in {time.perf_counter() - t0:.0f}s")
     split = open_split(work / "cache", "train")
     from doodle.batches.batching import tf_dataset

@@ -120,7 +120,7 @@ def first_hash(folder: Path, work: Path, name: str) -> dict:
     return {"seconds": result["wall_s"], "bytes": int(dep.get("size", 0)), "files": int(dep.get("nfiles", 0))}
 
 
-# what reports/train/main.json says of the training's time: the fit, the budget, and the after-training work
+# what reports/train/<model>.json says of each model's training time: the fit, the budget, and the after-training work
 AFTER_TRAINING = ("seconds", "images_per_s", "stopped_by_time_budget", "time_budget_used_s", "final_val_seconds")
 
 SHARD_FIGURES = ("rows_out", "rows_per_s", "seconds", "read_seconds", "shuffle_write_seconds", "spill_bytes")
@@ -181,15 +181,20 @@ def run_stages(project: Path, folders: dict[str, Path], log: Path) -> list[dict]
 
 
 def reports(project: Path) -> dict:
-    """The headline metrics, and what reports/ says of training's and sharding's time."""
+    """The headline metrics, and what reports/ says of each model's training time and of sharding's
+    (the models the route's params name: a blend trains several, each its own train@<name>)."""
     metrics = {}
-    for f in sorted((project / "metrics").glob("*.json")):
-        metrics.update({f"{f.stem}.{k}": v for k, v in json.loads(f.read_text()).items()})
-    train = json.loads((project / "reports" / "train" / "main.json").read_text())
+    models = list(yaml.safe_load((project / "params.yaml").read_text())["models"])
+    per_model = [project / "metrics" / "train" / f"{n}.json" for n in models]
+    files = [*sorted((project / "metrics").glob("*.json")), *per_model]
+    for f in files:
+        stem = f"train.{f.stem}" if f.parent.name == "train" else f.stem
+        metrics.update({f"{stem}.{k}": v for k, v in json.loads(f.read_text()).items()})
+    train = {n: json.loads((project / "reports" / "train" / f"{n}.json").read_text()) for n in models}
     shard = json.loads((project / "reports" / "shard.json").read_text())
     return {
         "metrics": metrics,
-        "train": {k: train.get(k) for k in AFTER_TRAINING},
+        "train": {n: {k: t.get(k) for k in AFTER_TRAINING} for n, t in train.items()},
         "shard": {k: shard.get(k) for k in SHARD_FIGURES},
     }
 

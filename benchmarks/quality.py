@@ -165,13 +165,14 @@ def run_recipe(recipe: recipes.Recipe, params: dict, work: Path, shards_done: di
 def blend_params(names: list[str], base: dict, settings: dict, budget: int) -> dict:
     """The blend of the recipes ``names`` as one project's params, as a user writes them: the ``models``
     section naming one model per recipe (``{name: {recipe: name}}``, doodle.lineup), the render section
-    of its image recipes, and ``train.time_budget_s`` the recipes' budgets together, shared equally."""
+    of its first recipe that has one (an image recipe that draws otherwise draws its own images, on the
+    fly), and ``train.time_budget_s`` the recipes' budgets together, shared equally."""
     params = recipes.merge(base, settings)
     params["models"] = {n: {"recipe": n} for n in names}
-    for n in names:
-        params = recipes.merge(params, {"render": recipes.get(n).overrides.get("render", {})})
+    drawn = [recipes.get(n).overrides["render"] for n in names if "render" in recipes.get(n).overrides]
+    params = recipes.merge(params, {"render": drawn[0] if drawn else {}})
     params["train"]["time_budget_s"] = budget * len(names)
-    check_all(params)  # a blend whose recipes draw differently fails here, before any training
+    check_all(params)  # a bad blend fails here, before any training
     return params
 
 

@@ -22,7 +22,8 @@ from benchmarks.common import TreeMemory, last_line, replicate_kaggle
 
 
 def child(folder: str, out: str, workers: str) -> None:
-    from doodle.shard.run import ShardParams, write_shards
+    from doodle.shard.params import ShardParams
+    from doodle.shard.run import write_shards
     from doodle.sources.folder import resolve_source
 
     t0 = time.perf_counter()

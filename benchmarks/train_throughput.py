@@ -63,8 +63,10 @@ def load() -> float:
 
 def build(work: Path) -> Path:
     """Shards and a 64x64x1 render cache of real drawings in ``work`` (reused when present)."""
-    from doodle.batches.cache import CacheParams, build_cache
-    from doodle.shard.run import ShardParams, write_shards
+    from doodle.render.params import RenderSection
+    from doodle.render.run import build_cache
+    from doodle.shard.params import ShardParams
+    from doodle.shard.run import write_shards
     from doodle.sources.folder import resolve_source
 
     cache = work / "cache"
@@ -72,7 +74,7 @@ def build(work: Path) -> Path:
         t0 = time.perf_counter()
         source = REAL15 if (REAL15 / "train_simplified").is_dir() else source_folder()
         write_shards(resolve_source(source), work / "shards", ShardParams(count=8, val_shards=[-1]), False)
-        build_cache(work / "shards", cache, CacheParams(size=64), progress=False, log=lambda *a: None)
+        build_cache(work / "shards", cache, RenderSection(size=64), progress=False, log=lambda *a: None)
         print(f"built the render cache of {source} in {cache} in {time.perf_counter() - t0:.1f}s")
     return cache
 
@@ -140,7 +142,9 @@ def time_stage(cache: Path, run_dir: Path, steps: int, epochs: int, warmup: int,
     import itertools
 
     from doodle.batches.batching import tf_dataset
-    from doodle.batches.cache import CacheParams, open_split, read_cache_manifest
+    from doodle.batches.cache import open_split
+    from doodle.render.format import read_cache_manifest
+    from doodle.render.params import RenderSection
     from doodle.train.batchnorm import recalibrate
     from doodle.train.compile import compiled_model, fit_callbacks
     from doodle.train.feed import training_stream, validation_stream
@@ -149,7 +153,7 @@ def time_stage(cache: Path, run_dir: Path, steps: int, epochs: int, warmup: int,
     from doodle.train.trainer import Setup, fit
 
     cfg = TrainParams(model="mobilenet", width=1.0, batch_size=BATCH, epochs=epochs, steps_per_epoch=steps)
-    manifest, render = read_cache_manifest(cache), CacheParams(size=64)
+    manifest, render = read_cache_manifest(cache), RenderSection(size=64)
     train, _ = training_stream(cfg, render, BATCH, cache, cache.parent / "shards")  # the cache's images only
     val = validation_stream(open_split(cache, "val"), BATCH)
     model = compiled_model(cfg, train.image_shape, len(manifest["classes"]), len(train))
@@ -174,8 +178,9 @@ def time_plain(cache: Path, steps: int, epochs: int, warmup: int, phases: Phases
     """The same model's ``model.fit`` on the training images in memory, nothing else."""
     import keras
 
-    from doodle.batches.cache import open_split, read_cache_manifest
+    from doodle.batches.cache import open_split
     from doodle.models import build_model
+    from doodle.render.format import read_cache_manifest
     from doodle.train.params import TrainParams
 
     split = open_split(cache, "train")

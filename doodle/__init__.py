@@ -8,9 +8,11 @@ never from a stage (tests/test_layout.py checks):
     sources    input folders: layout detection, Quick Draw readers, pixel readers, MNIST converter
     sample     the embedded default data sets (procedural doodles, synthetic digits)
     shard      stage shard: two-pass shuffle into parquet shards, and the shard format
-    batches    the render cache, batch streams and tf.data, batches drawn on the fly
+    render     stage render: the render section, the cache's format, drawing the shards into it
+    batches    the render cache read back, batch streams and tf.data, batches drawn on the fly
     models     one module per architecture (pure Keras 3)
-    train      stages train and baseline: fitting, callbacks, resume, ensembles and folds
+    train      stage train: fitting, callbacks, resume, ensembles and folds
+    baseline   stage baseline: the classical PCA + SVM, scored on the network's validation split
     predict    stage predict: inference, the run, the submission files
     evaluate   stage evaluate: error analysis, its reports, embedding and activation views
 

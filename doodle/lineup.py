@@ -7,8 +7,11 @@ stage (``train@<name>``, DVC's ``foreach`` over the mapping) into ``models/<name
 blends them (doodle.predict.blend). So ``dvc exp run -S models.strokes.width=0.75`` retrains that
 model, then predict and evaluate, and nothing else.
 
-A model's images come from the shared ``render`` section (one cache, one validation split for all):
-a recipe whose render params differ is refused for an image model, with the keys to set. A total
+An image model draws as the ``render`` section does (its cache's images: one cache, one validation
+split for all), unless it sets its own drawing params, ``render: {size: 32}`` (or its recipe draws
+otherwise, e.g. ``recipe: baseline-mobilenet`` at 64px, 1 channel): it then trains and validates on
+the same drawings drawn on the fly with its params (``train.render``, doodle.train.params), and
+predict and evaluate draw them so too, from its metadata. A total
 ``train.time_budget_s`` is shared: each model that does not set its own gets an equal part of what
 the others' own budgets leave, so a whole blend fits one Kaggle Notebook session.
 
@@ -22,9 +25,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from doodle.batches.cache import CacheParams
 from doodle.core.params import ParamError, from_mapping
-from doodle.train.params import TrainParams, check_against
+from doodle.models import ARCHITECTURES, reads_images
+from doodle.render.params import RenderSection
+from doodle.train.params import RASTER_KEYS, TrainParams, check_against
 
 from . import recipes
 
@@ -33,8 +37,6 @@ SECTION = "models"
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 #: Names a model may not take: models/backup holds the resume state of trainings in progress.
 RESERVED = ("backup",)
-#: What a recipe's render params must agree on with the shared render section, for an image model.
-RENDER_KEYS = ("size", "line_width", "channels", "antialias", "train_cache")
 
 
 def names(params: dict[str, Any]) -> list[str]:
@@ -75,19 +77,18 @@ def overrides(params: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def resolved(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """Model ``name``'s train section, as a plain mapping: ``train``, then its recipe's train keys,
-    then its own overrides, and its part of a shared ``train.time_budget_s``."""
+    """Model ``name``'s train section, as a plain mapping: ``train``, then its recipe's train keys
+    (and for an image model, its drawing params as ``render``), then its own overrides, and its part
+    of a shared ``train.time_budget_s``."""
     own = dict(overrides(params, name))
     section = dict(params.get("train") or {})
     recipe_name = own.pop("recipe", None)
     if recipe_name is not None:
         recipe = _recipe(name, recipe_name)
         section = recipes.merge(section, recipe.overrides.get("train", {}))
-    if "render" in own:
-        raise ParamError(
-            f"param {SECTION}.{name}.render: a model's overrides are train keys (and recipe); every model reads "
-            "the shared render section"
-        )
+        drawn = {k: v for k, v in recipe.overrides.get("render", {}).items() if k in RASTER_KEYS}
+        if drawn and _is_image_model(recipes.merge(section, own)):
+            section = recipes.merge(section, {"render": drawn})
     section = recipes.merge(section, own)
     section["time_budget_s"] = budget(params, name)
     return section
@@ -120,16 +121,13 @@ def budget(params: dict[str, Any], name: str) -> int | None:
     return int(left // sharing)  # whole seconds, as train.time_budget_s takes them
 
 
-def check_models(params: dict[str, Any], render_cfg: CacheParams, shard_count: int | None = None) -> dict:
+def check_models(params: dict[str, Any], render_cfg: RenderSection, shard_count: int | None = None) -> dict:
     """Every model resolved and checked as the train stage will (one-line ParamError naming the
-    model): its train keys and values, its recipe's render params against the shared render
-    section, and its params against the render and shard params. Returns {name: TrainParams}."""
+    model): its train keys and values, and its params against the render and shard params.
+    Returns {name: TrainParams}."""
     out = {}
     for name in names(params):
         cfg = train_params(params, name)
-        recipe_name = overrides(params, name).get("recipe")
-        if recipe_name is not None and cfg.input_kind == "image":
-            _check_recipe_render(name, _recipe(name, recipe_name), render_cfg)
         try:
             check_against(cfg, render_cfg, shard_count)
         except ParamError as exc:
@@ -138,23 +136,15 @@ def check_models(params: dict[str, Any], render_cfg: CacheParams, shard_count: i
     return out
 
 
+def _is_image_model(section: dict[str, Any]) -> bool:
+    """Whether a resolved section's model reads images (an unknown model is left to validation)."""
+    model = section.get("model", "cnn")
+    return model in ARCHITECTURES and reads_images(model)
+
+
 def _recipe(name: str, recipe_name: Any) -> recipes.Recipe:
     if not isinstance(recipe_name, str) or recipe_name not in recipes.RECIPES:
         raise ParamError(
             f"param {SECTION}.{name}.recipe: unknown recipe {recipe_name!r}; choose one of {', '.join(recipes.RECIPES)}"
         )
     return recipes.RECIPES[recipe_name]
-
-
-def _check_recipe_render(name: str, recipe: recipes.Recipe, render_cfg: CacheParams) -> None:
-    """An image model's recipe draws as the shared render section does, or is refused."""
-    wanted = recipe.overrides.get("render", {})
-    differ = [k for k in RENDER_KEYS if k in wanted and wanted[k] != getattr(render_cfg, k)]
-    if differ:
-        sets = ", ".join(f"render.{k}: {wanted[k]}" for k in differ)
-        now = ", ".join(f"{getattr(render_cfg, k)}" for k in differ)
-        raise ParamError(
-            f"param {SECTION}.{name}.recipe: {recipe.name} draws with {sets}, but the render section has {now}; "
-            "every model reads the shared render section: set it as the recipe does "
-            f"(python -m benchmarks.quality --print-params {recipe.name})"
-        )

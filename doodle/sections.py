@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from doodle.batches.cache import CacheParams
+from doodle.baseline.run import BaselineParams
 from doodle.core.params import ParamError, from_mapping
 from doodle.evaluate.params import EvaluateParams
 from doodle.predict.run import PredictParams
+from doodle.render.params import RenderSection
 from doodle.sample.generate import SampleParams
-from doodle.shard.run import ShardParams
+from doodle.shard.params import ShardParams
 from doodle.sources.folder import PIXEL_KINDS, DataParams
-from doodle.train.baseline import BaselineParams
 from doodle.train.params import TrainParams
 
 from . import lineup
@@ -28,7 +28,7 @@ SECTIONS: dict[str, type] = {
     "data": DataParams,
     "sample": SampleParams,
     "shard": ShardParams,
-    "render": CacheParams,
+    "render": RenderSection,
     "train": TrainParams,
     "predict": PredictParams,
     "baseline": BaselineParams,
@@ -58,10 +58,10 @@ def check_all(params: dict[str, Any], source_kind: str | None = None) -> dict[st
     params and the layout of data.source (``source_kind``, when known) tell; the data itself is
     checked by each stage. Raises a one-line ParamError."""
     sections = load_all(params)
-    render, shard_count = sections.get("render", CacheParams()), sections.get("shard", ShardParams()).count
+    render, shard_count = sections.get("render", RenderSection()), sections.get("shard", ShardParams()).count
     models = lineup.check_models(params, render, shard_count)
     for name, cfg in models.items():
-        if source_kind in PIXEL_KINDS and cfg.input_kind == "sequence":
+        if source_kind in PIXEL_KINDS and not cfg.reads_images:
             raise ParamError(
                 f"model {name}: train.model {cfg.model} reads strokes, but data.source holds images "
                 f"({source_kind}): choose an image model"

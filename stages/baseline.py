@@ -4,27 +4,25 @@ validation split the network is scored on.
 metrics/baseline.json holds val MAP@3, top-1 and top-3 under the keys metrics/eval.json uses, so
 `dvc metrics show` prints the baseline's figures in the network's columns; reports/baseline.json holds
 the rest (rows, components, explained variance, support vectors, timings, per-class top-1). See
-doodle.train.baseline for the sampling, the features and why the PCA is not whitened.
+doodle.baseline.run for the sampling, the features and why the PCA is not whitened.
 """
 
 from __future__ import annotations
 
 from tqdm import tqdm
 
-from doodle.batches.cache import CacheParams
+from doodle.baseline.run import BaselineParams, run
 from doodle.core.params import load_section, read_params
 from doodle.core.paths import CACHE, SHARDS
-from doodle.train.baseline import BaselineParams, run
+from doodle.render.params import RenderSection
 from stages import cli
-
-HEADLINE = ("val_map_at_3", "val_top1", "val_top3")
 
 
 def main(argv=None) -> None:
     args = cli.parser(__doc__).parse_args(argv)
     params = read_params(args.params)
     cfg = load_section(BaselineParams, "baseline", params)
-    render_cfg = load_section(CacheParams, "render", params)
+    render_cfg = load_section(RenderSection, "render", params)
     bars = []
 
     def progress(desc: str, total: int):
@@ -32,17 +30,11 @@ def main(argv=None) -> None:
         return bars[-1].update
 
     try:
-        values = run(CACHE, SHARDS, cfg, render_cfg, progress, log=lambda line: print(line, flush=True))
+        result = run(CACHE, SHARDS, cfg, render_cfg, progress, log=lambda line: print(line, flush=True))
     finally:
         for bar in bars:
             bar.close()
-    cli.write_metrics("baseline", values, headline=HEADLINE)
-    print(
-        f"baseline: val MAP@3 {values['val_map_at_3']:.4f}, top-1 {values['val_top1']:.4f}, "
-        f"top-3 {values['val_top3']:.4f} on {values['val_rows']:,} drawings; fit {values['fit_seconds']:.1f}s on "
-        f"{values['train_rows']:,} rows ({values['explained_variance']:.0%} of the variance in "
-        f"{values['pca_components']} components), predict {values['predict_seconds']:.1f}s"
-    )
+    cli.report("baseline", result)
 
 
 if __name__ == "__main__":

@@ -29,13 +29,14 @@ def main(argv=None) -> None:
     from doodle import lineup
     from doodle.core.params import load_section, read_params
     from doodle.core.paths import RESOLVED_MODELS as RESOLVED
+    from doodle.core.paths import SAMPLE
     from doodle.sample.generate import SampleParams
     from doodle.sections import check_all
     from doodle.sources.folder import DataParams, check_source_for_dvc
 
     params = read_params(args.params)
     data = load_section(DataParams, "data", params)
-    kind = check_source_for_dvc(data, load_section(SampleParams, "sample", params).kind)
+    kind = check_source_for_dvc(data, load_section(SampleParams, "sample", params).kind, SAMPLE)
     check_all(params, kind)
     OK_FILE.parent.mkdir(parents=True, exist_ok=True)
     OK_FILE.write_text("params.yaml and data.source checked by stages.check\n")

@@ -23,10 +23,6 @@ reports/train/<name>.json every member's figures.
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from doodle.core.params import ParamError, load_section, read_params
@@ -40,38 +36,20 @@ def main(argv=None) -> None:
     # The library is imported once the arguments are parsed: it loads TensorFlow (seconds), which
     # --help does not need.
     from doodle import lineup
-    from doodle.batches.cache import CacheParams, read_cache_manifest
     from doodle.core.paths import CACHE, SHARDS
-    from doodle.shard.format import read_manifest
-    from doodle.train.ensemble import check_run, train_models
-    from doodle.train.feed import training_encoder
-    from doodle.train.strategy import cluster_worker, device_strategy
-    from doodle.train.trainer import Setup
+    from doodle.render.params import RenderSection
+    from doodle.train.run import run
 
     cli.setup_logging()
     params = read_params(args.params)
     name = args.model or only_model(lineup.names(params))
     cfg = lineup.train_params(params, name)
-    render_cfg = load_section(CacheParams, "render", params)
-    worker = cluster_worker(cfg.strategy)  # TF_CONFIG checked before anything starts
-    cache, shards = read_cache_manifest(CACHE), read_manifest(SHARDS)
-    check_run(cfg, render_cfg, cache, shards, worker, CACHE)  # the params against the data, before any work
-    strategy, device = device_strategy(cfg.mixed_precision, cfg.strategy)  # before TensorFlow runs anything
-    encoder = training_encoder(cfg, render_cfg)
-    run = Setup(render_cfg, encoder, strategy, device, worker, cache, shards, CACHE, SHARDS, progress=not args.quiet)
-    if worker.chief:
-        files = train_files(Path("."), name)
-        cli.report(f"train/{name}", train_models(cfg, run, files))
-        shutil.rmtree(files.backup, ignore_errors=True)  # done and written: nothing to resume
-        with contextlib.suppress(OSError):  # models/backup itself, unless another model's training left its own
-            files.backup.parent.rmdir()
-        return
-    # Not the chief: the same training, its files in a scratch directory (see the module doc).
-    scratch = Path(tempfile.mkdtemp(prefix=f"doodle-train-worker{worker.index}-"))
-    try:
-        train_models(cfg, replace(run, progress=False), train_files(scratch, name))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    render_cfg = load_section(RenderSection, "render", params)
+
+    def report(result) -> None:
+        cli.report(f"train/{name}", result)
+
+    run(cfg, render_cfg, lambda root: train_files(root, name), CACHE, SHARDS, report, progress=not args.quiet)
 
 
 def only_model(names: list[str]) -> str:

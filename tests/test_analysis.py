@@ -298,7 +298,24 @@ def test_evaluate_stage_on_a_synthetic_cache(tmp_path, monkeypatch):
     assert headline["models"]["main"] == pytest.approx(first["metrics"]["val_map_at_3"], rel=1e-6)
     assert headline["models"]["other"] == pytest.approx(alone["metrics"]["val_map_at_3"], rel=1e-6)
 
-    manifest["render"] = {**render, "line_width": 8.0}  # a cache drawn differently from the model's training
+    # predict averaged in the mirrored drawings (predict.tta_flip, in its record): evaluate scores so too
+    (tmp_path / "reports" / "blend.json").write_text(json.dumps({**blend, "tta_flip": True}))
+    evaluate.main(["--quiet"])
+
+    def flipped(m):
+        return np.concatenate(
+            [(predict_in_batches(m, im, 512) + predict_in_batches(m, im[:, :, ::-1], 512)) / 2 for im in all_images]
+        )
+
+    tta = in_memory(labels[:320], (0.25 * flipped(model) + 0.75 * flipped(other))[:320], images[:320], 20_000)
+    headline = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    assert headline["val_map_at_3"] == pytest.approx(tta["metrics"]["val_map_at_3"], rel=1e-6)
+    assert tta["metrics"]["val_map_at_3"] != pytest.approx(mixed["metrics"]["val_map_at_3"], rel=1e-6)
+
+    # a cache drawn differently from the model's training, on shards of images (no strokes to draw the model's own)
+    manifest["render"] = {**render, "line_width": 8.0}
     (cache / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "data" / "shards").mkdir()
+    (tmp_path / "data" / "shards" / "manifest.json").write_text(json.dumps({"content": "images"}))
     with pytest.raises(UserError, match="rerun `dvc repro`"):  # one line from stages.cli.run, no traceback
         evaluate.main(["--quiet"])

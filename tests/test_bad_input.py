@@ -99,7 +99,8 @@ def test_row_with_too_few_columns_mid_file_is_quarantined(tmp_path):
     cat = src / "train_simplified" / "cat.csv"
     lines = cat.read_text().splitlines(keepends=True)
     cat.write_text("".join([*lines[:5], 'US,"[[[1,2],[3,4]]]"\n', *lines[5:]]))
-    from doodle.shard.run import ShardParams, write_shards
+    from doodle.shard.params import ShardParams
+    from doodle.shard.run import write_shards
     from doodle.sources.folder import resolve_source
 
     stats = write_shards(resolve_source(src), tmp_path / "out", ShardParams(count=2, workers=1), progress=False)

@@ -1,4 +1,4 @@
-"""The classical baseline stage (doodle/train/baseline.py, stages/baseline.py): a PCA + SVM fitted on a bounded,
+"""The classical baseline stage (doodle/baseline/run.py, stages/baseline.py): a PCA + SVM fitted on a bounded,
 seeded sample of the training images, scored on the validation split, well above chance."""
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doodle.batches.cache import CacheParams, open_split
-from doodle.core.params import ParamError
-from doodle.train.baseline import (
+from doodle.baseline.run import (
     BaselineParams,
     cache_sample,
     fit,
@@ -24,6 +22,9 @@ from doodle.train.baseline import (
     training_groups,
     true_rank,
 )
+from doodle.batches.cache import open_split
+from doodle.core.params import ParamError
+from doodle.render.params import RenderSection
 from stages import cli
 from tests.conftest import work_on_copy
 
@@ -34,9 +35,9 @@ def untimed(values: dict) -> dict:
     return {k: v for k, v in values.items() if k not in TIMINGS and k != "predict_images_per_s"}
 
 
-def quiet_run(project: Path, cfg: BaselineParams, render_cfg: CacheParams | None = None) -> dict:
-    render_cfg = render_cfg or CacheParams(size=32, workers=1)
-    return run(project / "data/cache", project / "data/shards", cfg, render_cfg, log=lambda line: None)
+def quiet_run(project: Path, cfg: BaselineParams, render_cfg: RenderSection | None = None) -> dict:
+    render_cfg = render_cfg or RenderSection(size=32, workers=1)
+    return run(project / "data/cache", project / "data/shards", cfg, render_cfg, log=lambda line: None).values
 
 
 def test_sample_rows_are_a_bounded_seeded_uniform_sample():
@@ -110,7 +111,7 @@ def test_training_sample_from_the_shards_equals_the_cache(rendered):
     """render.train_cache: false leaves no training images in the cache: the sample is drawn from
     the shards, the same drawings as the same bytes, so the baseline's figures do not change."""
     cfg = BaselineParams(max_rows=70, pca_components=20)
-    cached, on_the_fly = CacheParams(size=32, workers=1), CacheParams(size=32, workers=1, train_cache=False)
+    cached, on_the_fly = RenderSection(size=32, workers=1), RenderSection(size=32, workers=1, train_cache=False)
     a_img, a_lab = cache_sample(open_split(rendered / "data/cache", "train"), cfg)
     b_img, b_lab = shard_sample(rendered / "data/shards", on_the_fly, cfg)
     assert np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab)
@@ -118,7 +119,7 @@ def test_training_sample_from_the_shards_equals_the_cache(rendered):
     assert b["train_source"] == "shards"
     assert {**untimed(a), "train_source": None} == {**untimed(b), "train_source": None}
     # render.max_per_shard and render.train_shards bound the training set as they bound the cache
-    bounded = CacheParams(size=32, workers=1, train_cache=False, max_per_shard=9, train_shards=1)
+    bounded = RenderSection(size=32, workers=1, train_cache=False, max_per_shard=9, train_shards=1)
     assert sum(n for _, _, n in training_groups(rendered / "data/shards", bounded)) == 9
     with pytest.raises(ParamError, match="render"):  # drawn otherwise than the validation cache
         quiet_run(rendered, cfg, dataclasses.replace(on_the_fly, size=28))
@@ -174,4 +175,4 @@ def test_image_shards_without_a_training_cache_name_the_param(rendered, tmp_path
     first = shards / "shard-000.parquet"
     pq.write_table(pq.read_table(first).drop_columns(["x", "y", "stroke_len"]), first)
     with pytest.raises(ParamError, match=r"render\.train_cache.*shard-000\.parquet"):
-        training_groups(shards, CacheParams(size=32, workers=1, train_cache=False))
+        training_groups(shards, RenderSection(size=32, workers=1, train_cache=False))

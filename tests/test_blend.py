@@ -14,7 +14,7 @@ from doodle.drawing.raster import RenderParams
 from doodle.drawing.sequence import SequenceParams
 from doodle.drawing.strokes import StrokeBatch
 from doodle.predict.blend import candidates, check_held_out, fit_weights
-from doodle.predict.inference import TrainedModel, mirrored, model_encoder, predict_probs
+from doodle.predict.inference import TrainedModel, model_encoder, predict_probs
 from doodle.predict.members import Group, blend_weights, file_weights, resolve_groups
 from doodle.predict.run import PredictParams
 
@@ -195,9 +195,9 @@ def test_the_mirror_of_a_sequence_is_the_sequence_of_the_mirrored_drawing():
     mirror = [([255 - x for x in xs], ys) for xs, ys in drawing]
     params = SequenceParams(max_points=8, time=True, position=True)
     encoded = params.encode(StrokeBatch.from_lists([drawing]))
-    assert np.allclose(mirrored(params, encoded), params.encode(StrokeBatch.from_lists([mirror])), atol=1e-6)
+    assert np.allclose(params.mirror(encoded), params.encode(StrokeBatch.from_lists([mirror])), atol=1e-6)
     images = RenderParams(size=16).encode(StrokeBatch.from_lists([drawing]))
-    assert np.array_equal(mirrored(RenderParams(size=16), images), images[:, :, ::-1])
+    assert np.array_equal(RenderParams(size=16).mirror(images), images[:, :, ::-1])
 
 
 def test_a_model_says_its_input_in_its_metadata_and_old_metadata_means_images():

@@ -1,4 +1,4 @@
-"""dvc.yaml tells the truth: every project module a stage imports is among its deps, and every
+"""dvc.yaml tells the truth: every project module a stage imports is among its deps and no other, and every
 section's dataclass defaults equal params.yaml (one source of defaults)."""
 
 from __future__ import annotations
@@ -46,6 +46,16 @@ def test_every_imported_project_module_is_a_dep(stage):
         if not any(f == d or d in f.parents for d in deps)
     ]
     assert not missing, f"dvc.yaml stage {stage!r} imports {missing} but does not list them in deps"
+
+
+@pytest.mark.parametrize("stage", sorted(stages()))
+def test_every_code_dep_is_imported_by_its_stage(stage):
+    """No stale dep: a module a stage no longer imports would rerun it for nothing."""
+    spec = stages()[stage]
+    needed = project_closure(spec["cmd"].split()[2])
+    code = [d.split()[0] for d in spec.get("deps", []) if d.startswith(("doodle", "stages")) and "${" not in d]
+    stale = [d for d in code if not any(f == REPO / d or REPO / d in f.parents for f in needed)]
+    assert not stale, f"dvc.yaml stage {stage!r} lists {stale} in deps but does not import them"
 
 
 def test_the_closure_sees_imports_inside_functions():

@@ -28,7 +28,8 @@ def _shard_keys(shard_dir: Path) -> dict[int, int]:
 
 def _cache_rows(cache_dir: Path) -> dict[int, int]:
     """key_id -> label of every drawing in the render cache."""
-    from doodle.batches.cache import open_files, read_cache_manifest
+    from doodle.batches.cache import open_files
+    from doodle.render.format import read_cache_manifest
 
     split = open_files(cache_dir, [f["prefix"] for f in read_cache_manifest(cache_dir)["files"]])
     keys, labels = np.concatenate(split.keys), split.all_labels()
@@ -65,7 +66,7 @@ def test_a_drawing_keeps_its_fold_when_data_is_added(rendered, tmp_path, monkeyp
 
 
 def test_folds_are_disjoint_and_cover_the_cache(rendered):
-    from doodle.batches.cache import read_cache_manifest
+    from doodle.render.format import read_cache_manifest
     from doodle.shard.format import read_manifest
     from doodle.train.folds import fold_of_keys, open_fold, plan_folds, reference_fold
 

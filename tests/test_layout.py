@@ -13,7 +13,20 @@ import pytest
 from tests.conftest import REPO, imported_modules
 
 #: From the foundation up, as in doodle/__init__.py's docstring.
-FLOORS = ["core", "drawing", "sources", "sample", "shard", "batches", "models", "train", "predict", "evaluate"]
+FLOORS = [
+    "core",
+    "drawing",
+    "sources",
+    "sample",
+    "shard",
+    "render",
+    "batches",
+    "models",
+    "train",
+    "baseline",
+    "predict",
+    "evaluate",
+]
 TOP = {"sections", "recipes", "routes", "lineup"}  # doodle/<name>.py above every subpackage
 LONGEST_FUNCTION = 80  # lines
 
@@ -58,6 +71,12 @@ def test_no_upward_import_and_no_stage_import():
             elif name != "doodle" and target != "doodle" and floor(target) > floor(name):
                 bad.append(f"{name} imports {target}, a floor above it")
     assert not bad, "\n".join(bad)
+
+
+def test_only_stages_know_the_project_layout():
+    """The path constants (doodle.core.paths) are the stages' to pass: library code takes directories."""
+    users = [name for name, path in library().items() if "doodle.core.paths" in project_imports(path)]
+    assert not users, users
 
 
 def test_no_import_cycle():

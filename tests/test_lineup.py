@@ -12,10 +12,12 @@ import pytest
 import yaml
 
 from doodle import lineup
-from doodle.batches.cache import CacheParams
 from doodle.core.params import ParamError
+from doodle.drawing.raster import RenderParams
 from doodle.recipes import RECIPES
+from doodle.render.params import RenderSection
 from doodle.sections import check_all
+from doodle.train.params import RASTER_KEYS, trains_on_cache
 from stages.cli import subprocess_env
 from tests.conftest import REPO, clone_project, kill_when, run_dvc, stages_run, write_params
 
@@ -63,9 +65,11 @@ def test_a_shared_time_budget_is_split_among_the_models_that_set_none():
         ({"main": {"recipe": "resnet"}}, "param models.main.recipe: unknown recipe 'resnet'"),
         ({"main": {"widht": 0.5}}, "unknown param.* models.main.widht"),
         ({"main": {"width": -1}}, "param models.main.width: must be > 0"),
-        ({"main": {"render": {"size": 64}}}, "param models.main.render: a model's overrides are train keys"),
+        ({"main": {"render": {"sise": 64}}}, "param models.main.render: a model's own drawing params are size"),
+        ({"main": {"render": {"size": 4}}}, r"param models.main.render.size: must be in 8..512"),
+        ({"s": {"model": "stroke_conv1d", "render": {"size": 64}}}, "param models.s.render: the stroke model"),
         ({"main": [1, 2]}, "param models.main: expected a mapping"),
-        ({"main": {"recipe": "ours"}}, r"param models.main.recipe: ours draws with render.size: 64.* has 32"),
+        ({"main": {"stroke_augment": {"scale": 0.1}}}, "param train.stroke_augment: needs render.train_cache: false"),
     ],
 )
 def test_a_bad_model_is_one_line_naming_it(models, message):
@@ -80,11 +84,25 @@ def test_a_stroke_model_on_pixel_data_is_refused_by_name():
         check_all(params, "digits")
 
 
-def test_the_recipe_of_an_image_model_must_draw_as_the_render_section():
+def test_an_image_model_draws_as_the_render_section_unless_it_or_its_recipe_says_otherwise():
     ours = RECIPES["ours"].overrides["render"]
-    render = CacheParams(**{**CacheParams().__dict__, **ours})
-    params = params_with({"cnn": {"recipe": "ours"}, "strokes": {"recipe": "ours-strokes"}}, render=ours)
-    assert set(lineup.check_models(params, render)) == {"cnn", "strokes"}
+    drawn = {k: ours[k] for k in RASTER_KEYS}
+    default = RenderSection()  # 32px, 1 channel, the cache trains
+    params = params_with({"main": {}, "small": {"render": {"size": 16}}, "ours": {"recipe": "ours"}})
+    models = lineup.check_models(params, default)  # ours's stroke augmentation: it draws on the fly
+    assert models["main"].render == {} and models["main"].raster(default) == default.raster()
+    assert trains_on_cache(default, models["main"].encoder(default))
+    assert models["small"].raster(default) == RenderParams(16, default.line_width, 1, default.antialias)
+    assert models["ours"].render == drawn and models["ours"].raster(default) == RenderParams(**drawn)
+    for name in ("small", "ours"):  # drawn on the fly, validated on the same drawings drawn so
+        assert not trains_on_cache(default, models[name].encoder(default))
+    # the recipe's drawing is the render section's: the model reads the cache like any other
+    as_recipe = RenderSection(**{**RenderSection().__dict__, **ours})
+    same = lineup.check_models(params_with({"ours": {"recipe": "ours"}}, render=ours), as_recipe)["ours"]
+    assert same.raster(as_recipe) == as_recipe.raster()
+    # a stroke model's recipe draws nothing: its render keys are not taken
+    strokes = lineup.train_params(params_with({"s": {"recipe": "ours-strokes"}}), "s")
+    assert strokes.render == {} and strokes.encoder(default) == strokes.sequence_params
 
 
 def test_the_check_stage_writes_each_models_resolved_section(tmp_path):
@@ -101,7 +119,8 @@ def test_the_check_stage_writes_each_models_resolved_section(tmp_path):
 
 @pytest.mark.slow
 def test_each_model_trains_in_its_own_stage_resumes_alone_and_a_change_to_one_retrains_only_it(tmp_path):
-    """Two models through DVC: train@main (the image cnn) and train@strokes (a stroke model).
+    """Three models through DVC: train@main (the image cnn), train@strokes (a stroke model) and
+    train@small (the cnn drawing its own 16px images on the fly, beside the cache's 32px).
     - `dvc repro` killed (the whole process group, as a lost kernel) while train@strokes is past its first
       epoch: the rerun does not retrain main (its stage finished, cached) and resumes strokes from its backup;
     - predict blends them with fitted weights; evaluate scores the blend and each model alone;
@@ -109,7 +128,8 @@ def test_each_model_trains_in_its_own_stage_resumes_alone_and_a_change_to_one_re
       model's file as it was."""
     proj = clone_project(tmp_path / "repo")
     strokes = {"model": "stroke_conv1d", "width": 0.25, "sequence": {"max_points": 64}, "epochs": 4}
-    write_params(proj / "params.yaml", {"models": {"strokes": strokes}})
+    small = {"render": {"size": 16}}
+    write_params(proj / "params.yaml", {"models": {"strokes": strokes, "small": small}})
     backup = proj / "models/backup/strokes"
     kill_when(proj, ["repro"], lambda: backup.is_dir() and any(backup.glob("epoch-*")))
     # main finished (its figures written); strokes did not (a model file may exist: the best so far is kept)
@@ -121,16 +141,17 @@ def test_each_model_trains_in_its_own_stage_resumes_alone_and_a_change_to_one_re
     assert not backup.exists()
 
     blend = json.loads((proj / "reports/blend.json").read_text())
-    assert [m["name"] for m in blend["models"]] == ["main", "strokes"]
+    assert [m["name"] for m in blend["models"]] == ["main", "strokes", "small"]
     assert sum(m["weight"] for m in blend["models"]) == pytest.approx(1, abs=1e-3)
     assert all(0 <= m["val_map_at_3"] <= 1 for m in blend["models"]) and "val_map_at_3_blend" in blend
     assert json.loads((proj / "models/strokes/model.json").read_text())["input"]["kind"] == "sequence"
-    for name in ("main", "strokes"):
+    assert json.loads((proj / "models/small/model.json").read_text())["input_shape"] == [16, 16, 1]
+    for name in ("main", "strokes", "small"):
         assert set(json.loads((proj / f"metrics/train/{name}.json").read_text())) >= {"val_map_at_3"}
         assert (proj / f"reports/train/{name}_curves.png").stat().st_size > 1000
     evaluated = json.loads((proj / "metrics/eval.json").read_text())
-    assert set(evaluated["models"]) == {"main", "strokes"}
-    assert json.loads((proj / "reports/test.json").read_text())["models"] == 2
+    assert set(evaluated["models"]) == {"main", "strokes", "small"}
+    assert json.loads((proj / "reports/test.json").read_text())["models"] == 3
     shown = run_dvc(["metrics", "show"], proj)
     assert "models.strokes" in shown and "metrics/train/strokes.json" in shown
 

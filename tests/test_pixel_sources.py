@@ -13,15 +13,18 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from doodle.batches.cache import CacheParams, build_cache, open_split
+from doodle.batches.cache import open_split
 from doodle.core.metrics import map_at_3_reference
 from doodle.core.params import ParamError
 from doodle.drawing.images import fit_images
 from doodle.drawing.raster import RenderParams
 from doodle.predict.inference import TrainedModel, predict_digit_file
 from doodle.predict.submission import SubmissionError, score_digits, validate_digit_submission, write_digit_submission
+from doodle.render.params import RenderSection
+from doodle.render.run import build_cache
 from doodle.shard.format import iter_image_batches
-from doodle.shard.run import ShardParams, write_shards
+from doodle.shard.params import ShardParams
+from doodle.shard.run import write_shards
 from doodle.sources.folder import SourceError, resolve_source
 from doodle.sources.mnist import DigitFolderWriter, IdxFile, PixelFormatError, csv_header, csv_rows, main
 from doodle.sources.pixels import PIXEL_REASONS, PixelSourceError, class_key, digit_header
@@ -190,18 +193,18 @@ def test_image_shards_pass_through_the_render_cache(tmp_path):
     images, labels = digits(120, seed=3)
     src = resolve_source(digit_folder(tmp_path / "d", images, labels, train=120))
     write_shards(src, tmp_path / "shards", ShardParams(count=3), progress=False)
-    man = build_cache(tmp_path / "shards", tmp_path / "c28", CacheParams(size=28, workers=2), False, log=lambda s: 0)
+    man = build_cache(tmp_path / "shards", tmp_path / "c28", RenderSection(size=28, workers=2), False, log=lambda s: 0)
     assert man["content"] == "images" and man["rows"] == 120
     for split in ("train", "val"):
         part = open_split(tmp_path / "c28", split)
         for imgs, keys in zip(part.images, part.keys):  # size 28: the pixels as they were
             assert imgs.shape[1:] == (28, 28, 1) and (imgs[..., 0] == images[keys - 1]).all()
-    build_cache(tmp_path / "shards", tmp_path / "c16", CacheParams(size=16, channels=3), False, log=lambda s: 0)
+    build_cache(tmp_path / "shards", tmp_path / "c16", RenderSection(size=16, channels=3), False, log=lambda s: 0)
     val = open_split(tmp_path / "c16", "val")
     want = np.stack([cv2.resize(images[k - 1], (16, 16), interpolation=cv2.INTER_AREA) for k in val.keys[0]])
     assert val.images[0].shape[1:] == (16, 16, 3) and (val.images[0] == want[..., None]).all()
     with pytest.raises(ParamError, match="render.train_cache"):
-        build_cache(tmp_path / "shards", tmp_path / "c", CacheParams(train_cache=False), False, log=lambda s: 0)
+        build_cache(tmp_path / "shards", tmp_path / "c", RenderSection(train_cache=False), False, log=lambda s: 0)
 
 
 def test_fit_images_resizes_each_image_as_opencv_does():

@@ -68,7 +68,8 @@ def test_wrong_source_path_is_named(project):
 
 
 def _shard_real(source, tmp_path):
-    from doodle.shard.run import ShardParams, write_shards
+    from doodle.shard.params import ShardParams
+    from doodle.shard.run import write_shards
     from doodle.sources.folder import resolve_source
 
     return write_shards(resolve_source(source), tmp_path, ShardParams(count=4), progress=False)

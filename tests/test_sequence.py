@@ -20,7 +20,8 @@ from doodle.drawing.sequence import (
 )
 from doodle.drawing.strokes import STROKE_COLUMNS, StrokeBatch
 from doodle.sample.generate import SampleParams, generate
-from doodle.shard.run import ShardParams, write_shards
+from doodle.shard.params import ShardParams
+from doodle.shard.run import write_shards
 from doodle.sources.folder import resolve_source
 
 ALL_ON = StrokeAugmentParams(scale=0.2, aspect=0.2, shift=0.1, rotation=20, shear=0.2, stroke_dropout=0.2)
@@ -225,9 +226,9 @@ def test_tf_dataset_gives_float32_sequences(shards):
 @pytest.mark.parametrize("name", ["stroke_rnn", "stroke_conv1d"])
 def test_stroke_models_ignore_padding_and_reload(name, tmp_path):
     keras = pytest.importorskip("keras")
-    from doodle.models import AugmentParams, build_model, input_kind
+    from doodle.models import AugmentParams, build_model, reads_images
 
-    assert input_kind(name) == "sequence" and input_kind("cnn") == "image"
+    assert not reads_images(name) and reads_images("cnn")
     long = build_model(name, (128, 3), 7, width=0.25)
     short = build_model(name, (64, 3), 7, width=0.25)
     short.set_weights(long.get_weights())

@@ -15,13 +15,13 @@ from tests.conftest import LEARNED_FLOOR, LEARNS, work_on_copy, write_params
 def test_check_run_knows_what_a_stroke_model_reads():
     """A stroke model reads strokes (never pixel shards), needs no cached training images for stroke
     augmentation, and image augmentation does not apply to it."""
-    from doodle.batches.cache import CacheParams
     from doodle.core.params import ParamError, from_mapping
+    from doodle.render.params import RenderSection
     from doodle.train.ensemble import check_run
     from doodle.train.params import TrainParams
     from doodle.train.strategy import Worker
 
-    render = CacheParams(train_cache=True)
+    render = RenderSection(train_cache=True)
     cache = {"render": render.raster().to_dict(), "files": [], "classes": ["a", "b"]}
     strokes = {"content": "strokes", "count": 4, "val_shards": [0], "train_shards": [1, 2, 3]}
     augmented = TrainParams(model="stroke_rnn", stroke_augment={"rotation": 10.0})

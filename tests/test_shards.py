@@ -7,7 +7,8 @@ import pytest
 from doodle.core.params import ParamError, from_mapping
 from doodle.sample.generate import SampleParams, generate
 from doodle.shard.format import iter_shard_batches, read_classes, shard_of
-from doodle.shard.run import TIMING_KEYS, ShardParams, write_shards
+from doodle.shard.params import ShardParams
+from doodle.shard.run import TIMING_KEYS, write_shards
 from doodle.sources.folder import resolve_source
 from tests.conftest import row, write_csv
 

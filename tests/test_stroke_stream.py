@@ -3,14 +3,17 @@
 import numpy as np
 import pytest
 
-from doodle.batches.cache import CacheParams, build_cache, open_split
+from doodle.batches.cache import open_split
 from doodle.batches.strokes import StrokeStream, shard_paths
 from doodle.core.params import ParamError, from_mapping
 from doodle.drawing.augment import CENTRE, StrokeAugmentParams, sample
 from doodle.drawing.raster import RenderParams, render
 from doodle.drawing.strokes import StrokeBatch
+from doodle.render.params import RenderSection
+from doodle.render.run import build_cache
 from doodle.sample.generate import SampleParams, generate
-from doodle.shard.run import ShardParams, write_shards
+from doodle.shard.params import ShardParams
+from doodle.shard.run import write_shards
 from doodle.sources.folder import resolve_source
 
 ALL_ON = StrokeAugmentParams(scale=0.2, aspect=0.2, shift=0.1, rotation=20, shear=0.2, stroke_dropout=0.2)
@@ -32,7 +35,7 @@ def images(stream, epoch=0):
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_without_augmentation_the_images_are_the_caches_bytes(shards, tmp_path, channels):
-    cfg = CacheParams(size=32, channels=channels, workers=1)
+    cfg = RenderSection(size=32, channels=channels, workers=1)
     build_cache(shards, tmp_path / "cache", cfg, progress=False, log=lambda *a: None)
     for split in ("train", "val"):
         cache = open_split(tmp_path / "cache", split)

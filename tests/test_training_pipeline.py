@@ -170,13 +170,13 @@ def test_stroke_augmentation_needs_the_on_the_fly_input(rendered, tmp_path, monk
 def test_check_run_refuses_params_that_conflict_with_the_data_before_any_work():
     """ensemble.check_run, which the train stage calls before any device, model or file work: each
     cross-section conflict is one ParamError naming the param and the fix."""
-    from doodle.batches.cache import CacheParams
     from doodle.core.params import ParamError
+    from doodle.render.params import RenderSection
     from doodle.train.ensemble import check_run
     from doodle.train.params import TrainParams
     from doodle.train.strategy import Worker
 
-    render = CacheParams(train_cache=False)
+    render = RenderSection(train_cache=False)
     cache = {"render": render.raster().to_dict(), "files": [], "classes": ["a", "b"]}
     strokes = {"content": "strokes", "count": 4, "val_shards": [0], "train_shards": [1, 2, 3]}
     check_run(TrainParams(), render, cache, strokes, Worker(), Path("data/cache"))  # consistent: nothing raised
@@ -185,8 +185,19 @@ def test_check_run_refuses_params_that_conflict_with_the_data_before_any_work():
         check_run(TrainParams(time_budget_s=60), render, cache, strokes, Worker(0, 2), Path("data/cache"))
     with pytest.raises(ParamError, match="render params .* differ from the render params .*rerun `dvc repro`"):
         check_run(
-            TrainParams(), CacheParams(train_cache=False, line_width=8.0), cache, strokes, Worker(), Path("data/cache")
+            TrainParams(),
+            RenderSection(train_cache=False, line_width=8.0),
+            cache,
+            strokes,
+            Worker(),
+            Path("data/cache"),
         )
     images = {**strokes, "content": "images", "source_kind": "digits"}
     with pytest.raises(ParamError, match="set render.train_cache: true"):
         check_run(TrainParams(), render, cache, images, Worker(), Path("data/cache"))
+    # a model drawing its own images (train.render) needs strokes; the same params as the cache's are no own
+    cached = RenderSection()
+    check_run(TrainParams(render={"size": 16}), cached, cache, strokes, Worker(), Path("data/cache"))
+    check_run(TrainParams(render={"size": cached.size}), cached, cache, images, Worker(), Path("data/cache"))
+    with pytest.raises(ParamError, match=r"train.render: a model's own drawing params .* shards hold images"):
+        check_run(TrainParams(render={"size": 16}), cached, cache, images, Worker(), Path("data/cache"))

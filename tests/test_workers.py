@@ -56,9 +56,12 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang():
 
 
 def test_render_output_is_identical_for_one_and_two_workers(tmp_path):
-    from doodle.batches.cache import CacheParams, build_cache, open_split
+    from doodle.batches.cache import open_split
+    from doodle.render.params import RenderSection
+    from doodle.render.run import build_cache
     from doodle.sample.generate import SampleParams, generate
-    from doodle.shard.run import ShardParams, write_shards
+    from doodle.shard.params import ShardParams
+    from doodle.shard.run import write_shards
     from doodle.sources.folder import resolve_source
 
     generate(tmp_path / "src", SampleParams(train_per_class=80, test_per_class=1, classes=["circle", "star", "line"]))
@@ -67,7 +70,7 @@ def test_render_output_is_identical_for_one_and_two_workers(tmp_path):
     for workers in (1, 2):
         out = tmp_path / f"cache-{workers}"
         built[workers] = build_cache(
-            tmp_path / "shards", out, CacheParams(workers=workers), progress=False, log=lambda *a: None
+            tmp_path / "shards", out, RenderSection(workers=workers), progress=False, log=lambda *a: None
         )
         assert (out / "manifest.json").is_file()
     assert (tmp_path / "cache-1" / "manifest.json").read_bytes() == (

@@ -56,6 +56,7 @@ class RenderParams:
     #: The encoder interface it shares with :class:`doodle.drawing.sequence.SequenceParams`.
     kind: ClassVar[str] = "image"
     dtype: ClassVar[type] = np.uint8
+    draws_images: ClassVar[bool] = True  # pixels: pixel sources can be fitted to it, a cache can hold it
 
     def validate(self, where: str = "render") -> None:
         require(8 <= self.size <= 512, f"{where}.size", f"must be in 8..512, got {self.size}")
@@ -72,6 +73,10 @@ class RenderParams:
             "channels": self.channels,
             "antialias": self.antialias,
         }
+
+    def mirror(self, inputs: np.ndarray) -> np.ndarray:
+        """Encoded drawings mirrored left-right (test-time augmentation): the images flipped."""
+        return np.ascontiguousarray(inputs[:, :, ::-1])
 
     def encode(
         self,

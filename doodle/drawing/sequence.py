@@ -56,8 +56,11 @@ PEN_UP = 2.0
 class Encoder(Protocol):
     """What the batch streams need of an encoder: :class:`RenderParams` or :class:`SequenceParams`."""
 
-    kind: ClassVar[str]  # "image" or "sequence"
+    kind: ClassVar[str]  # "image" or "sequence": the name a model's metadata records
     dtype: ClassVar[type]  # of the encoded arrays
+    draws_images: ClassVar[bool]  # whether its inputs are pixels (a cache can hold them, pixel data fit them)
+
+    def mirror(self, inputs: np.ndarray) -> np.ndarray: ...
 
     def shape(self) -> tuple[int, ...]: ...
 
@@ -82,6 +85,7 @@ class SequenceParams:
 
     kind: ClassVar[str] = "sequence"
     dtype: ClassVar[type] = np.float32
+    draws_images: ClassVar[bool] = False
 
     def validate(self, where: str = "train.sequence") -> None:
         require(8 <= self.max_points <= 4096, f"{where}.max_points", f"must be in 8..4096, got {self.max_points}")
@@ -98,6 +102,14 @@ class SequenceParams:
     def shape(self) -> tuple[int, int]:
         return (self.max_points, self.channels)
 
+    def mirror(self, inputs: np.ndarray) -> np.ndarray:
+        """Encoded drawings mirrored left-right (test-time augmentation): every x step negated (x -> 255
+        - x turns dx into -dx, the first point's offset from the centre too, and x relative to the
+        centre into its negative), the sequence of the mirrored drawing; padding stays 0."""
+        out = inputs.copy()
+        out[..., list(self.x_channels)] *= -1
+        return out
+
     def to_dict(self) -> dict:
         return {"max_points": self.max_points, "time": self.time, "position": self.position}
 
@@ -113,8 +125,8 @@ class SequenceParams:
 
 #: Every encoder by its ``kind``, and the params section its dict comes from (for error messages).
 ENCODERS: dict[str, tuple[type, str]] = {
-    "image": (RenderParams, "render"),
-    "sequence": (SequenceParams, "train.sequence"),
+    RenderParams.kind: (RenderParams, "render"),
+    SequenceParams.kind: (SequenceParams, "train.sequence"),
 }
 
 

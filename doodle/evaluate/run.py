@@ -1,9 +1,10 @@
 """The evaluate stage's run: the blend predict made (reports/blend.json: the models, their files and
-weights) scored on the validation drawings, each model alone too, and the blend's error analysis.
+weights, and whether predict averaged in the mirrored drawings, ``predict.tta_flip``) scored on the
+validation drawings the same way, each model alone too, and the blend's error analysis.
 
-Each model reads the validation drawings as it was trained to: an image model (drawn as the cache,
-checked) reads the cache's images; a stroke model reads the same drawings encoded from their shards
-by its own encoder, one stream per distinct encoder, checked to
+Each model reads the validation drawings as it was trained to: an image model drawn as the cache
+reads the cache's images; a stroke model, or an image model with its own render params, reads the
+same drawings encoded from their shards by its own encoder, one stream per distinct encoder, checked to
 be the same drawings batch by batch (doodle.evaluate.analysis.aligned_batches). The split is
 streamed, so memory does not grow with its size. The reports (confusion, mistakes, confidence) are
 the blend's; the views (embedding, activations) are of the first model.
@@ -17,12 +18,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from doodle.batches.cache import open_split, read_cache_manifest, require_same_render
+from doodle.batches.cache import open_split
 from doodle.core.metrics import chance_map_at_3, near_chance
 from doodle.core.report import StageResult
 from doodle.drawing.raster import RenderParams
-from doodle.predict.inference import TrainedModel, predict_in_batches
+from doodle.predict.inference import TrainedModel, model_probs_of
 from doodle.predict.members import read_blend_record
+from doodle.render.format import read_cache_manifest, require_same_render
+from doodle.shard.format import read_manifest
 
 from .analysis import ErrorAnalysis, aligned_batches, iter_batches, shard_batches
 from .params import EvaluateParams
@@ -54,14 +57,16 @@ class Scored:
 def evaluate(cfg: EvaluateParams, files: EvaluateFiles, progress: bool = True) -> StageResult:
     """Score the blend (and each model alone when there are several) on the first
     ``evaluate.max_rows`` validation drawings; write the reports and views."""
-    blend = [Scored(n, [TrainedModel.load(f) for f in paths], w) for n, paths, w in read_blend_record(files.blend)]
+    record, tta_flip = read_blend_record(files.blend)
+    blend = [Scored(n, [TrainedModel.load(f) for f in paths], w) for n, paths, w in record]
     first = blend[0].models[0]
     classes = first.classes
     cache = read_cache_manifest(files.cache)
     val = open_split(files.cache, "val")
     drawn_as_cache = RenderParams(**cache["render"])
-    for m in (m for s in blend for m in s.models if m.kind == "image"):  # trained on the cache, or drawn as it
-        require_same_render(cache, m.encoder, files.cache, f"{m.path}'s render params")
+    own = [m for s in blend for m in s.models if m.encoder.draws_images and m.encoder != drawn_as_cache]
+    if own and read_manifest(files.shards).get("content") == "images":  # no strokes to draw their images from
+        require_same_render(cache, own[0].encoder, files.cache, f"{own[0].path}'s render params")
     encoders = {m.encoder for s in blend for m in s.models} - {drawn_as_cache}
     streams = {e: shard_batches(e, cache, files.shards, BATCH, cfg.max_rows) for e in encoders}
     result = ErrorAnalysis(len(classes))
@@ -71,7 +76,8 @@ def evaluate(cfg: EvaluateParams, files: EvaluateFiles, progress: bool = True) -
         for images, labels, xs in aligned_batches(val, BATCH, cfg.max_rows, streams):
             total = 0.0
             for s in blend:
-                probs = np.mean([predict_in_batches(m.model, xs.get(m.encoder, images), BATCH) for m in s.models], 0)
+                inputs = [xs.get(m.encoder, images) for m in s.models]  # as predict blended: mirrored too if it did
+                probs = np.mean([model_probs_of(m, x, BATCH, tta_flip) for m, x in zip(s.models, inputs)], 0)
                 if alone:
                     alone[s.name].update(labels, probs, images)
                 total = total + s.weight * probs

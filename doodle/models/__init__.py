@@ -1,10 +1,11 @@
 """Model architectures, one module each, behind one registry: ``ARCHITECTURES`` and ``build_model(name, ...)``.
 
-All are pure Keras 3 (``keras.layers``, ``keras.ops``), so they build under any backend. Each takes
-one kind of input: "image" (uint8 pixels from the rasterizer or the cache) or "sequence" (float32
-point rows from :class:`doodle.drawing.sequence.SequenceParams`), the ``kind`` of the encoder that
-feeds it. The registry imports no framework: a model's module (and Keras) is imported when it is
-built, so params can be checked in a fraction of a second (``stages.check``).
+All are pure Keras 3 (``keras.layers``, ``keras.ops``), so they build under any backend. Each reads
+the input of one encoder: :class:`doodle.drawing.raster.RenderParams` (uint8 pixels from the
+rasterizer or the cache) or :class:`doodle.drawing.sequence.SequenceParams` (float32 point rows);
+code that differs by input asks that encoder (``draws_images``, ``mirror``), never a name. The
+registry imports no framework: a model's module (and Keras) is imported when it is built, so params
+can be checked in a fraction of a second (``stages.check``).
 """
 
 from __future__ import annotations
@@ -12,28 +13,40 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from doodle.drawing.raster import RenderParams
+from doodle.drawing.sequence import SequenceParams
+
 from .augment import AugmentParams
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """One registry entry: the module whose ``build`` makes the model, and the input it takes."""
+    """One registry entry: the model's name (``train.model``, and the module whose ``build`` makes it)
+    and the encoder whose input it reads."""
 
-    module: str
-    input_kind: str  # "image" | "sequence": the ``kind`` of the encoder that feeds it
+    name: str
+    encoder: type  # RenderParams or SequenceParams
+
+    @property
+    def draws_images(self) -> bool:
+        """Whether it reads drawn images (the render params), not point sequences."""
+        return self.encoder.draws_images
 
     def build(self, *args, **kwargs):
-        return importlib.import_module(f"{__name__}.{self.module}").build(*args, **kwargs)
+        return importlib.import_module(f"{__name__}.{self.name}").build(*args, **kwargs)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "cnn": Architecture("cnn", "image"),
-    "seed_cnn": Architecture("seed_cnn", "image"),
-    "mobilenet": Architecture("mobilenet", "image"),
-    "mlp": Architecture("mlp", "image"),
-    "efficientnet": Architecture("efficientnet", "image"),
-    "stroke_rnn": Architecture("stroke_rnn", "sequence"),
-    "stroke_conv1d": Architecture("stroke_conv1d", "sequence"),
+    a.name: a
+    for a in (
+        Architecture("cnn", RenderParams),
+        Architecture("seed_cnn", RenderParams),
+        Architecture("mobilenet", RenderParams),
+        Architecture("mlp", RenderParams),
+        Architecture("efficientnet", RenderParams),
+        Architecture("stroke_rnn", SequenceParams),
+        Architecture("stroke_conv1d", SequenceParams),
+    )
 }
 
 
@@ -43,9 +56,9 @@ def architecture(name: str) -> Architecture:
     return ARCHITECTURES[name]
 
 
-def input_kind(name: str) -> str:
-    """What architecture ``name`` takes: "image" or "sequence"."""
-    return architecture(name).input_kind
+def reads_images(name: str) -> bool:
+    """Whether model ``name`` reads drawn images (its encoder is the rasterizer's params)."""
+    return architecture(name).draws_images
 
 
 def build_model(
@@ -54,4 +67,4 @@ def build_model(
     return architecture(name).build(input_shape, num_classes, width=width, augment=augment, seed=seed)
 
 
-__all__ = ["ARCHITECTURES", "Architecture", "AugmentParams", "architecture", "build_model", "input_kind"]
+__all__ = ["ARCHITECTURES", "Architecture", "AugmentParams", "architecture", "build_model", "reads_images"]

@@ -35,11 +35,6 @@ class TrainedModel:
     classes: list[str]
     encoder: RenderParams | SequenceParams  # what makes its input from strokes
 
-    @property
-    def kind(self) -> str:
-        """``image`` or ``sequence``: what the model reads."""
-        return self.encoder.kind
-
     @classmethod
     def load(cls, path: str | Path) -> TrainedModel:
         import keras
@@ -60,7 +55,7 @@ class TrainedModel:
 def model_encoder(meta: dict) -> RenderParams | SequenceParams:
     """The input encoder a model's metadata names: its ``input`` (kind and params, written by the
     train stage), or for a model written before stroke models existed, its ``render`` params."""
-    spec = meta.get("input") or {"kind": "image", **meta["render"]}
+    spec = meta.get("input") or {"kind": RenderParams.kind, **meta["render"]}
     return encoder_from_dict(spec["kind"], spec)
 
 
@@ -94,20 +89,9 @@ def predict_images(
 ) -> np.ndarray:
     """:func:`predict_probs` for pixel images (n, H, W), fitted to each model's render params."""
     for m in models:
-        if m.kind != "image":
+        if not m.encoder.draws_images:
             raise ParamError(f"predict.models: {m.path} reads stroke sequences; this data set has pixel images only")
     return _mean_probs(models, lambda encoder: fit_images(images, encoder), batch_size, tta_flip, timing, weights)
-
-
-def mirrored(encoder: RenderParams | SequenceParams, inputs: np.ndarray) -> np.ndarray:
-    """The horizontal mirror of encoded drawings: images flipped left-right; point sequences with
-    every x step negated (x -> 255 - x turns dx into -dx, the first point's offset from the centre
-    too, and x relative to the centre into its negative), the sequence of the mirrored drawing."""
-    if encoder.kind == "image":
-        return np.ascontiguousarray(inputs[:, :, ::-1])
-    out = inputs.copy()
-    out[..., list(encoder.x_channels)] *= -1  # dx (and x): padding stays 0
-    return out
 
 
 def model_probs_of(model: TrainedModel, inputs: np.ndarray, batch_size: int, tta_flip: bool) -> np.ndarray:
@@ -115,7 +99,7 @@ def model_probs_of(model: TrainedModel, inputs: np.ndarray, batch_size: int, tta
     ``tta_flip``: what one model contributes to a mean, at prediction and when blend weights are fitted."""
     probs = predict_in_batches(model.model, inputs, batch_size)
     if tta_flip:
-        probs = (probs + predict_in_batches(model.model, mirrored(model.encoder, inputs), batch_size)) / 2
+        probs = (probs + predict_in_batches(model.model, model.encoder.mirror(inputs), batch_size)) / 2
     return probs
 
 

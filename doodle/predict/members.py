@@ -116,8 +116,10 @@ def blend_weights(weights, fit_rows: int, batch_size: int, tta_flip: bool, group
     }
 
 
-def blend_record(groups: list[Group], blend: dict) -> dict:
-    """reports/blend.json: each group's files and weight (what evaluate scores), and the fit's figures."""
+def blend_record(groups: list[Group], blend: dict, tta_flip: bool = False) -> dict:
+    """reports/blend.json: each group's files and weight, whether each model's probabilities average
+    in the mirrored drawings' (``predict.tta_flip``: what evaluate scores, as predict blended), and
+    the fit's figures."""
     weights = blend.get("weights") or [1.0] * len(groups)
     total = float(sum(weights))
     alone = blend.get("val_map_at_3_alone", {})
@@ -131,6 +133,7 @@ def blend_record(groups: list[Group], blend: dict) -> dict:
             }
             for g, w in zip(groups, weights)
         ],
+        "tta_flip": tta_flip,
         **({"fit_rows": blend["fit_rows"], "val_map_at_3_blend": blend["val_map_at_3_blend"]} if alone else {}),
     }
 
@@ -140,9 +143,11 @@ def write_blend_record(path: Path, record: dict) -> None:
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def read_blend_record(path: Path) -> list[tuple[str, list[Path], float]]:
-    """(name, files, weight) of each model the blend of ``path`` (reports/blend.json) averages."""
+def read_blend_record(path: Path) -> tuple[list[tuple[str, list[Path], float]], bool]:
+    """The blend of ``path`` (reports/blend.json): (name, files, weight) of each model it averages,
+    and whether each model's probabilities average in the mirrored drawings' (``tta_flip``)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the predict stage first (it fits and records the blend)")
     record = json.loads(path.read_text())
-    return [(m["name"], [Path(f) for f in m["files"]], float(m["weight"])) for m in record["models"]]
+    models = [(m["name"], [Path(f) for f in m["files"]], float(m["weight"])) for m in record["models"]]
+    return models, bool(record.get("tta_flip", False))

@@ -112,7 +112,7 @@ def predict(cfg: PredictParams, source: Source, files: PredictFiles, progress: b
     groups = load_groups(resolve_groups(cfg.models, files.names, files.models))
     check_classes(groups[0].models[0], source)
     blend = blend_weights(cfg.weights, cfg.fit_rows, cfg.batch_size, cfg.tta_flip, groups, files.shards)
-    write_blend_record(files.blend, blend_record(groups, blend))
+    write_blend_record(files.blend, blend_record(groups, blend, cfg.tta_flip))
     if source.test_file is None:
         return no_test_set(source, files)
     models, weights = flat(groups), file_weights(groups, blend.get("weights"))

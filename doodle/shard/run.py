@@ -26,7 +26,7 @@ import logging
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +37,15 @@ from doodle.core.csvfiles import write_csv
 from doodle.core.disk import require_free, same_filesystem
 from doodle.core.malloc import limit_heap_retention
 from doodle.core.params import require
-from doodle.core.workers import fork_map, worker_count
+from doodle.core.report import StageResult
+from doodle.core.workers import fork_map
 from doodle.drawing.strokes import DRAWING_REASONS
 from doodle.sources.folder import Source
 from doodle.sources.pixels import PIXEL_REASONS, check_class_keys, image_shape
 from doodle.sources.quickdraw import MALFORMED_ROW, ROW_REASONS, TRAIN_COLUMNS, clean_block, iter_class_blocks
 
 from .format import SPILL_SCHEMA, STROKES, Layout, Quarantine, image_layout, join_quarantine, shard_name, shard_of
+from .params import ShardParams
 from .pixels import shard_pixel_file
 from .shuffle import ShuffleSpec, Spills, write_shard
 
@@ -61,56 +63,6 @@ WORKER_HINT = "lower shard.workers or shard.block_mb"
 
 
 @dataclass
-class ShardParams:
-    """params.yaml section ``shard``."""
-
-    count: int = 8
-    seed: int = 2018
-    val_shards: list[int] = field(default_factory=lambda: [-1])
-    max_per_class: int | None = None
-    recognized_only: bool = False
-    row_group_rows: int = 50_000
-    memory_mb: float = 8
-    block_mb: int = 2
-    workers: int | None = None  # processes for both passes; None = one per CPU core
-    spill_dir: str | None = None  # pass 1's scratch files; None = inside the output folder (removed at the end)
-
-    def validate(self, where: str = "shard") -> None:
-        require(self.count >= 1, f"{where}.count", f"must be >= 1, got {self.count}")
-        require(bool(self.val_shards), f"{where}.val_shards", "name at least one validation shard")
-        for v in self.val_shards:
-            in_range = -self.count <= v < self.count
-            require(in_range, f"{where}.val_shards", f"shard {v} is out of range for count={self.count}")
-        require(
-            len(self.resolved_val_shards()) < self.count or self.count == 1,
-            f"{where}.val_shards",
-            "leaves no training shard",
-        )
-        require(
-            self.max_per_class is None or self.max_per_class > 0,
-            f"{where}.max_per_class",
-            "must be a positive number or null",
-        )
-        require(
-            self.row_group_rows > 0 and self.memory_mb > 0 and self.block_mb > 0,
-            where,
-            "row_group_rows, memory_mb and block_mb must be positive",
-        )
-        require(
-            self.workers is None or self.workers >= 1,
-            f"{where}.workers",
-            f"must be >= 1 or null (one per core), got {self.workers}",
-        )
-        require(self.spill_dir is None or bool(str(self.spill_dir).strip()), f"{where}.spill_dir", "empty path")
-
-    def resolved_workers(self) -> int:
-        return worker_count(self.workers)
-
-    def resolved_val_shards(self) -> list[int]:
-        return sorted({v % self.count for v in self.val_shards})
-
-
-@dataclass
 class _Job:
     """What every pass-1 worker needs to know (forked, so nothing is pickled)."""
 
@@ -121,6 +73,27 @@ class _Job:
     parts_dir: Path
     layout: Layout = STROKES
     image_shape: tuple[int, int] | None = None  # pixel sources
+
+
+def run(source: Source, out_dir: Path, cfg: ShardParams, progress: bool = True, log=print) -> StageResult:
+    """The shard stage: :func:`write_shards`, its figures (reports/shard.json; metrics/shard.json: rows
+    kept and rejected) and its line; the rejected rows' reasons are in ``out_dir``/quarantine.csv."""
+    content = "image shards" if source.pixels else "shards"
+    workers = min(cfg.resolved_workers(), len(source.input_files()))
+    log(
+        f"shard: {source.kind} source {source.root} with {len(source.classes)} classes -> "
+        f"{cfg.count} {content} in {out_dir}, {workers} worker process(es)"
+    )
+    stats = write_shards(source, out_dir, cfg, progress)
+    values = {k: stats[k] for k in ("rows_in", "rows_out", "rejected_total", "seconds", "rows_per_s", "workers")}
+    values |= {k: stats[k] for k in ("read_seconds", "shuffle_write_seconds", "spill_bytes")}  # the two passes
+    bad = ", ".join(f"{k} {v}" for k, v in stats["rejected"].items() if v) or "none"
+    line = (
+        f"shard: {stats['rows_in']:,} rows in, {stats['rows_out']:,} out, {stats['rejected_total']:,} "
+        f"rejected ({bad}; see {Path(out_dir) / 'quarantine.csv'}), {stats['seconds']:.1f}s, "
+        f"{stats['rows_per_s']:,.0f} rows/s"
+    )
+    return StageResult(values, ("rows_out", "rejected_total"), line)
 
 
 def write_shards(source: Source, out_dir: str | Path, cfg: ShardParams, progress: bool = True) -> dict:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from doodle.core.errors import UserError
 from doodle.core.params import require
-from doodle.core.paths import SAMPLE
 
 from .pixels import DIGIT_CLASSES
 
@@ -79,15 +78,17 @@ class Source:
         return p if p.is_file() else None
 
 
-def resolve_source(source: str | Path, kind: str = "auto") -> Source:
+def resolve_source(source: str | Path, kind: str = "auto", sample_dir: Path | None = None) -> Source:
     """Find which layout ``source`` holds (or check it holds ``kind``); fail naming the path and
-    what was expected. A folder that matches several layouts needs ``data.kind``."""
-    root = SAMPLE if str(source) == "sample" else Path(source)
+    what was expected. A folder that matches several layouts needs ``data.kind``. ``sample_dir``:
+    where the ``sample`` stage writes the embedded sample (the stages pass the project's), which
+    ``data.source: sample`` names."""
+    root = sample_dir if sample_dir is not None and str(source) == "sample" else Path(source)
     expected = " or ".join(KINDS.values()) if kind == "auto" else KINDS[kind]
     if not root.exists():
         raise SourceError(
             f"data.source: {root} does not exist; expected {expected}"
-            + (" (run `dvc repro sample` to generate the embedded sample)" if root == SAMPLE else "")
+            + (" (run `dvc repro sample` to generate the embedded sample)" if root == sample_dir else "")
         )
     if not root.is_dir():
         raise SourceError(f"data.source: {root} is not a folder; expected {expected}")
@@ -126,15 +127,15 @@ def resolve_source(source: str | Path, kind: str = "auto") -> Source:
     return Source(root, kind, files, skipped)
 
 
-def check_source_for_dvc(data: DataParams, sample_kind: str = "doodles") -> str:
+def check_source_for_dvc(data: DataParams, sample_kind: str = "doodles", sample_dir: Path | None = None) -> str:
     """The layout of ``data.source`` as the ``check`` stage sees it, before the pipeline runs: the
-    embedded sample's (written later by the ``sample`` stage) without looking, any other folder
+    embedded sample's (``sample_dir``, written later by the ``sample`` stage) without looking, any other folder
     resolved (:func:`resolve_source`: a wrong path or layout is named). Refuses a linked folder
     inside it: DVC hashes a linked file's content but does not look inside a linked folder, so it
     would see no data and never notice a change. Returns the layout."""
-    if Path(data.source) in (SAMPLE, Path("sample")):
+    if sample_dir is not None and Path(data.source) in (sample_dir, Path("sample")):
         return "digits" if sample_kind == "digits" else "kaggle"
-    source = resolve_source(data.source, data.kind)
+    source = resolve_source(data.source, data.kind, sample_dir)
     for path in sorted(source.root.iterdir()):
         if path.is_symlink() and path.is_dir():
             raise SourceError(

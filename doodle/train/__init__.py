@@ -1,6 +1,5 @@
-"""The train and baseline stages: the train params (``params``), devices and distribution
+"""The train stage: the train params (``params``), devices and distribution
 (``strategy``), what ``model.fit`` reads (``feed``), the compiled model and its callbacks
 (``compile``, ``callbacks``, ``keras_metrics``), fitting one model (``trainer``) with exact
 resumption (``resume``) and BatchNorm recalibration (``batchnorm``), the run of one model or a
-k-fold / seed ensemble with its checks (``ensemble``, ``folds``), and the classical PCA + SVM
-baseline (``baseline``)."""
+k-fold / seed ensemble with its checks (``ensemble``, ``folds``)."""

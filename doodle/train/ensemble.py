@@ -20,13 +20,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from doodle.batches.cache import CacheParams, open_split, require_cache_for_images, require_same_render
+from doodle.batches.cache import open_split
 from doodle.batches.strokes import DrawnSplit, shard_paths
 from doodle.core.params import ParamError
 from doodle.core.plots import learning_curves
 from doodle.core.report import StageResult
+from doodle.render.format import require_same_render
+from doodle.render.params import RenderSection, require_cache_for_images
 
-from .feed import training_encoder, trains_on_cache
 from .folds import (
     FoldAccumulator,
     OofWriter,
@@ -37,7 +38,7 @@ from .folds import (
     reference_fold,
     summarize_members,
 )
-from .params import TrainParams, check_against
+from .params import TrainParams, check_against, trains_on_cache
 from .strategy import Worker
 from .trainer import Member, Setup, train_member
 
@@ -60,25 +61,32 @@ class TrainFiles:
 
 
 def check_run(
-    cfg: TrainParams, render_cfg: CacheParams, cache: dict, shards: dict, worker: Worker, cache_dir: Path
+    cfg: TrainParams, render_cfg: RenderSection, cache: dict, shards: dict, worker: Worker, cache_dir: Path
 ) -> None:
     """Raise a one-line ParamError when the train params cannot train on this data, before anything
     starts (no device is set up, no model built, nothing written or cleared): the one place where
     the train params are checked against the render params, the render cache's manifest (``cache``),
     the shards' (``shards``) and the cluster (``worker``); ``cache_dir`` names the cache in messages.
     Each section's own values were checked when it was loaded (``TrainParams.validate``)."""
-    on_the_fly = not trains_on_cache(render_cfg, training_encoder(cfg, render_cfg))
+    encoder = cfg.encoder(render_cfg)
+    on_the_fly = not trains_on_cache(render_cfg, encoder)
     check_against(cfg, render_cfg)  # what the params alone refuse (stages.check ran it before any stage)
     if cfg.folds > 1:  # enough shards with images for every fold to train and validate on
         plan_folds(cache, shards, cfg.folds, not on_the_fly, render_cfg.train_shards)
-    if cfg.input_kind == "sequence" and shards.get("content") == "images":
+    if not cfg.reads_images and shards.get("content") == "images":
         raise ParamError(
             f"param train.model: {cfg.model} reads strokes, but the shards hold images "
             f"({shards.get('source_kind')} source): choose an image model"
         )
-    if cfg.input_kind == "image":  # trained on the cache's images, or drawn as they were: the same render
+    if cfg.reads_images:  # trained on the cache's images, or drawn as they were: the same render
+        if encoder != render_cfg.raster() and shards.get("content") == "images":
+            raise ParamError(
+                f"param train.render: a model's own drawing params ({cfg.render}) draw from strokes, but the "
+                f"shards hold images ({shards.get('source_kind')} source): leave it empty"
+            )
         if on_the_fly:
             require_cache_for_images(False, shards)
+        # the cache's images validate every model that draws as it; the others draw their own
         require_same_render(cache, render_cfg.raster(), cache_dir, "param render: the render params")
     if cfg.time_budget_s and worker.count > 1:
         # Each worker would read its own clock, and workers that disagree on stopping would hang.
@@ -131,9 +139,10 @@ def whole_split_scorer(acc: FoldAccumulator | None):
 
 
 def holdout_split(run: Setup, threads: int | None = None):
-    """The shard.val_shards holdout as the models read it: the cache's images, or for a stroke model
-    the same drawings (the first ``render.max_per_shard`` of each shard) encoded on the fly."""
-    if run.encoder.kind == "image":
+    """The shard.val_shards holdout as the models read it: the cache's images for a model that draws
+    as the cache, or the same drawings (the first ``render.max_per_shard`` of each shard) encoded
+    on the fly, for a stroke model or an image model with its own ``train.render``."""
+    if run.encoder == run.render.raster():
         return open_split(run.cache_dir, "val")
     return DrawnSplit(shard_paths(run.shards_dir, "val"), run.encoder, run.render.max_per_shard, threads)
 

@@ -11,13 +11,14 @@ from pathlib import Path
 import keras
 
 from doodle.batches.batching import tf_dataset
-from doodle.batches.cache import CacheParams, CacheSplit, open_split
+from doodle.batches.cache import CacheSplit, open_split
 from doodle.batches.stream import BatchStream
 from doodle.batches.strokes import DrawnSplit, StrokeStream, shard_paths
 from doodle.drawing.sequence import encoder_spec
+from doodle.render.params import RenderSection
 from doodle.shard.format import read_manifest
 
-from .params import TrainParams
+from .params import TrainParams, trains_on_cache
 from .strategy import Worker
 
 
@@ -115,22 +116,9 @@ class StreamBatches(keras.utils.PyDataset):
         return (x, y) if rows == len(y) else (x[:rows], y[:rows])
 
 
-def training_encoder(cfg: TrainParams, render_cfg: CacheParams):
-    """What makes the model's input from strokes, for training and (through the model's metadata)
-    prediction alike: the render params for an image model, ``train.sequence`` for a stroke model."""
-    return cfg.sequence_params if cfg.input_kind == "sequence" else render_cfg.raster()
-
-
-def trains_on_cache(render_cfg: CacheParams, encoder) -> bool:
-    """Whether training reads the render cache's images: an image model with ``render.train_cache``.
-    Otherwise its batches are made from the shards' strokes as they are needed (always for a stroke
-    model, whose ``encoder`` is no rasterizer)."""
-    return render_cfg.train_cache and encoder.kind == "image"
-
-
 def training_stream(
     cfg: TrainParams,
-    render_cfg: CacheParams,
+    render_cfg: RenderSection,
     batch: int,
     cache_dir: Path,
     shards_dir: Path,
@@ -146,7 +134,7 @@ def training_stream(
     training shards (doodle.train.folds): their cache images, or with ``render.train_cache: false``
     their parquet files, drawn on the fly."""
     worker = worker or Worker()
-    encoder = training_encoder(cfg, render_cfg)  # render params checked against the cache's (ensemble.check_run)
+    encoder = cfg.encoder(render_cfg)  # render params checked against the cache's (ensemble.check_run)
     if isinstance(split, CacheSplit) or (trains_on_cache(render_cfg, encoder) and split is None):
         stream = BatchStream(
             split if isinstance(split, CacheSplit) else open_split(cache_dir, "train"),
@@ -176,7 +164,7 @@ def training_stream(
         worker=worker.index,
     )
     source = {"shards": shards, "train_shards": render_cfg.train_shards}
-    if encoder.kind != "image":
+    if encoder != render_cfg.raster():  # a stroke model, or an image model drawing otherwise than the cache
         source["input"] = encoder_spec(encoder)
     return stream, {**source, "max_per_shard": render_cfg.max_per_shard}
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from doodle.batches.cache import CacheParams
 from doodle.core.params import ParamError, from_mapping, require
 from doodle.drawing.augment import StrokeAugmentParams
+from doodle.drawing.raster import RenderParams
 from doodle.drawing.sequence import SequenceParams
-from doodle.models import ARCHITECTURES, AugmentParams, input_kind
+from doodle.models import ARCHITECTURES, AugmentParams, reads_images
+from doodle.render.params import RenderSection
+
+#: The drawing params a model may set for itself (``train.render``); the rest of the render section
+#: (what the cache holds, how many drawings) is the run's.
+RASTER_KEYS = ("size", "line_width", "channels", "antialias")
 
 #: ``train.strategy``: how training is spread over devices and machines (doodle.train.strategy.device_strategy).
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
@@ -46,6 +51,7 @@ class TrainParams:
     bn_recalibration_batches: int = 20  # recompute BatchNorm statistics each epoch (doodle.train.batchnorm); 0 = off
     augment: dict = field(default_factory=lambda: asdict(AugmentParams()))
     sequence: dict = field(default_factory=lambda: asdict(SequenceParams()))  # stroke models' input
+    render: dict = field(default_factory=dict)  # an image model's own drawing params over the render section's
     folds: int = 1  # K-fold cross-validation over the shards (doodle.train.folds); 1 = the shard.val_shards holdout
     seeds: int = 1  # models per fold, seeded train.seed, train.seed + 1, ...; folds x seeds = the ensemble
 
@@ -88,15 +94,35 @@ class TrainParams:
         from_mapping(StrokeAugmentParams, self.stroke_augment, f"{where}.stroke_augment")
         from_mapping(SequenceParams, self.sequence, f"{where}.sequence")
         require(
-            self.input_kind == "image" or not self.augment_params.any(),
+            set(self.render) <= set(RASTER_KEYS),
+            f"{where}.render",
+            f"a model's own drawing params are {', '.join(RASTER_KEYS)}; got {', '.join(sorted(self.render))}",
+        )
+        require(
+            self.reads_images or not self.render,
+            f"{where}.render",
+            f"the stroke model {self.model!r} draws nothing: its input is train.sequence",
+        )
+        from_mapping(RenderParams, {**RenderParams().to_dict(), **self.render}, f"{where}.render")
+        require(
+            self.reads_images or not self.augment_params.any(),
             f"{where}.augment",
             f"image augmentation does not apply to the stroke model {self.model!r}: use train.stroke_augment",
         )
 
     @property
-    def input_kind(self) -> str:
-        """What ``train.model`` reads: ``image`` (rendered drawings) or ``sequence`` (points)."""
-        return input_kind(self.model)
+    def reads_images(self) -> bool:
+        """Whether ``train.model`` reads drawn images (else point sequences, ``train.sequence``)."""
+        return reads_images(self.model)
+
+    def raster(self, render_cfg: RenderSection) -> RenderParams:
+        """How an image model draws: the render section's params with ``train.render`` over them."""
+        return RenderParams(**{**render_cfg.raster().to_dict(), **self.render})
+
+    def encoder(self, render_cfg: RenderSection):
+        """What makes the model's input from strokes, for training and (through the model's metadata)
+        prediction alike: :meth:`raster` for an image model, ``train.sequence`` for a stroke model."""
+        return self.raster(render_cfg) if self.reads_images else self.sequence_params
 
     @property
     def sequence_params(self) -> SequenceParams:
@@ -114,16 +140,24 @@ class TrainParams:
         return from_mapping(StrokeAugmentParams, self.stroke_augment, "train.stroke_augment")
 
 
-def check_against(cfg: TrainParams, render_cfg: CacheParams, shard_count: int | None = None) -> None:
+def check_against(cfg: TrainParams, render_cfg: RenderSection, shard_count: int | None = None) -> None:
     """The train params against the other sections' params: what can be refused before any data
     exists (``stages.check`` runs this before every stage; :func:`doodle.train.ensemble.check_run`
     again, with the data). Raises a one-line ParamError naming the params to change."""
-    if render_cfg.train_cache and cfg.input_kind == "image" and cfg.stroke_augment_params.any():
+    if trains_on_cache(render_cfg, cfg.encoder(render_cfg)) and cfg.stroke_augment_params.any():
         raise ParamError(
             "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
         )
     if shard_count is not None and cfg.folds > shard_count:
         raise ParamError(too_few_shards(cfg.folds, shard_count))
+
+
+def trains_on_cache(render_cfg: RenderSection, encoder) -> bool:
+    """Whether training reads the render cache's images: with ``render.train_cache``, an image model
+    that draws as the cache does (``encoder`` is the render section's raster). Any other model trains
+    on batches drawn (or encoded) on the fly from the shards: a stroke model, whose ``encoder`` is no
+    raster, and an image model with its own ``train.render``, which validates on drawn images too."""
+    return render_cfg.train_cache and encoder == render_cfg.raster()
 
 
 def too_few_shards(folds: int, count: int) -> str:

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import keras
 
-from doodle.batches.cache import CacheParams, CacheSplit
+from doodle.batches.cache import CacheSplit
 from doodle.batches.strokes import DrawnSplit
 from doodle.drawing.sequence import encoder_spec
+from doodle.render.params import RenderSection
 
 from .compile import FitCallbacks, compiled_model, fit_callbacks
 from .feed import fit_data, replicas, training_stream, validation_stream
@@ -46,8 +47,8 @@ TIMINGS = (
 class Setup:
     """What every model of a run shares."""
 
-    render: CacheParams
-    encoder: object  # what the models read (doodle.train.feed.training_encoder): render or sequence params
+    render: RenderSection
+    encoder: object  # what the models read (TrainParams.encoder): render or sequence params
     strategy: object
     device: str
     worker: Worker
@@ -132,7 +133,7 @@ def start_line(cfg: TrainParams, run: Setup, member: Member, train, source, batc
     if worker.count > 1:
         shared = f" ({batch // worker.count} on each of {worker.count} workers)"
         role = f"; this is worker {worker.index}{' (the chief)' if worker.chief else ''}"
-    drawn = "drawings (drawn on the fly)" if run.encoder.kind == "image" else "drawings (encoded on the fly)"
+    drawn = "drawings (drawn on the fly)" if run.encoder.draws_images else "drawings (encoded on the fly)"
     return (
         f"{member.tag}: {cfg.model} on {train.image_shape}, {len(run.cache['classes'])} classes, {train.rows:,} train "
         f"{'images' if source == 'cache' else drawn} / "

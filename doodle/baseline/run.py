@@ -1,4 +1,4 @@
-"""The classical baseline: PCA + SVM (scikit-learn) on a bounded, seeded subsample of the training images,
+"""The baseline stage's run, a classical PCA + SVM (scikit-learn) on a bounded, seeded subsample of the training images,
 scored on the validation split the network is scored on.
 
 Why a baseline: a network's MAP@3 means little alone. The same validation drawings scored by a model
@@ -34,14 +34,21 @@ from typing import Literal
 import numpy as np
 import pyarrow.parquet as pq
 
-from doodle.batches.cache import CacheParams, CacheSplit, open_split, read_cache_manifest, require_same_render
+from doodle.batches.cache import CacheSplit, open_split
 from doodle.core.metrics import RANK_WEIGHTS
 from doodle.core.params import ParamError, require
+from doodle.core.report import StageResult
 from doodle.drawing.raster import render
 from doodle.drawing.strokes import STROKE_COLUMNS
+from doodle.render.format import read_cache_manifest, require_same_render
+from doodle.render.params import RenderSection
 from doodle.shard.format import read_manifest, read_strokes, row_groups, split_shards
 
 SCORE_BATCH = 2048  # validation rows per decision_function call: bounds memory, not the result
+
+
+#: What runs are compared by (metrics/baseline.json): the keys metrics/eval.json uses.
+HEADLINE = ("val_map_at_3", "val_top1", "val_top3")
 
 
 @dataclass
@@ -109,9 +116,9 @@ def cache_sample(split: CacheSplit, cfg: BaselineParams, tick=lambda n: None) ->
     return out, labels
 
 
-def training_groups(shard_dir: str | Path, render_cfg: CacheParams) -> list[tuple[Path, int, int]]:
+def training_groups(shard_dir: str | Path, render_cfg: RenderSection) -> list[tuple[Path, int, int]]:
     """(parquet file, row group, rows) of the training set, in the order the render cache lays it out
-    (doodle.batches.cache.plan): the first ``render.train_shards`` training shards in file order, the first
+    (doodle.render.run.plan): the first ``render.train_shards`` training shards in file order, the first
     ``render.max_per_shard`` rows of each. Only footers are read."""
     shard_dir = Path(shard_dir)
     man = read_manifest(shard_dir)
@@ -132,7 +139,7 @@ def training_groups(shard_dir: str | Path, render_cfg: CacheParams) -> list[tupl
 
 
 def shard_sample(
-    shard_dir: str | Path, render_cfg: CacheParams, cfg: BaselineParams, tick=lambda n: None
+    shard_dir: str | Path, render_cfg: RenderSection, cfg: BaselineParams, tick=lambda n: None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The sampled training drawings, read from the stroke shards (only the row groups holding a
     sampled row, one at a time) and drawn with ``render`` and the render params."""
@@ -251,12 +258,13 @@ def run(
     cache_dir: str | Path,
     shard_dir: str | Path,
     cfg: BaselineParams,
-    render_cfg: CacheParams,
+    render_cfg: RenderSection,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
     log=print,
-) -> dict:
-    """Sample, fit and score; returns every number for reports/baseline.json (headline keys first).
-    ``progress(desc, total)`` returns a tick(n) callback (e.g. a tqdm bar's update)."""
+) -> StageResult:
+    """Sample, fit and score: every number for reports/baseline.json, the headline (metrics/baseline.json:
+    the keys metrics/eval.json uses, so `dvc metrics show` prints the baseline in the network's columns)
+    and the stage's line. ``progress(desc, total)`` returns a tick(n) callback (e.g. a tqdm bar's update)."""
     progress = progress or (lambda desc, total: lambda n: None)
     man = read_cache_manifest(cache_dir)
     classes = man["classes"]
@@ -286,7 +294,7 @@ def run(
     scored = score_split(model, val, cfg.val_max_rows, progress("baseline score", limit))
     per_class = scored.pop("per_class_top1")
     counts = scored.pop("per_class_rows")
-    return {
+    values = {
         **{k: scored.pop(k) for k in ("val_map_at_3", "val_top1", "val_top3")},
         "train_rows": len(labels),
         "train_rows_available": total,
@@ -306,3 +314,13 @@ def run(
             classes[i]: round(float(per_class[i]), 4) for i in np.argsort(per_class, kind="stable") if counts[i]
         },
     }
+    return StageResult(values, HEADLINE, summary(values))
+
+
+def summary(values: dict) -> str:
+    return (
+        f"baseline: val MAP@3 {values['val_map_at_3']:.4f}, top-1 {values['val_top1']:.4f}, "
+        f"top-3 {values['val_top3']:.4f} on {values['val_rows']:,} drawings; fit {values['fit_seconds']:.1f}s on "
+        f"{values['train_rows']:,} rows ({values['explained_variance']:.0%} of the variance in "
+        f"{values['pca_components']} components), predict {values['predict_seconds']:.1f}s"
+    )
