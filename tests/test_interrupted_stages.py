@@ -41,7 +41,7 @@ def test_a_killed_shard_or_render_stage_is_rebuilt_to_the_same_hashes(tmp_path):
     params = {
         "data": {"source": "data/raw", "kind": "kaggle"},
         "shard": {"count": 6, "spill_dir": str(spill), "memory_mb": 4},
-        "render": {"size": 16, "line_width": 6},
+        "render": {"size": 20, "line_width": 6},
     }
     write_params(proj / "params.yaml", params)
     run_dvc(["repro", "render"], proj)

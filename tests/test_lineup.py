@@ -67,6 +67,7 @@ def test_a_shared_time_budget_is_split_among_the_models_that_set_none():
         ({"main": {"width": -1}}, "param models.main.width: must be > 0"),
         ({"main": {"render": {"sise": 64}}}, "param models.main.render: a model's own drawing params are size"),
         ({"main": {"render": {"size": 4}}}, r"param models.main.render.size: must be in 8..512"),
+        ({"main": {"render": {"size": 16}}}, r"model main: param train.render.size: cnn needs images of at least 19px"),
         ({"s": {"model": "stroke_conv1d", "render": {"size": 64}}}, "param models.s.render: the stroke model"),
         ({"main": [1, 2]}, "param models.main: expected a mapping"),
         ({"main": {"stroke_augment": {"scale": 0.1}}}, "param train.stroke_augment: needs render.train_cache: false"),
@@ -88,11 +89,11 @@ def test_an_image_model_draws_as_the_render_section_unless_it_or_its_recipe_says
     ours = RECIPES["ours"].overrides["render"]
     drawn = {k: ours[k] for k in RASTER_KEYS}
     default = RenderSection()  # 32px, 1 channel, the cache trains
-    params = params_with({"main": {}, "small": {"render": {"size": 16}}, "ours": {"recipe": "ours"}})
+    params = params_with({"main": {}, "small": {"render": {"size": 24}}, "ours": {"recipe": "ours"}})
     models = lineup.check_models(params, default)  # ours's stroke augmentation: it draws on the fly
     assert models["main"].render == {} and models["main"].raster(default) == default.raster()
     assert trains_on_cache(default, models["main"].encoder(default))
-    assert models["small"].raster(default) == RenderParams(16, default.line_width, 1, default.antialias)
+    assert models["small"].raster(default) == RenderParams(24, default.line_width, 1, default.antialias)
     assert models["ours"].render == drawn and models["ours"].raster(default) == RenderParams(**drawn)
     for name in ("small", "ours"):  # drawn on the fly, validated on the same drawings drawn so
         assert not trains_on_cache(default, models[name].encoder(default))
@@ -120,7 +121,7 @@ def test_the_check_stage_writes_each_models_resolved_section(tmp_path):
 @pytest.mark.slow
 def test_each_model_trains_in_its_own_stage_resumes_alone_and_a_change_to_one_retrains_only_it(tmp_path):
     """Three models through DVC: train@main (the image cnn), train@strokes (a stroke model) and
-    train@small (the cnn drawing its own 16px images on the fly, beside the cache's 32px).
+    train@small (the cnn drawing its own 24px images on the fly, beside the cache's 32px).
     - `dvc repro` killed (the whole process group, as a lost kernel) while train@strokes is past its first
       epoch: the rerun does not retrain main (its stage finished, cached) and resumes strokes from its backup;
     - predict blends them with fitted weights; evaluate scores the blend and each model alone;
@@ -128,7 +129,7 @@ def test_each_model_trains_in_its_own_stage_resumes_alone_and_a_change_to_one_re
       model's file as it was."""
     proj = clone_project(tmp_path / "repo")
     strokes = {"model": "stroke_conv1d", "width": 0.25, "sequence": {"max_points": 64}, "epochs": 4}
-    small = {"render": {"size": 16}}
+    small = {"render": {"size": 24}}
     write_params(proj / "params.yaml", {"models": {"strokes": strokes, "small": small}})
     backup = proj / "models/backup/strokes"
     kill_when(proj, ["repro"], lambda: backup.is_dir() and any(backup.glob("epoch-*")))
@@ -145,7 +146,7 @@ def test_each_model_trains_in_its_own_stage_resumes_alone_and_a_change_to_one_re
     assert sum(m["weight"] for m in blend["models"]) == pytest.approx(1, abs=1e-3)
     assert all(0 <= m["val_map_at_3"] <= 1 for m in blend["models"]) and "val_map_at_3_blend" in blend
     assert json.loads((proj / "models/strokes/model.json").read_text())["input"]["kind"] == "sequence"
-    assert json.loads((proj / "models/small/model.json").read_text())["input_shape"] == [16, 16, 1]
+    assert json.loads((proj / "models/small/model.json").read_text())["input_shape"] == [24, 24, 1]
     for name in ("main", "strokes", "small"):
         assert set(json.loads((proj / f"metrics/train/{name}.json").read_text())) >= {"val_map_at_3"}
         assert (proj / f"reports/train/{name}_curves.png").stat().st_size > 1000

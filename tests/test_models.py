@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from doodle.models import AugmentParams, build_model
+from doodle.models import ARCHITECTURES, AugmentParams, build_model
 from doodle.models.common import input_head
 
 COMBOS = [(32, 1), (64, 3), (128, 1), (128, 3)]
@@ -40,6 +40,15 @@ def test_augmentation_only_in_training():
     a = np.asarray(m(x, training=False))
     assert np.allclose(a, np.asarray(m(x, training=False)))
     assert {"aug_flip", "aug_shift", "aug_zoom", "aug_rotation", "aug_shear"} <= {layer.name for layer in m.layers}
+
+
+@pytest.mark.parametrize("name", [n for n, a in ARCHITECTURES.items() if a.draws_images and a.min_size > 8])
+def test_an_image_model_builds_at_its_min_size_and_not_below(name):
+    """The registry's min_size is what the check stage refuses below, in one line, before any training."""
+    build_model(name, (ARCHITECTURES[name].min_size,) * 2 + (1,), 5, width=0.25)
+    with pytest.raises(ValueError):
+        below = ARCHITECTURES[name].min_size - 1
+        build_model(name, (below, below, 1), 5, width=0.25)
 
 
 def test_unknown_model_is_named():

@@ -197,7 +197,7 @@ def test_check_run_refuses_params_that_conflict_with_the_data_before_any_work():
         check_run(TrainParams(), render, cache, images, Worker(), Path("data/cache"))
     # a model drawing its own images (train.render) needs strokes; the same params as the cache's are no own
     cached = RenderSection()
-    check_run(TrainParams(render={"size": 16}), cached, cache, strokes, Worker(), Path("data/cache"))
+    check_run(TrainParams(render={"size": 24}), cached, cache, strokes, Worker(), Path("data/cache"))
     check_run(TrainParams(render={"size": cached.size}), cached, cache, images, Worker(), Path("data/cache"))
     with pytest.raises(ParamError, match=r"train.render: a model's own drawing params .* shards hold images"):
-        check_run(TrainParams(render={"size": 16}), cached, cache, images, Worker(), Path("data/cache"))
+        check_run(TrainParams(render={"size": 24}), cached, cache, images, Worker(), Path("data/cache"))

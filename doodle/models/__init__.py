@@ -26,6 +26,7 @@ class Architecture:
 
     name: str
     encoder: type  # RenderParams or SequenceParams
+    min_size: int = 8  # an image model's smallest input side: its pooling leaves nothing below (tests/test_models.py)
 
     @property
     def draws_images(self) -> bool:
@@ -39,11 +40,11 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
-        Architecture("cnn", RenderParams),
-        Architecture("seed_cnn", RenderParams),
-        Architecture("mobilenet", RenderParams),
+        Architecture("cnn", RenderParams, min_size=19),
+        Architecture("seed_cnn", RenderParams, min_size=29),
+        Architecture("mobilenet", RenderParams, min_size=32),
         Architecture("mlp", RenderParams),
-        Architecture("efficientnet", RenderParams),
+        Architecture("efficientnet", RenderParams, min_size=32),
         Architecture("stroke_rnn", SequenceParams),
         Architecture("stroke_conv1d", SequenceParams),
     )

@@ -13,7 +13,7 @@ from doodle.core.params import ParamError, from_mapping, require
 from doodle.drawing.augment import StrokeAugmentParams
 from doodle.drawing.raster import RenderParams
 from doodle.drawing.sequence import SequenceParams
-from doodle.models import ARCHITECTURES, AugmentParams, reads_images
+from doodle.models import ARCHITECTURES, AugmentParams, architecture, reads_images
 from doodle.render.params import RenderSection
 
 #: The drawing params a model may set for itself (``train.render``); the rest of the render section
@@ -144,6 +144,12 @@ def check_against(cfg: TrainParams, render_cfg: RenderSection, shard_count: int 
     """The train params against the other sections' params: what can be refused before any data
     exists (``stages.check`` runs this before every stage; :func:`doodle.train.ensemble.check_run`
     again, with the data). Raises a one-line ParamError naming the params to change."""
+    if cfg.reads_images and cfg.raster(render_cfg).size < architecture(cfg.model).min_size:
+        where = "train.render.size" if "size" in cfg.render else "render.size"
+        raise ParamError(
+            f"param {where}: {cfg.model} needs images of at least {architecture(cfg.model).min_size}px (its pooling "
+            f"leaves nothing of smaller ones), got {cfg.raster(render_cfg).size}"
+        )
     if trains_on_cache(render_cfg, cfg.encoder(render_cfg)) and cfg.stroke_augment_params.any():
         raise ParamError(
             "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
