@@ -103,11 +103,9 @@ def scores_on_test(
 
     data = yaml.safe_load((project / "params.yaml").read_text())["data"]
     source = resolve_source(project / data["source"], data.get("kind", "auto"))  # an absolute source stays itself
-    tests = []
-    for name in names:
-        model = TrainedModel.load(project / "models" / name / "model.keras")
-        tests.append(predict_test_file([model], source.test_file, 512, False))
-    classes = TrainedModel.load(project / "models" / names[0] / "model.keras").classes
+    models = [TrainedModel.load(project / "models" / name / "model.keras") for name in names]
+    tests = [predict_test_file([model], source.test_file, 512, False) for model in models]
+    classes = models[0].classes
     answers = pd.read_csv(test_labels, dtype=str, keep_default_na=False)
     truth = dict(zip(answers["key_id"].str.strip(), answers["word"].str.replace("_", " ")))
     index = {c: i for i, c in enumerate(classes)}

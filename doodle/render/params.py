@@ -43,6 +43,12 @@ class RenderSection:
     def raster(self) -> RenderParams:
         return RenderParams(self.size, float(self.line_width), self.channels, self.antialias)
 
+    def draws_as(self, encoder) -> bool:
+        """Whether ``encoder`` (a model's input) is this section's raster: the model reads the cache's
+        images (its validation split, and with ``train_cache`` its training images too); any other
+        (a stroke model's, an image model's own ``train.render``) is drawn from the shards."""
+        return encoder == self.raster()
+
 
 def require_cache_for_images(train_cache: bool, shard_manifest: dict) -> None:
     """``render.train_cache: false`` trains on strokes drawn on the fly; image shards have no

@@ -79,7 +79,7 @@ def check_run(
             f"({shards.get('source_kind')} source): choose an image model"
         )
     if cfg.reads_images:  # trained on the cache's images, or drawn as they were: the same render
-        if encoder != render_cfg.raster() and shards.get("content") == "images":
+        if not render_cfg.draws_as(encoder) and shards.get("content") == "images":
             raise ParamError(
                 f"param train.render: a model's own drawing params ({cfg.render}) draw from strokes, but the "
                 f"shards hold images ({shards.get('source_kind')} source): leave it empty"
@@ -142,7 +142,7 @@ def holdout_split(run: Setup, threads: int | None = None):
     """The shard.val_shards holdout as the models read it: the cache's images for a model that draws
     as the cache, or the same drawings (the first ``render.max_per_shard`` of each shard) encoded
     on the fly, for a stroke model or an image model with its own ``train.render``."""
-    if run.encoder == run.render.raster():
+    if run.render.draws_as(run.encoder):
         return open_split(run.cache_dir, "val")
     return DrawnSplit(shard_paths(run.shards_dir, "val"), run.encoder, run.render.max_per_shard, threads)
 

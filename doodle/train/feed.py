@@ -164,7 +164,7 @@ def training_stream(
         worker=worker.index,
     )
     source = {"shards": shards, "train_shards": render_cfg.train_shards}
-    if encoder != render_cfg.raster():  # a stroke model, or an image model drawing otherwise than the cache
+    if not render_cfg.draws_as(encoder):  # a stroke model, or an image model drawing otherwise than the cache
         source["input"] = encoder_spec(encoder)
     return stream, {**source, "max_per_shard": render_cfg.max_per_shard}
 

@@ -144,11 +144,12 @@ def check_against(cfg: TrainParams, render_cfg: RenderSection, shard_count: int 
     """The train params against the other sections' params: what can be refused before any data
     exists (``stages.check`` runs this before every stage; :func:`doodle.train.ensemble.check_run`
     again, with the data). Raises a one-line ParamError naming the params to change."""
-    if cfg.reads_images and cfg.raster(render_cfg).size < architecture(cfg.model).min_size:
+    size, smallest = cfg.raster(render_cfg).size, architecture(cfg.model).min_size
+    if cfg.reads_images and size < smallest:
         where = "train.render.size" if "size" in cfg.render else "render.size"
         raise ParamError(
-            f"param {where}: {cfg.model} needs images of at least {architecture(cfg.model).min_size}px (its pooling "
-            f"leaves nothing of smaller ones), got {cfg.raster(render_cfg).size}"
+            f"param {where}: {cfg.model} needs images of at least {smallest}px (its pooling leaves nothing of "
+            f"smaller ones), got {size}"
         )
     if trains_on_cache(render_cfg, cfg.encoder(render_cfg)) and cfg.stroke_augment_params.any():
         raise ParamError(
@@ -163,7 +164,7 @@ def trains_on_cache(render_cfg: RenderSection, encoder) -> bool:
     that draws as the cache does (``encoder`` is the render section's raster). Any other model trains
     on batches drawn (or encoded) on the fly from the shards: a stroke model, whose ``encoder`` is no
     raster, and an image model with its own ``train.render``, which validates on drawn images too."""
-    return render_cfg.train_cache and encoder == render_cfg.raster()
+    return render_cfg.train_cache and render_cfg.draws_as(encoder)
 
 
 def too_few_shards(folds: int, count: int) -> str:
