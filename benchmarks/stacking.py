@@ -27,25 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from doodle.core.metrics import map_at_3
 from doodle.predict.blend import fit_weights
+from doodle.train.folds import read_oof
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse regularisation of the stacker, chosen by a nested split
-
-
-def oof_probs(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(key_ids, labels, probabilities) of an out-of-fold file, sorted by key_id."""
-    t = pq.read_table(path)
-    keys, labels = t["key_id"].to_numpy(), t["label"].to_numpy().astype(np.int64)
-    top_labels = np.stack(t["top_labels"].to_numpy(zero_copy_only=False)).astype(np.int64)
-    top_probs = np.stack(t["top_probs"].to_numpy(zero_copy_only=False))
-    classes = top_labels.shape[1]
-    probs = np.zeros((len(keys), classes), np.float64)
-    np.put_along_axis(probs, top_labels, top_probs, axis=1)  # the file keeps every class's (top-k = all)
-    order = np.argsort(keys)
-    return keys[order], labels[order], probs[order]
 
 
 def features(probs: list[np.ndarray]) -> np.ndarray:
@@ -134,7 +121,7 @@ def main(argv=None) -> None:
     if len(files) < 2:
         raise SystemExit(f"error: {project / 'models'} holds {len(files)} model(s) with an out-of-fold file; need 2+")
     names = [f.parts[-3] for f in files]
-    read = [oof_probs(f) for f in files]
+    read = [read_oof(f, len(json.loads((f.parents[1] / "model.json").read_text())["classes"])) for f in files]
     keys, labels = read[0][0], read[0][1]
     for name, (k, y, _) in zip(names, read):
         if not (np.array_equal(k, keys) and np.array_equal(y, labels)):

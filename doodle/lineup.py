@@ -63,6 +63,20 @@ def names(params: dict[str, Any]) -> list[str]:
     return list(table)
 
 
+def chosen(params: dict[str, Any], name: str | None) -> str:
+    """The model a command works on: ``name`` when given (it must be one params.yaml names), else the
+    only one params.yaml names (several: a one-line ParamError asking to pick one)."""
+    table = names(params)
+    if name is not None:
+        overrides(params, name)  # an unknown name is refused, naming the known ones
+        return name
+    if len(table) != 1:
+        raise ParamError(
+            f"params.yaml's {SECTION} names {len(table)} models ({', '.join(table)}): pick one with --model"
+        )
+    return table[0]
+
+
 def overrides(params: dict[str, Any], name: str) -> dict[str, Any]:
     """Model ``name``'s own overrides (``{}`` for none), checked to be a mapping."""
     if name not in names(params):

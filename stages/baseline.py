@@ -9,8 +9,6 @@ doodle.baseline.run for the sampling, the features and why the PCA is not whiten
 
 from __future__ import annotations
 
-from tqdm import tqdm
-
 from doodle.baseline.run import BaselineParams, run
 from doodle.core.params import load_section, read_params
 from doodle.core.paths import CACHE, SHARDS
@@ -23,17 +21,7 @@ def main(argv=None) -> None:
     params = read_params(args.params)
     cfg = load_section(BaselineParams, "baseline", params)
     render_cfg = load_section(RenderSection, "render", params)
-    bars = []
-
-    def progress(desc: str, total: int):
-        bars.append(tqdm(total=total, unit="img", desc=desc, disable=args.quiet))
-        return bars[-1].update
-
-    try:
-        result = run(CACHE, SHARDS, cfg, render_cfg, progress, log=lambda line: print(line, flush=True))
-    finally:
-        for bar in bars:
-            bar.close()
+    result = run(CACHE, SHARDS, cfg, render_cfg, progress=not args.quiet, log=lambda line: print(line, flush=True))
     cli.report("baseline", result)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from doodle.core.params import load_section, read_params
 from doodle.core.paths import BLEND, CACHE, REPORTS, SHARDS
 from doodle.evaluate.params import EvaluateParams
-from doodle.evaluate.run import EvaluateFiles, evaluate
+from doodle.evaluate.run import EvaluateFiles, run
 from stages import cli
 
 
@@ -27,7 +27,7 @@ def main(argv=None) -> None:
     cli.setup_logging()
     cfg = load_section(EvaluateParams, "evaluate", read_params(args.params))
     files = EvaluateFiles(CACHE, SHARDS, BLEND, REPORTS)
-    cli.report("eval", evaluate(cfg, files, progress=not args.quiet))
+    cli.report("eval", run(cfg, files, progress=not args.quiet))
 
 
 if __name__ == "__main__":

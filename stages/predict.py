@@ -18,7 +18,7 @@ from __future__ import annotations
 from doodle import lineup
 from doodle.core.params import load_section, read_params
 from doodle.core.paths import BLEND, MODELS, PROBABILITIES, SAMPLE, SHARDS, SUBMISSION
-from doodle.predict.run import PredictFiles, PredictParams, predict
+from doodle.predict.run import PredictFiles, PredictParams, run
 from doodle.sources.folder import DataParams, resolve_source
 from stages import cli
 
@@ -31,7 +31,7 @@ def main(argv=None) -> None:
     data = load_section(DataParams, "data", params)
     names = lineup.names(params) if cfg.models == "auto" else []  # the models section, when it picks them
     files = PredictFiles(SHARDS, MODELS, names, SUBMISSION, PROBABILITIES, BLEND)
-    cli.report("test", predict(cfg, resolve_source(data.source, data.kind, SAMPLE), files, progress=not args.quiet))
+    cli.report("test", run(cfg, resolve_source(data.source, data.kind, SAMPLE), files, progress=not args.quiet))
 
 
 if __name__ == "__main__":

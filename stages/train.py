@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from doodle.core.params import ParamError, load_section, read_params
+from doodle.core.params import load_section, read_params
 from stages import cli
 
 
@@ -42,7 +42,7 @@ def main(argv=None) -> None:
 
     cli.setup_logging()
     params = read_params(args.params)
-    name = args.model or only_model(lineup.names(params))
+    name = lineup.chosen(params, args.model)
     cfg = lineup.train_params(params, name)
     render_cfg = load_section(RenderSection, "render", params)
 
@@ -50,13 +50,6 @@ def main(argv=None) -> None:
         cli.report(f"train/{name}", result)
 
     run(cfg, render_cfg, lambda root: train_files(root, name), CACHE, SHARDS, report, progress=not args.quiet)
-
-
-def only_model(names: list[str]) -> str:
-    """The model to train when ``--model`` is not given: the only one params.yaml names."""
-    if len(names) != 1:
-        raise ParamError(f"params.yaml's models names {len(names)} models ({', '.join(names)}): pick one with --model")
-    return names[0]
 
 
 def train_files(root: Path, name: str):

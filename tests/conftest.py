@@ -108,6 +108,21 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+def write_oof(path: Path, keys, labels, probs):
+    """An out-of-fold file as train@<name> writes it (doodle.train.folds.OofWriter; one fold)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from doodle.train.folds import OofWriter
+
+    split = SimpleNamespace(keys=[keys], rows=len(keys), all_labels=lambda: labels)
+    writer = OofWriter(path, probs.shape[1])
+    writer.add_fold(0, SimpleNamespace(split=split, sums=probs.astype(np.float32), members=1))
+    writer.close()
+    return writer
+
+
 def merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -195,6 +210,30 @@ def kill_when(proj: Path, args: list[str], ready, timeout: float = 300) -> None:
 def stages_run(dvc_output: str) -> list[str]:
     """The stages a ``dvc repro`` / ``dvc exp run`` output says it ran, in order."""
     return [ln.split("'")[1] for ln in dvc_output.splitlines() if ln.startswith("Running stage")]
+
+
+def git(args: list[str], cwd: Path) -> None:
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, check=True)
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory):
+    """The tiny project cloned, built by ``dvc repro`` and committed (dvc.lock and the metrics with
+    it; data and models in its DVC cache), once per test run: the DVC tests start from a copy
+    (:func:`copy_project`) instead of each building the pipeline again. Returns (its path, the
+    stages that first ``dvc repro`` ran)."""
+    proj = clone_project(tmp_path_factory.mktemp("reproduced") / "repo")
+    write_params(proj / "params.yaml")
+    ran = stages_run(run_dvc(["repro"], proj))
+    git(["add", "-A"], proj)
+    git(["commit", "-qm", "the tiny project, reproduced"], proj)
+    return proj, ran
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy of a project, its git repository and DVC cache included (links copied as links)."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ FLOORS = [
     "baseline",
     "predict",
     "evaluate",
+    "score",
 ]
 TOP = {"sections", "recipes", "routes", "lineup"}  # doodle/<name>.py above every subpackage
 LONGEST_FUNCTION = 80  # lines
@@ -77,6 +78,44 @@ def test_only_stages_know_the_project_layout():
     """The path constants (doodle.core.paths) are the stages' to pass: library code takes directories."""
     users = [name for name, path in library().items() if "doodle.core.paths" in project_imports(path)]
     assert not users, users
+    assert any("doodle.core.paths" in project_imports(p) for p in (REPO / "stages").glob("*.py"))
+
+
+def test_every_stage_package_has_a_run():
+    """Each stage's library package exposes ``run`` in its run module, and its stage calls it."""
+    for stage in ("sample", "shard", "render", "train", "baseline", "predict", "evaluate", "score"):
+        tree = ast.parse((REPO / "doodle" / stage / "run.py").read_text())
+        assert "run" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, stage
+        assert f"doodle.{stage}.run" in imported_modules(REPO / "stages" / f"{stage}.py"), stage
+
+
+def test_tests_mirror_the_library():
+    """tests/<package>/ tests doodle/<package>/ (or stages/, benchmarks/); tests/ itself the modules at
+    the top of doodle/ and the project's shape."""
+    folders = set(FLOORS) | {"stages", "benchmarks"}
+    top = {f"test_{m}.py" for m in TOP} | {"test_layout.py", "test_requirements.py"}
+    misplaced = [
+        str(p.relative_to(REPO))
+        for p in (REPO / "tests").rglob("test_*.py")
+        if not (p.parent.name in folders and p.parent.parent == REPO / "tests")
+        and not (p.parent == REPO / "tests" and p.name in top)
+    ]
+    assert not misplaced, misplaced
+
+
+def modules_of_tests() -> set[str]:
+    return {module_name(p) for p in (REPO / "tests").rglob("*.py")}
+
+
+def test_no_test_imports_another_test_module():
+    """Shared helpers live in tests/conftest.py; a test module may import only itself (a subprocess
+    script that needs its helpers)."""
+    bad = []
+    for path in (REPO / "tests").rglob("test_*.py"):
+        own = module_name(path)
+        tests = {m for m in imported_modules(path) if m in modules_of_tests()}
+        bad += [f"{own} imports {m}" for m in sorted(tests - {own, "tests.conftest"})]
+    assert not bad, bad
 
 
 def test_no_import_cycle():
@@ -163,13 +202,3 @@ def test_every_test_is_time_bounded(pytestconfig, request):
     slow.add_marker(pytest.mark.slow)
     pytest_collection_modifyitems([slow])
     assert slow.get_closest_marker("timeout").args == (SLOW_TIMEOUT_S,)
-
-
-def test_only_the_stages_name_the_projects_paths():
-    """Library code takes the folders it reads and writes as arguments; stages/ passes the project's
-    (doodle.core.paths). The one exception: the sources layer knows the embedded sample's folder, the
-    meaning of data.source ``sample``."""
-    allowed = {"doodle.core.paths", "doodle.sources.folder"}
-    naming = {m for m, path in library().items() if "doodle.core.paths" in project_imports(path)}
-    assert naming <= allowed, sorted(naming - allowed)
-    assert any("doodle.core.paths" in project_imports(p) for p in (REPO / "stages").glob("*.py"))

@@ -19,7 +19,7 @@ from doodle.render.params import RenderSection
 from doodle.sections import check_all
 from doodle.train.params import RASTER_KEYS, trains_on_cache
 from stages.cli import subprocess_env
-from tests.conftest import REPO, clone_project, kill_when, run_dvc, stages_run, write_params
+from tests.conftest import REPO, copy_project, kill_when, run_dvc, stages_run, write_params
 
 
 def params_with(models: dict, **sections) -> dict:
@@ -119,7 +119,7 @@ def test_the_check_stage_writes_each_models_resolved_section(tmp_path):
 
 
 @pytest.mark.slow
-def test_each_model_trains_in_its_own_stage_resumes_alone_and_a_change_to_one_retrains_only_it(tmp_path):
+def test_each_model_trains_in_its_own_stage_resumes_alone_and_a_change_to_one_retrains_only_it(reproduced, tmp_path):
     """Three models through DVC: train@main (the image cnn), train@strokes (a stroke model) and
     train@small (the cnn drawing its own 24px images on the fly, beside the cache's 32px).
     - `dvc repro` killed (the whole process group, as a lost kernel) while train@strokes is past its first
@@ -127,7 +127,7 @@ def test_each_model_trains_in_its_own_stage_resumes_alone_and_a_change_to_one_re
     - predict blends them with fitted weights; evaluate scores the blend and each model alone;
     - `dvc exp run -S` on one model's key reruns that model, predict and evaluate, and leaves the other
       model's file as it was."""
-    proj = clone_project(tmp_path / "repo")
+    proj = copy_project(reproduced[0], tmp_path / "repo")  # train@main done: models are added to it
     strokes = {"model": "stroke_conv1d", "width": 0.25, "sequence": {"max_points": 64}, "epochs": 4}
     small = {"render": {"size": 24}}
     write_params(proj / "params.yaml", {"models": {"strokes": strokes, "small": small}})
@@ -161,3 +161,14 @@ def test_each_model_trains_in_its_own_stage_resumes_alone_and_a_change_to_one_re
     assert again == ["check", "train@strokes", "predict", "evaluate"]
     assert (proj / "models/main/model.keras").read_bytes() == main_model
     assert json.loads((proj / "models/strokes/model.json").read_text())["width"] == 0.5
+
+
+def test_the_model_a_command_works_on_is_the_named_one_or_the_only_one():
+    one = params_with({"main": {}})
+    assert lineup.chosen(one, None) == "main" and lineup.chosen(one, "main") == "main"
+    two = params_with({"main": {}, "strokes": {"model": "stroke_conv1d"}})
+    assert lineup.chosen(two, "strokes") == "strokes"
+    with pytest.raises(ParamError, match=r"names 2 models \(main, strokes\): pick one with --model"):
+        lineup.chosen(two, None)
+    with pytest.raises(ParamError, match="unknown model 'other': params.yaml's models names main, strokes"):
+        lineup.chosen(two, "other")

@@ -26,13 +26,13 @@ not grow with it; ``baseline.val_max_rows`` scores only its first rows (a unifor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from doodle.batches.cache import CacheSplit, open_split
 from doodle.core.metrics import RANK_WEIGHTS
@@ -259,13 +259,16 @@ def run(
     shard_dir: str | Path,
     cfg: BaselineParams,
     render_cfg: RenderSection,
-    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    progress: bool = True,
     log=print,
 ) -> StageResult:
     """Sample, fit and score: every number for reports/baseline.json, the headline (metrics/baseline.json:
     the keys metrics/eval.json uses, so `dvc metrics show` prints the baseline in the network's columns)
-    and the stage's line. ``progress(desc, total)`` returns a tick(n) callback (e.g. a tqdm bar's update)."""
-    progress = progress or (lambda desc, total: lambda n: None)
+    and the stage's line; ``progress``: tqdm bars over the sampled and the scored rows."""
+
+    def bar(desc: str, total: int) -> tqdm:
+        return tqdm(total=total, unit="img", desc=desc, disable=not progress)
+
     man = read_cache_manifest(cache_dir)
     classes = man["classes"]
     val = open_split(cache_dir, "val")
@@ -275,12 +278,14 @@ def run(
     if render_cfg.train_cache:
         source, split = "cache", open_split(cache_dir, "train")
         total = split.rows
-        images, labels = cache_sample(split, cfg, progress("baseline sample", min(cfg.max_rows, total)))
+        with bar("baseline sample", min(cfg.max_rows, total)) as b:
+            images, labels = cache_sample(split, cfg, b.update)
     else:
         require_same_render(man, render_cfg.raster(), cache_dir, "param render: the render params")
         source = "shards"
         total = sum(n for _, _, n in training_groups(shard_dir, render_cfg))
-        images, labels = shard_sample(shard_dir, render_cfg, cfg, progress("baseline sample", min(cfg.max_rows, total)))
+        with bar("baseline sample", min(cfg.max_rows, total)) as b:
+            images, labels = shard_sample(shard_dir, render_cfg, cfg, b.update)
     sample_seconds = time.perf_counter() - t0
     if total == 0:
         raise FileNotFoundError(f"no training rows in {cache_dir if source == 'cache' else shard_dir}: check render")
@@ -291,7 +296,8 @@ def run(
     model = fit(images, labels, len(classes), cfg)
     del images
     limit = val.rows if cfg.val_max_rows is None else min(cfg.val_max_rows, val.rows)
-    scored = score_split(model, val, cfg.val_max_rows, progress("baseline score", limit))
+    with bar("baseline score", limit) as b:
+        scored = score_split(model, val, cfg.val_max_rows, b.update)
     per_class = scored.pop("per_class_top1")
     counts = scored.pop("per_class_rows")
     values = {

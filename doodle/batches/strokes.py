@@ -43,12 +43,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from doodle.drawing.augment import StrokeAugmentParams, sample
 from doodle.drawing.sequence import Encoder
 from doodle.drawing.strokes import StrokeBatch
-from doodle.shard.format import read_manifest, read_strokes, row_groups, split_shards
+from doodle.shard.format import read_group, read_manifest, read_strokes, row_groups, split_shards
 
 from .batching import Stream, aligned_empty, batch_pieces, check_share, passes
 from .cache import LabelledRows
@@ -263,7 +262,7 @@ class DrawnSplit(LabelledRows):
         probe = self.stream(1)  # the row groups and how much of each, as every stream of it reads them
         self.keys, self.labels = [], []
         for path, group, rows in probe.groups:
-            t = pq.ParquetFile(path).read_row_group(group, columns=["key_id", "label"]).slice(0, rows)
+            t = read_group(path, group, ["key_id", "label"], rows)
             self.keys.append(t["key_id"].to_numpy().astype(np.int64))
             self.labels.append(t["label"].to_numpy().astype(np.int16))
 

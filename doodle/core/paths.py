@@ -1,6 +1,6 @@
 """Where the stages read and write, relative to the project root: the paths dvc.yaml names as
 deps and outs. Kept in one place so the library, the stages and dvc.yaml cannot drift apart
-(tests/test_dvc_yaml.py checks the outs against these)."""
+(tests/stages/test_dvc_yaml.py checks the outs against these)."""
 
 from __future__ import annotations
 

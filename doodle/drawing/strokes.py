@@ -229,7 +229,7 @@ def _parse_kernel(data, offsets, status, n_strokes, stroke_len, xs, ys):
 
     The fast path decides only rows in the grammar real data uses (lists of integers in JSON's
     own syntax: no leading zeros, no fractions or exponents, at most _MAX_INT_DIGITS digits) and
-    hands every other row to json, so both agree on every text (tests/test_parser_property.py).
+    hands every other row to json, so both agree on every text (tests/drawing/test_parser_property.py).
     One pass over the bytes with the list and integer loops written inline: the earlier version
     parsed each list in a helper returning a tuple, and ran at 90 MB/s; this one runs at ~300
     MB/s on real data (the small whitespace helper costs ~6%, measured; named byte constants

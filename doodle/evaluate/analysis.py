@@ -13,7 +13,7 @@ evaluation consumes one batch of scores at a time and keeps only what the report
   first rows are a uniform sample; a million rows would make a plot file nobody can open.
 
 Memory is O(C^2 + mistakes + sample_rows), whatever the number of drawings. Every result equals
-the one-shot computation on all scores at once (tests/test_analysis.py); ties are broken as in
+the one-shot computation on all scores at once (tests/evaluate/test_analysis.py); ties are broken as in
 ``doodle.core.metrics.top_k``: towards the lower class index, and the earlier drawing.
 """
 

@@ -54,7 +54,7 @@ class Scored:
     weight: float
 
 
-def evaluate(cfg: EvaluateParams, files: EvaluateFiles, progress: bool = True) -> StageResult:
+def run(cfg: EvaluateParams, files: EvaluateFiles, progress: bool = True) -> StageResult:
     """Score the blend (and each model alone when there are several) on the first
     ``evaluate.max_rows`` validation drawings; write the reports and views."""
     record, tta_flip = read_blend_record(files.blend)

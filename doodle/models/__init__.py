@@ -26,7 +26,9 @@ class Architecture:
 
     name: str
     encoder: type  # RenderParams or SequenceParams
-    min_size: int = 8  # an image model's smallest input side: its pooling leaves nothing below (tests/test_models.py)
+    min_size: int = (
+        8  # an image model's smallest input side: its pooling leaves nothing below (tests/models/test_architectures.py)
+    )
 
     @property
     def draws_images(self) -> bool:

@@ -104,7 +104,7 @@ class PredictParams:
         require(self.batch_size >= 1 and self.top_k_saved >= 3, where, "batch_size >= 1 and top_k_saved >= 3")
 
 
-def predict(cfg: PredictParams, source: Source, files: PredictFiles, progress: bool = True) -> StageResult:
+def run(cfg: PredictParams, source: Source, files: PredictFiles, progress: bool = True) -> StageResult:
     """The submission for ``source``'s test set, from the models ``cfg.models`` names, blended
     (recorded in ``files.blend`` even when the source has no test set: evaluate scores the blend)."""
     if source.test_file is None and source.kind == "kaggle":

@@ -225,26 +225,30 @@ def row_groups(path: str | Path, limit: int | None = None) -> list[tuple[Path, i
     return groups
 
 
+def read_group(shard: str | Path | pq.ParquetFile, group: int, columns: list[str], rows: int | None = None) -> pa.Table:
+    """``columns`` of the first ``rows`` rows (None: all) of one row group of a shard (a path, or the
+    file already open): the one place a shard's row group is read (only those columns are)."""
+    pf = shard if isinstance(shard, pq.ParquetFile) else pq.ParquetFile(shard)
+    t = pf.read_row_group(group, columns=columns)
+    return t if rows is None or rows >= t.num_rows else t.slice(0, rows)
+
+
+def iter_groups(path: str | Path, columns: list[str], limit: int | None = None):
+    """``columns`` of each row group of a shard in order, up to ``limit`` rows in all (None: all)."""
+    pf = pq.ParquetFile(path)
+    for _path, g, n in row_groups(path, limit):
+        yield read_group(pf, g, columns, n)
+
+
 def read_strokes(path: str | Path, group: int, rows: int) -> tuple[StrokeBatch, np.ndarray]:
-    """The strokes and labels of the first ``rows`` rows of one row group of a stroke shard (only
-    those columns are read)."""
-    t = pq.ParquetFile(path).read_row_group(group, columns=["label", *STROKE_COLUMNS])
-    if rows < t.num_rows:
-        t = t.slice(0, rows)
+    """The strokes and labels of the first ``rows`` rows of one row group of a stroke shard."""
+    t = read_group(path, group, ["label", *STROKE_COLUMNS], rows)
     return StrokeBatch.from_arrow(*(t[c] for c in STROKE_COLUMNS)), t["label"].to_numpy()
 
 
 def iter_shard_batches(path: str | Path, limit: int | None = None):
     """(labels int64, key_ids int64, StrokeBatch) per row group of a shard, up to ``limit`` rows."""
-    pf = pq.ParquetFile(path)
-    done = 0
-    for g in range(pf.num_row_groups):
-        if limit is not None and done >= limit:
-            return
-        t = pf.read_row_group(g, columns=["key_id", "label", *STROKE_COLUMNS])
-        if limit is not None and done + t.num_rows > limit:
-            t = t.slice(0, limit - done)
-        done += t.num_rows
+    for t in iter_groups(path, ["key_id", "label", *STROKE_COLUMNS], limit):
         yield (
             t["label"].to_numpy().astype(np.int64),
             t["key_id"].to_numpy(),
@@ -254,13 +258,5 @@ def iter_shard_batches(path: str | Path, limit: int | None = None):
 
 def iter_image_batches(path: str | Path, shape: tuple[int, int], limit: int | None = None):
     """(labels int64, key_ids int64, images (n, H, W) uint8) per row group of an image shard."""
-    pf = pq.ParquetFile(path)
-    done = 0
-    for g in range(pf.num_row_groups):
-        if limit is not None and done >= limit:
-            return
-        t = pf.read_row_group(g, columns=["key_id", "label", "image"])
-        if limit is not None and done + t.num_rows > limit:
-            t = t.slice(0, limit - done)
-        done += t.num_rows
+    for t in iter_groups(path, ["key_id", "label", "image"], limit):
         yield t["label"].to_numpy().astype(np.int64), t["key_id"].to_numpy(), image_array(t["image"], shape)

@@ -29,7 +29,7 @@ import numpy as np
 
 from doodle.batches.cache import CacheSplit, open_files
 from doodle.core.disk import require_free
-from doodle.core.metrics import RANK_WEIGHTS, StreamingScores, top_k
+from doodle.core.metrics import StreamingScores, map_at_3, top_k
 from doodle.core.params import ParamError
 from doodle.shard.format import shard_of, split_shards
 
@@ -192,15 +192,15 @@ class OofWriter:
         fold's OOF MAP@3."""
         import pyarrow as pa
 
-        split, weights = acc.split, RANK_WEIGHTS
+        split = acc.split
         keys, labels = np.concatenate(split.keys), split.all_labels()
         fold_sum = 0.0
         for a in range(0, split.rows, CHUNK_ROWS):
             probs = np.asarray(acc.sums[a : a + CHUNK_ROWS]) / max(acc.members, 1)
             top = top_k(probs, self.k)
             lab = labels[a : a + CHUNK_ROWS]
-            fold_sum += float(((top[:, :3] == lab[:, None]) * weights[: top[:, :3].shape[1]]).sum())
             n = len(lab)
+            fold_sum += map_at_3(lab, top) * n
             table = pa.table(
                 {
                     "key_id": pa.array(keys[a : a + n], pa.int64()),
@@ -228,6 +228,22 @@ class OofWriter:
         """Finish the file and put it in place (a killed run never leaves half a file)."""
         self.writer.close()
         os.replace(self.tmp, self.path)
+
+
+def read_oof(path: Path, classes: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(key_ids, labels, probabilities (n, ``classes``)) of an :class:`OofWriter` file, sorted by
+    key_id. The file keeps each row's top :data:`OOF_TOP_K` classes (every class when there are no
+    more); the others read as 0. ``classes`` None: the file's top-k width."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    keys, labels = t["key_id"].to_numpy(), t["label"].to_numpy().astype(np.int64)
+    top_labels = np.stack(t["top_labels"].to_numpy(zero_copy_only=False)).astype(np.int64)
+    top_probs = np.stack(t["top_probs"].to_numpy(zero_copy_only=False))
+    probs = np.zeros((len(keys), classes or top_labels.shape[1]), np.float64)
+    np.put_along_axis(probs, top_labels, top_probs, axis=1)
+    order = np.argsort(keys)
+    return keys[order], labels[order], probs[order]
 
 
 def spread(values: list[float]) -> tuple[float, float]:

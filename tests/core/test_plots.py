@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +13,8 @@ import pytest
 import yaml
 from matplotlib.colors import same_color
 
-from doodle.core.plots import group_histograms_figure, learning_curves_figure
-from tests.conftest import REPO, run_dvc
+from doodle.core.plots import group_histograms_figure, learning_curves, learning_curves_figure
+from tests.conftest import REPO, copy_project, run_dvc
 
 
 def lines_of(ax) -> dict[str, object]:
@@ -98,36 +96,10 @@ def test_group_histograms_use_the_given_totals_and_survive_an_empty_group():
 
 
 @pytest.fixture(scope="module")
-def trained(rendered, tmp_path_factory):
-    """The tiny project trained and evaluated (2 epochs), once for this module, with dvc.yaml and
-    a DVC repository (no git), so `dvc plots show` can draw it."""
-    d = tmp_path_factory.mktemp("plots") / "p"
-    shutil.copytree(rendered, d)
-    shutil.copy(REPO / "dvc.yaml", d / "dvc.yaml")
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        import doodle.train.ensemble
-        from stages import evaluate, predict, train
-
-        drawn = {}
-        real = doodle.train.ensemble.learning_curves
-
-        def spy(histories, path, keys, title=None):
-            drawn.update(histories=histories, keys=keys)
-            return real(histories, path, keys, title)
-
-        doodle.train.ensemble.learning_curves = spy
-        try:
-            train.main(["--quiet"])
-        finally:
-            doodle.train.ensemble.learning_curves = real
-        predict.main(["--quiet"])  # reports/blend.json: what evaluate scores
-        evaluate.main(["--quiet"])
-    finally:
-        os.chdir(cwd)
-    run_dvc(["init", "--no-scm", "-q"], d)
-    return d, drawn
+def trained(reproduced, tmp_path_factory):
+    """The tiny project as `dvc repro` left it (trained 2 epochs, predicted, evaluated), copied once
+    for this module, so `dvc plots show` can draw it."""
+    return copy_project(reproduced[0], tmp_path_factory.mktemp("plots") / "p")
 
 
 def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -137,19 +109,20 @@ def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 @pytest.mark.slow  # a training and an evaluation (the module's fixture)
-def test_train_curves_draw_metrics_the_history_holds_for_train_and_validation(trained):
-    d, drawn = trained
-    history = json.loads((d / "models/main/model.json").read_text())["history"]
-    assert drawn["histories"] == {"model": history}
-    for key in drawn["keys"]:  # each panel has both lines, one point an epoch
+def test_train_curves_draw_metrics_the_history_holds_for_train_and_validation(trained, tmp_path):
+    """The stage's chart is the model's recorded history drawn, MAP@3 and loss, train and validation."""
+    history = json.loads((trained / "models/main/model.json").read_text())["history"]
+    for key in ("map_at_3", "loss"):  # each panel has both lines, one point an epoch
         assert len(history[key]) == len(history[f"val_{key}"]) == 2
-    assert "map_at_3" in drawn["keys"] and "loss" in drawn["keys"]
-    assert (d / "reports/train/main_curves.png").stat().st_size > 1000
+    again = learning_curves(
+        {"model": history}, tmp_path / "again.png", ("map_at_3", "loss"), "training curves of the model"
+    )
+    assert (trained / "reports/train/main_curves.png").read_bytes() == again.read_bytes()
 
 
 @pytest.mark.slow  # a training and an evaluation (the module's fixture)
 def test_each_model_stage_declares_its_curves_and_dvclive_files_the_training_writes(trained):
-    d, _ = trained
+    d = trained
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["do"]
     plots = [next(iter(p)) for p in spec["plots"]]
     assert plots == ["reports/train/${key}_curves.png"]
@@ -163,7 +136,7 @@ def test_each_model_stage_declares_its_curves_and_dvclive_files_the_training_wri
 
 @pytest.mark.slow  # a training and an evaluation (the module's fixture)
 def test_confused_pairs_have_the_label_column_the_template_draws(trained):
-    d, _ = trained
+    d = trained
     spec = next(
         p["reports/confused_pairs.csv"]
         for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate"]["plots"]
@@ -179,7 +152,7 @@ def test_confused_pairs_have_the_label_column_the_template_draws(trained):
 
 @pytest.mark.slow  # a training and an evaluation (the module's fixture)
 def test_dvc_plots_show_resolves_every_plot_with_both_series(trained):
-    d, _ = trained
+    d = trained
     shown = json.loads(run_dvc(["plots", "show", "--json"], d))
     assert not shown.get("errors"), shown.get("errors")
     data = shown["data"]

@@ -37,7 +37,9 @@ def untimed(values: dict) -> dict:
 
 def quiet_run(project: Path, cfg: BaselineParams, render_cfg: RenderSection | None = None) -> dict:
     render_cfg = render_cfg or RenderSection(size=32, workers=1)
-    return run(project / "data/cache", project / "data/shards", cfg, render_cfg, log=lambda line: None).values
+    return run(
+        project / "data/cache", project / "data/shards", cfg, render_cfg, progress=False, log=lambda line: None
+    ).values
 
 
 def test_sample_rows_are_a_bounded_seeded_uniform_sample():

@@ -184,7 +184,7 @@ def test_stage_errors_are_one_line_without_traceback(tmp_path):
 def test_no_tensorflow_start_up_lines(tmp_path):
     """A stage that imports TensorFlow prints none of its C++ start-up notices (CPU features,
     oneDNN), also when the user's environment does not set TF_CPP_MIN_LOG_LEVEL. Which notices
-    appear depends on the CPU (AVX-512 ones print them; tests/test_quiet_tensorflow.py checks the
+    appear depends on the CPU (AVX-512 ones print them; tests/core/test_quiet_tensorflow.py checks the
     filter with a stand-in that prints them everywhere), so this asserts that none of those the
     filter drops is left, not that stderr is empty."""
     env = {k: v for k, v in subprocess_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}

@@ -27,7 +27,7 @@ CASES = [
     ('{"a": 1}', S.WRONG_TYPE),
     ("null", S.WRONG_TYPE),
     ("[[[true,2],[3,4]]]", S.WRONG_TYPE),
-    # JSON's own syntax, exactly as json.loads reads it (tests/test_parser_property.py fuzzes the rest)
+    # JSON's own syntax, exactly as json.loads reads it (tests/drawing/test_parser_property.py fuzzes the rest)
     ("[[[-0,0],[0,10]]]", S.OK),  # -0 is the integer 0
     ("\t\n\r [[[100,200],[5,50]]] \r\n\t", S.OK),  # JSON whitespace: space, tab, LF, CR
     ("[[[01],[2]]]", S.MALFORMED_JSON),  # leading zeros are not JSON

@@ -54,6 +54,9 @@ def test_sample_then_shard_end_to_end(project, capsys):
     out = capsys.readouterr().out
     stats = json.loads(Path("data/shards/stats.json").read_text())
     assert stats["rows_in"] == stats["rows_out"] + stats["rejected_total"] and stats["rejected_total"] > 0
+    written = json.loads(Path("reports/sample.json").read_text())  # the sample stage's counts
+    assert written["train_rows"] == stats["rows_in"] and written["corrupted_rows"] > 0
+    assert written["classes"] == 4 and not Path("metrics/sample.json").exists()  # nothing to compare runs by
     assert "rejected" in out and "rows/s" in out
     man = json.loads(Path("data/shards/manifest.json").read_text())
     assert man["val_shards"] == [2] and len(man["files"]) == 3

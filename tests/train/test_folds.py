@@ -10,8 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from doodle.core.metrics import map_at_3
 from doodle.core.params import ParamError, from_mapping
-from tests.conftest import work_on_copy, write_params
+from doodle.train.folds import OOF_TOP_K, read_oof
+from tests.conftest import work_on_copy, write_oof, write_params
 
 SHARD_COUNT = 3  # tests/conftest.py TINY; the validation shard is the last, 2
 
@@ -313,3 +315,19 @@ def _cache_split(cache_dir: Path, prefix: str):
     from doodle.batches.cache import open_files
 
     return open_files(cache_dir, [prefix])
+
+
+def test_an_out_of_fold_file_keeps_the_top_k_classes_and_reads_back_with_the_rest_zero(tmp_path):
+    rng = np.random.default_rng(3)
+    n, classes = 50, OOF_TOP_K + 10
+    keys, labels = rng.permutation(10_000)[:n].astype(np.int64), rng.integers(0, classes, n)
+    probs = rng.dirichlet(np.ones(classes), n)
+    writer = write_oof(tmp_path / "oof.parquet", keys, labels, probs)
+    assert writer.map_at_3 == pytest.approx(map_at_3(labels, probs))
+    k, y, back = read_oof(tmp_path / "oof.parquet", classes)
+    order = np.argsort(keys)
+    assert back.shape == (n, classes) and np.array_equal(k, keys[order]) and np.array_equal(y, labels[order])
+    kept = back > 0
+    assert (kept.sum(axis=1) == OOF_TOP_K).all()  # each row's top k, the others 0
+    np.testing.assert_allclose(back[kept], probs[order][kept], rtol=1e-6)
+    assert np.array_equal(np.argsort(-back, axis=1)[:, :3], np.argsort(-probs[order], axis=1)[:, :3])

@@ -5,11 +5,9 @@ mechanism is tested with a stand-in module that prints them on every machine."""
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 from doodle.core.quiet_tensorflow import filter_notices
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 NOTICES = [
     b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
@@ -56,7 +54,7 @@ def test_first_import_is_quiet_and_keeps_other_output(tmp_path):
     r = subprocess.run(
         [sys.executable, "-c", script],
         cwd=tmp_path,
-        env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         timeout=60,
     )

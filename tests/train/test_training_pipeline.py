@@ -1,14 +1,11 @@
-"""Training, prediction and evaluation on generated data; resumption; the DVC pipeline itself."""
+"""Training, prediction and evaluation on generated data, the stages called in-process."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from stages.cli import subprocess_env
-from tests.conftest import LEARNED_FLOOR, LEARNS, clone_project, run_dvc, stages_run, work_on_copy, write_params
+from tests.conftest import LEARNED_FLOOR, LEARNS, work_on_copy
 
 
 def test_render_stage_outputs(rendered):
@@ -43,51 +40,6 @@ def test_train_predict_evaluate_tiny(rendered, tmp_path, monkeypatch, capsys):
     assert ev["val_map_at_3"] == pytest.approx(meta["metrics"]["val_map_at_3"], abs=1e-4)  # the same model, split
     for f in ["confusion.csv", "per_class_accuracy.csv", "confidence.png", "misclassified.png"]:
         assert (Path("reports") / f).exists()
-
-
-@pytest.mark.slow
-def test_dvc_repro_reruns_only_what_changed_and_a_bad_param_loses_nothing(tmp_path):
-    """The pipeline as users run it: repro, no-op rerun, a render param change reruns render onwards;
-    then a mistyped param in any section stops `dvc repro` at the check stage with one line, before
-    DVC deletes any stage's outputs: the trained model and every metric stay byte-identical."""
-    proj = clone_project(tmp_path / "repo")
-    tiny = {"sample": {"train_per_class": 40, "test_per_class": 3}}
-    write_params(proj / "params.yaml", tiny)
-    first = stages_run(run_dvc(["repro"], proj))
-    assert first == ["check", "sample", "shard", "render", "train@main", "predict", "baseline", "evaluate"]
-    assert stages_run(run_dvc(["repro"], proj)) == []
-    write_params(proj / "params.yaml", {**tiny, "render": {"line_width": 8}})
-    assert stages_run(run_dvc(["repro"], proj)) == ["check", "render", "train@main", "predict", "baseline", "evaluate"]
-    metrics = run_dvc(["metrics", "show"], proj)
-    assert "val_map_at_3" in metrics and "test_map_at_3" in metrics
-
-    kept = [
-        "models/main/model.keras",
-        "models/main/model.json",
-        "metrics/train/main.json",
-        "metrics/eval.json",
-        "metrics/test.json",
-    ]
-    kept += ["submissions/submission.csv", "reports/train/main_curves.png", "data/cache/manifest.json"]
-    before = {f: (proj / f).read_bytes() for f in kept}
-    for bad, named in [
-        ({"train": {"batch_size": -5}}, "param train: batch_size and epochs must be >= 1"),
-        ({"train": {"model": "resnet50"}}, "param train.model: unknown model 'resnet50'"),
-        ({"render": {"sizee": 64}}, "sizee"),
-        ({"evaluate": {"embedding": "umap"}}, "param evaluate.embedding"),
-    ]:
-        write_params(proj / "params.yaml", {**tiny, "render": {"line_width": 8}, **merge_into(bad)})
-        r = subprocess.run(
-            [sys.executable, "-m", "dvc", "repro"], cwd=proj, env=subprocess_env(), capture_output=True, text=True
-        )
-        assert r.returncode != 0 and named in r.stderr, r.stdout + r.stderr
-        assert stages_run(r.stdout) == ["check"]
-        assert {f: (proj / f).read_bytes() for f in kept} == before, f"outputs changed after {bad}"
-
-
-def merge_into(bad: dict) -> dict:
-    """``bad`` on top of the render change the test made before (write_params merges one level)."""
-    return {k: ({"line_width": 8, **v} if k == "render" else v) for k, v in bad.items()}
 
 
 def test_batchnorm_model_is_recalibrated_each_epoch(rendered, tmp_path, monkeypatch, capsys):

@@ -3,15 +3,10 @@ with ``--run-all``, and read back from ``dvc exp show --json`` with their params
 
 import json
 import shutil
-import subprocess
 
 import pytest
 
-from tests.conftest import clone_project, run_dvc, write_params
-
-
-def _git(args, cwd):
-    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, check=True)
+from tests.conftest import copy_project, run_dvc
 
 
 def experiments(show: list) -> dict:
@@ -29,11 +24,9 @@ def experiments(show: list) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None, reason="DVC experiments need git")
-def test_queued_two_point_sweep_reads_back_both_results(tmp_path):
-    proj = clone_project(tmp_path / "repo")
-    write_params(proj / "params.yaml", {"sample": {"train_per_class": 40, "test_per_class": 3}})
-    _git(["add", "-A"], proj)
-    _git(["commit", "-qm", "tiny sweep base"], proj)
+def test_queued_two_point_sweep_reads_back_both_results(reproduced, tmp_path):
+    # from a reproduced, committed project: each point reruns only what the learning rate changes
+    proj = copy_project(reproduced[0], tmp_path / "repo")
 
     # a grid of two points; 3e-5 is written by DVC as 3e-05, which YAML 1.1 would read as a string
     grid = ["-S", "train.learning_rate=0.001,3e-5"]

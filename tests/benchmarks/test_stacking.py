@@ -4,21 +4,12 @@ method fitted without it."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 
-from benchmarks.stacking import cross_validate, oof_probs
+from benchmarks.stacking import cross_validate
 from doodle.core.metrics import map_at_3
-from doodle.train.folds import OofWriter
-
-
-def write_oof(path, keys, labels, probs):
-    """An out-of-fold file as train@<name> writes it (one fold: the holdout)."""
-    split = SimpleNamespace(keys=[keys], rows=len(keys), all_labels=lambda: labels)
-    writer = OofWriter(path, probs.shape[1])
-    writer.add_fold(0, SimpleNamespace(split=split, sums=probs.astype(np.float32), members=1))
-    writer.close()
+from doodle.train.folds import read_oof
+from tests.conftest import write_oof
 
 
 def test_out_of_fold_files_read_back_as_probabilities_sorted_by_key(tmp_path):
@@ -27,7 +18,7 @@ def test_out_of_fold_files_read_back_as_probabilities_sorted_by_key(tmp_path):
     labels = rng.integers(0, 6, 40)
     probs = rng.dirichlet(np.ones(6), 40)
     write_oof(tmp_path / "oof.parquet", keys, labels, probs)
-    k, y, p = oof_probs(tmp_path / "oof.parquet")
+    k, y, p = read_oof(tmp_path / "oof.parquet")
     order = np.argsort(keys)
     assert np.array_equal(k, keys[order]) and np.array_equal(y, labels[order])
     np.testing.assert_allclose(p, probs[order], rtol=1e-6)

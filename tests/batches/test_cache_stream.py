@@ -1,17 +1,18 @@
+"""The render cache read back as batches (doodle.batches.stream, doodle.batches.cache): every row once,
+in order or seeded-shuffled, across buffer boundaries, and as a tf.data dataset."""
+
 import ctypes
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from doodle.batches.cache import CacheSplit
 from doodle.batches.stream import BatchStream
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def split(sizes=(1000, 700, 300)):
@@ -122,7 +123,7 @@ import doodle.batches.batching as d
 from doodle.batches.batching import tf_dataset
 from doodle.batches.stream import BatchStream
 from doodle.core.malloc import MMAP_THRESHOLD_MAX, set_thresholds
-from tests.test_datasets import _MALLINFO2_FIELDS, split
+from tests.batches.test_cache_stream import _MALLINFO2_FIELDS, split
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2_FIELDS.split()]
@@ -165,7 +166,7 @@ def test_tf_dataset_undoes_tensorflows_mmap_threshold():
     seen = {}
     for mode in ("fixed", "unfixed"):
         out = subprocess.run(
-            [sys.executable, "-c", _MMAP_PROBE_SCRIPT, mode], capture_output=True, text=True, check=True, cwd=ROOT
+            [sys.executable, "-c", _MMAP_PROBE_SCRIPT, mode], capture_output=True, text=True, check=True, cwd=REPO
         )
         seen[mode] = json.loads(out.stdout.splitlines()[-1])
     for probes in seen.values():
