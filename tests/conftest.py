@@ -26,11 +26,16 @@ NDJSON = SHARED / "quickdraw-ndjson"
 SLOW_TIMEOUT_S = 900  # a slow test's limit (pytest-timeout; quick ones: pyproject.toml's timeout)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Each slow test gets :data:`SLOW_TIMEOUT_S` unless it sets its own ``@pytest.mark.timeout``."""
+    """Each slow test gets :data:`SLOW_TIMEOUT_S` unless it sets its own ``@pytest.mark.timeout``; the
+    tests that start from the :func:`reproduced` project run on one pytest-xdist worker, so it is
+    built once (``--dist loadgroup``, pyproject.toml)."""
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+        if "reproduced" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("reproduced"))
 
 
 needs_kaggle = pytest.mark.skipif(not KAGGLE.is_dir(), reason=f"{KAGGLE} not present")
