@@ -35,10 +35,11 @@ def run(
     shards_dir: Path,
     report: Callable[[StageResult], None],
     progress: bool = True,
-) -> None:
+) -> StageResult | None:
     """Train the model ``cfg`` describes into ``files_under(Path("."))`` (the project's layout, rooted
     at ``root``) and hand its figures to ``report`` (which writes them) before the resume backup is
-    removed: a run killed before its figures are written resumes."""
+    removed: a run killed before its figures are written resumes. Returns them too (None on a
+    worker other than the chief, which writes nothing)."""
     worker = cluster_worker(cfg.strategy)  # TF_CONFIG checked before anything starts
     cache, shards = read_cache_manifest(cache_dir), read_manifest(shards_dir)
     check_run(cfg, render_cfg, cache, shards, worker, cache_dir)  # the params against the data, before any work
@@ -46,13 +47,15 @@ def run(
     setup = Setup(render_cfg, cfg.encoder(render_cfg), strategy, device, worker, cache, shards, cache_dir, shards_dir)
     if worker.chief:
         files = files_under(Path("."))
-        report(train_models(cfg, replace(setup, progress=progress), files))
+        result = train_models(cfg, replace(setup, progress=progress), files)
+        report(result)
         shutil.rmtree(files.backup, ignore_errors=True)  # done and written: nothing to resume
         with contextlib.suppress(OSError):  # models/backup itself, unless another model's training left its own
             files.backup.parent.rmdir()
-        return
+        return result
     scratch = Path(tempfile.mkdtemp(prefix=f"doodle-train-worker{worker.index}-"))
     try:
         train_models(cfg, setup, files_under(scratch))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    return None
