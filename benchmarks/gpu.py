@@ -20,7 +20,10 @@ precision on a GPU) and times ``model.fit`` for
 Prints a line per configuration and, last, one JSON object:
 ``{"backend", "device", "batch", "steps", "models": {NAME: {"model_images_per_s", "pipeline_images_per_s",
 "input_share", "input_images_per_s", "params", "compile_s"}}, "seconds"}``; ``input_images_per_s`` is
-the stream making its batches alone, with no model. Images are drawings for the sequence models.
+the stream making its batches alone, with no model. ``--read-ahead 0 2`` adds
+``pipeline_images_per_s_by_read_ahead``: the full path with batches made in the training loop (0) and
+made ahead on a thread of their own (doodle.train.feed.READ_AHEAD is the stage's). Images are
+drawings for the sequence models.
 """
 
 from __future__ import annotations
@@ -86,15 +89,22 @@ class FixedBatch(Stream):
             yield self.x, self.y
 
 
-def timed_fit(model, stream, steps: int, warmup: int) -> float:
-    """Images/s of ``model.fit`` over ``steps`` steps of ``stream``, after ``warmup`` steps (compilation)."""
-    from doodle.train.feed import fit_data
+def timed_fit(model, stream, steps: int, warmup: int, read_ahead: int | None = None) -> float:
+    """Images/s of ``model.fit`` over ``steps`` steps of ``stream``, after ``warmup`` steps (compilation),
+    read as the train stage reads it; ``read_ahead``: batches made ahead on their own thread (without
+    tf.data; None: the stage's default, doodle.train.feed.READ_AHEAD)."""
+    from doodle.train.feed import READ_AHEAD, StreamBatches, fit_data, uses_tf_data
     from doodle.train.strategy import Worker
 
+    def data():
+        if uses_tf_data():
+            return fit_data(None, Worker(), stream)
+        return StreamBatches(stream, read_ahead=READ_AHEAD if read_ahead is None else read_ahead)
+
     batch = stream.batch_size
-    model.fit(fit_data(None, Worker(), stream), steps_per_epoch=warmup, epochs=1, shuffle=False, verbose=0)
+    model.fit(data(), steps_per_epoch=warmup, epochs=1, shuffle=False, verbose=0)
     t0 = time.perf_counter()
-    model.fit(fit_data(None, Worker(), stream), steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)
+    model.fit(data(), steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)
     return steps * batch / (time.perf_counter() - t0)
 
 
@@ -108,7 +118,9 @@ def input_rate(stream, steps: int) -> float:
     return steps * stream.batch_size / (time.perf_counter() - t0)
 
 
-def measure(name: str, shards: Path, classes: int, batch: int, steps: int, warmup: int) -> dict:
+def measure(
+    name: str, shards: Path, classes: int, batch: int, steps: int, warmup: int, read_ahead: tuple[int, ...] = ()
+) -> dict:
     from doodle.batches.strokes import StrokeStream, shard_paths
     from doodle.train.compile import compiled_model
 
@@ -129,11 +141,13 @@ def measure(name: str, shards: Path, classes: int, batch: int, steps: int, warmu
     compile_s = time.perf_counter() - t0
     alone = timed_fit(model, FixedBatch(x, y, steps + warmup), steps, warmup)
     full = timed_fit(model, stream, steps, warmup)
+    by_read_ahead = {str(n): round(timed_fit(model, stream, steps, warmup, n), 1) for n in read_ahead}
     result = {
         "model_images_per_s": round(alone, 1),
         "pipeline_images_per_s": round(full, 1),
         "input_share": round(max(0.0, 1 - full / alone), 3),  # of the full path's time, what the input adds
         "input_images_per_s": round(input_rate(stream, steps), 1),
+        **({"pipeline_images_per_s_by_read_ahead": by_read_ahead} if by_read_ahead else {}),
         "params": model.count_params(),
         "compile_s": round(compile_s, 1),
         "input_shape": list(encoder.shape()),
@@ -150,6 +164,13 @@ def main(argv=None) -> None:
     ap.add_argument("--per-class", type=int, default=2000, help="drawings per class in the data set (16 classes)")
     ap.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--json", type=Path, help="also write the results here, after each model")
+    ap.add_argument(
+        "--read-ahead",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time the full path with these read-ahead depths (0: batches made in the training loop)",
+    )
     args = ap.parse_args(argv)
 
     import keras
@@ -165,12 +186,15 @@ def main(argv=None) -> None:
     print(f"gpu benchmark: keras {keras.__version__}, {device}; batch {args.batch}, {args.steps} steps", flush=True)
     results = {}
     for name in args.models:
-        r = results[name] = measure(name, shards, classes, args.batch, args.steps, args.warmup)
+        r = results[name] = measure(name, shards, classes, args.batch, args.steps, args.warmup, tuple(args.read_ahead))
         print(
             f"  {name:13s} {tuple(r['input_shape'])!s:15s} model alone {r['model_images_per_s']:10,.0f}/s   "
             f"full path {r['pipeline_images_per_s']:10,.0f}/s   input alone {r['input_images_per_s']:10,.0f}/s   "
             f"({r['params']:,} params, compiled in "
-            f"{r['compile_s']:.0f}s)",
+            f"{r['compile_s']:.0f}s)"
+            + "".join(
+                f"   read-ahead {n}: {v:,.0f}/s" for n, v in r.get("pipeline_images_per_s_by_read_ahead", {}).items()
+            ),
             flush=True,
         )
         summary = {

@@ -2,8 +2,9 @@
 the cache's :class:`doodle.batches.stream.BatchStream` and the strokes'
 :class:`doodle.batches.strokes.StrokeStream`. Endless seeded passes (:func:`passes`), batches cut
 from shuffled buffers (:func:`batch_pieces`), a worker's share of them (:func:`share`), the
-64-byte-aligned batch arrays (:func:`aligned_empty`), and the tf.data wrapper for the TensorFlow
-backend (:func:`tf_dataset`); the streams themselves are plain numpy, for any Keras backend.
+64-byte-aligned batch arrays (:func:`aligned_empty`), the tf.data wrapper for the TensorFlow
+backend (:func:`tf_dataset`) and, for the others, batches made ahead on a thread of their own
+(:class:`ReadAhead`); the streams themselves are plain numpy, for any Keras backend.
 
 A batch holds what the stream's encoder makes of each drawing: uint8 images (the cache, the
 rasterizer) or float32 point sequences (:mod:`doodle.drawing.sequence`); ``Stream.dtype`` says which.
@@ -12,6 +13,8 @@ rasterizer) or float32 point sequences (:mod:`doodle.drawing.sequence`); ``Strea
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -127,3 +130,67 @@ def tf_dataset(stream: Stream, repeat: bool, start_epoch: int = 0):
         gen, output_signature=(tf.TensorSpec(shape, tf.as_dtype(stream.dtype)), tf.TensorSpec((None,), tf.int32))
     )
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class ReadAhead:
+    """The items of ``items`` in their order, made up to ``depth`` ahead on a thread of their own: a
+    training loop that takes a batch, then dispatches a step the device runs without it, gets the
+    next batch made meanwhile, so an epoch takes about the longer of the two, not their sum.
+
+    One thread, so the order is the iterator's and nothing else changes (a seeded stream gives the
+    same batches; a resumed run sees what an uninterrupted one did). The making itself overlaps only
+    where it leaves Python's lock (numpy copies, parquet reads, the drawing kernels). An error in
+    the making is raised by the ``next`` that would have returned its item. :meth:`close` stops the
+    thread (it closes ``items`` there) and drops what it made."""
+
+    _END = object()
+
+    def __init__(self, items: Iterator, depth: int = 2):
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._make, args=(items,), name="doodle-read-ahead", daemon=True)
+        self.thread.start()
+
+    def _make(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                if not self._put(item):
+                    break
+            else:
+                self._put(self._END)
+        except BaseException as exc:  # handed to the reader, raised there
+            self._put(_Failed(exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, item) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.queue.get()
+        if item is self._END:
+            self.queue.put(self._END)  # an exhausted ReadAhead stays exhausted
+            raise StopIteration
+        if isinstance(item, _Failed):
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error

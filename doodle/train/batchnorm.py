@@ -61,21 +61,37 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
     """Recalibrate after the last training step of each epoch, so validation, early stopping and
     the best checkpoint all see the statistics of the weights they judge.
 
+    It runs when the epoch's validation begins (``on_test_begin`` within ``fit``), or at the epoch's
+    end when there is none: never at a step's end, so Keras keeps dispatching the steps'
+    callbacks asynchronously (``async_safe``: a batch-end hook would make every step wait for the
+    device), and under JAX the model's variables are in place by then (Keras syncs its training
+    state into the model after the last step).
+
     ``batches(epoch)`` gives the training images to use: deterministic per epoch, so a resumed
     run recalibrates exactly as an uninterrupted one."""
+
+    async_safe = True  # it has no batch-end hook
 
     def __init__(self, batches: Callable[[int], Iterable[np.ndarray]], steps_per_epoch: int):
         super().__init__()
         self.batches = batches
         self.steps_per_epoch = steps_per_epoch
         self.epoch = 0
+        self.pending = False  # an epoch's training steps ran and its statistics are not yet recomputed
         self.seconds = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+        self.epoch, self.pending = epoch, True
 
-    def on_train_batch_end(self, batch, logs=None):
-        if batch == self.steps_per_epoch - 1:
+    def on_test_begin(self, logs=None):
+        self._recalibrate()  # fit's validation of the epoch (a model.evaluate outside fit: nothing pending)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._recalibrate()  # no validation this epoch
+
+    def _recalibrate(self) -> None:
+        if self.pending:
+            self.pending = False
             t0 = time.perf_counter()
             recalibrate(self.model, self.batches(self.epoch))
             self.seconds += time.perf_counter() - t0

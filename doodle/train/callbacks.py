@@ -7,6 +7,7 @@ the resumable state) live with what they serve: :mod:`doodle.train.batchnorm`, :
 
 from __future__ import annotations
 
+import threading
 import time
 
 import keras
@@ -87,7 +88,13 @@ class TimeBudget(keras.callbacks.Callback):
     of 680 at 160 images/s is an hour) is cut at the first step past the budget: Keras then validates
     it and ends it as usual, so the best model, the curves and the resume state count it as an epoch,
     and the run is finished. Only the validation after the cut runs past the budget.
+
+    ``async_safe``: its step hook reads only the clock, never the step's logs, so Keras may run it
+    on its callback thread while the next step is dispatched (the cut then lands a step or two
+    later); a lock keeps the cut to one.
     """
+
+    async_safe = True
 
     def __init__(self, budget_s: float, clock=time.perf_counter, printer=print):
         super().__init__()
@@ -100,6 +107,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.stopped_epoch: int | None = None  # 0-based epoch after which the budget stopped training
         self.epoch = 0
         self.cut_at_step: int | None = None  # the step after which the budget cut an epoch short
+        self.lock = threading.Lock()
 
     def on_train_begin(self, logs=None):
         self.t0 = self.last = self.clock()
@@ -113,7 +121,11 @@ class TimeBudget(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.cut_at_step is None and self.clock() - self.t0 > self.budget_s:
+        if self.cut_at_step is not None or self.clock() - self.t0 <= self.budget_s:
+            return
+        with self.lock:
+            if self.cut_at_step is not None:
+                return
             self.cut_at_step, self.stopped_epoch = batch, self.epoch
             self.model.stop_training = True
             self.printer(
@@ -168,7 +180,13 @@ class StepProgress(keras.callbacks.Callback):
     (short runs print nothing more than their epoch lines). The run's time left is an upper bound:
     the remaining epochs at the mean epoch time so far (validation included), capped by
     ``train.time_budget_s``; early stopping may end the run sooner.
+
+    ``async_safe``: Keras may run its step hook on its callback thread (a lock keeps the counts
+    whole), so the step's logs (the loss on the bar, every 10 steps) are waited for there, never by
+    the training loop.
     """
+
+    async_safe = True
 
     def __init__(
         self,
@@ -188,6 +206,7 @@ class StepProgress(keras.callbacks.Callback):
         self.t_fit = self.t_epoch = self.last_print = 0.0
         self.epoch = self.epochs_done = 0
         self.tqdm = None
+        self.lock = threading.Lock()
 
     def on_train_begin(self, logs=None):
         self.t_fit = self.clock()
@@ -221,7 +240,10 @@ class StepProgress(keras.callbacks.Callback):
         return speed, epoch_left, run_left
 
     def on_train_batch_end(self, batch, logs=None):
-        step = batch + 1
+        with self.lock:
+            self._step_done(batch + 1, logs)
+
+    def _step_done(self, step: int, logs) -> None:
         if self.tqdm is not None:
             self.tqdm.update(self.batch)
             if step % 10 == 0 or step == self.steps:

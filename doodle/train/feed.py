@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 
-from doodle.batches.batching import tf_dataset
+from doodle.batches.batching import ReadAhead, tf_dataset
 from doodle.batches.cache import CacheSplit, open_split
 from doodle.batches.stream import BatchStream
 from doodle.batches.strokes import DrawnSplit, StrokeStream, shard_paths
@@ -20,6 +20,15 @@ from doodle.shard.format import read_manifest
 
 from .params import TrainParams, trains_on_cache
 from .strategy import Worker
+
+#: Batches made ahead of the training loop on a thread of their own without tf.data (JAX, torch): 0,
+#: they are made in the training loop's thread. A thread does not pay: making a batch takes Python's
+#: lock many times (gathering, numpy, the pool's hand-offs), and beside a training loop that keeps the
+#: lock busy (Keras' step dispatch) it starves. Measured: on one H200 a thread 4 batches ahead gave
+#: `ours` 103,044 -> 93,590 images/s; on 2 CPU cores the stream made 179,427 images/s alone and 2,830
+#: beside a Python loop. ``StreamBatches(read_ahead=N)`` and ``benchmarks/gpu.sh --read-ahead`` keep
+#: the A/B; docs/performance.md "Where the full path's time goes".
+READ_AHEAD = 0
 
 
 def fit_data(strategy, worker: Worker, stream, start_epoch: int = 0):
@@ -68,7 +77,10 @@ def replicas(strategy) -> int:
 
 class StreamBatches(keras.utils.PyDataset):
     """A batch stream as Keras reads it without tf.data (JAX, torch): ``len(stream)`` batches a pass,
-    asked for in order (one worker, no threads), a pass being one epoch of the stream.
+    asked for in order, a pass being one epoch of the stream. Each pass is made ``read_ahead``
+    batches ahead on a thread of its own (:class:`doodle.batches.batching.ReadAhead`; 0: in the
+    training loop's thread), so the next batch is made while the device runs the step Keras
+    dispatched (Keras itself asks for batches in order, one at a time: ``workers=1``).
 
     Pass ``p`` read to its end reads the stream's epoch ``start_epoch + p``: the batches the tf.data
     path gives, a resumed run's included. A pass Keras leaves unfinished (it builds the model on the
@@ -82,12 +94,30 @@ class StreamBatches(keras.utils.PyDataset):
     (so training-time validation may leave out up to ``multiple - 1`` drawings; the evaluate stage
     scores them all)."""
 
-    def __init__(self, stream, start_epoch: int = 0, multiple: int = 1):
+    def __init__(self, stream, start_epoch: int = 0, multiple: int = 1, read_ahead: int = READ_AHEAD):
         super().__init__(workers=1, use_multiprocessing=False)
         self.stream = stream
         self.multiple = multiple
+        self.read_ahead = read_ahead
         self._epoch = start_epoch - 1  # the epoch of the pass being read
         self._batches, self._at = iter(()), len(stream)  # as if a pass had just been read to its end
+
+    def on_epoch_end(self) -> None:
+        """Keras ends a pass (read to its end, cut by a stop, or peeked at before it starts over):
+        the thread making it stops; the next pass starts from its first batch either way."""
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
+        self._batches = iter(())
+
+    def _pass(self):
+        """The current epoch's batches from the start, read ahead unless ``read_ahead`` is 0; the
+        pass they replace stops."""
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
+        batches = self.stream.epoch(self._epoch)
+        return ReadAhead(batches, self.read_ahead) if self.read_ahead else batches
 
     def __len__(self) -> int:
         return len(self.stream)
@@ -100,7 +130,7 @@ class StreamBatches(keras.utils.PyDataset):
         if index == 0:
             if self._at >= len(self):  # the last pass was read to its end: the next epoch
                 self._epoch += 1
-            self._batches, self._at = self.stream.epoch(self._epoch), 0
+            self._batches, self._at = self._pass(), 0
         if index != self._at:
             raise IndexError(
                 f"a stream's batches are read in order (model.fit(..., shuffle=False): the stream shuffles): "
@@ -109,7 +139,7 @@ class StreamBatches(keras.utils.PyDataset):
         self._at += 1
         batch = next(self._batches, None)
         if batch is None:  # more steps than the stream holds (validation): over again
-            self._batches = self.stream.epoch(self._epoch)
+            self._batches = self._pass()
             batch = next(self._batches)
         x, y = batch
         rows = len(y) - len(y) % self.multiple

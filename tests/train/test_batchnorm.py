@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from doodle.models import build_model
-from doodle.train.batchnorm import ChanceWatch, batchnorm_layers, near_chance, recalibrate
+from doodle.train.batchnorm import ChanceWatch, RecalibrateBatchNorm, batchnorm_layers, near_chance, recalibrate
 
 
 def tiny_bn_model():
@@ -83,3 +83,30 @@ def test_near_chance_warning():
     watch.on_epoch_end(0, {"accuracy": 0.92, "val_accuracy": 0.066})
     watch.on_epoch_end(1, {"accuracy": 0.92, "val_accuracy": 0.61})
     assert watch.warnings == 1 and "near chance" in printed[0] and "epoch 1" in printed[0]
+
+
+def test_recalibration_runs_once_an_epoch_after_its_steps_and_before_its_validation():
+    keras.utils.set_random_seed(0)
+    model = tiny_bn_model()
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 2, 64)
+    events = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            events.append("step")
+
+        def on_test_batch_begin(self, batch, logs=None):
+            events.append("validate")
+
+    recal = RecalibrateBatchNorm(lambda epoch: events.append(f"recalibrate {epoch}") or [x[:16]], steps_per_epoch=4)
+    model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), callbacks=[recal, Watch()], verbose=0)
+    first = events.index("recalibrate 0")
+    assert events[:first] == ["step"] * 4 and events[first + 1] == "validate"
+    assert [e for e in events if e.startswith("recalibrate")] == ["recalibrate 0", "recalibrate 1"]
+    events.clear()
+    model.fit(x, y, batch_size=16, epochs=1, callbacks=[recal], verbose=0)  # no validation: at the epoch's end
+    assert events == ["recalibrate 0"]
+    model.evaluate(x, y, callbacks=[recal], verbose=0)  # outside fit: nothing pending
+    assert events == ["recalibrate 0"] and recal.seconds > 0

@@ -1,5 +1,7 @@
 """The progress of long epochs: images/s and the time left, printed by a fake clock's timing."""
 
+import numpy as np
+
 from doodle.train.callbacks import StepProgress, duration
 
 
@@ -49,3 +51,34 @@ def test_short_epochs_print_nothing_and_the_budget_caps_the_run():
     cb.on_train_begin()
     run_epoch(cb, clock, 0, 100, 2.0)
     assert said[0].endswith("run in ≤ 7m20s")  # 500 s budget - 60 s spent, not 49 more epochs
+
+
+def test_the_stages_callbacks_leave_keras_dispatching_steps_asynchronously(tmp_path):
+    """Keras dispatches each step's callbacks on a thread of its own, so the training loop never waits
+    for the device to read a step's logs, unless a callback has a step hook and is not ``async_safe``
+    (keras.callbacks.CallbackList): none of the train stage's may be such, BatchNorm recalibration and
+    the time budget included."""
+    import keras
+
+    from doodle.batches.cache import CacheSplit
+    from doodle.batches.stream import BatchStream
+    from doodle.models import build_model
+    from doodle.train.compile import fit_callbacks
+    from doodle.train.params import TrainParams
+
+    model = build_model("seed_cnn", (32, 32, 1), 3, width=0.125)  # BatchNorm: recalibrated every epoch
+    images = [np.zeros((64, 32, 32, 1), np.uint8)]
+    split = CacheSplit(images, [np.arange(64, dtype=np.int16) % 3], [np.arange(64, dtype=np.int64)])
+    train = BatchStream(split, 16, shuffle=True, seed=0, steps=4)
+    cfg = TrainParams(time_budget_s=60, bn_recalibration_batches=2)
+    callbacks = fit_callbacks(cfg, model, train, 16, "f", tmp_path / "b", tmp_path / "best.keras", tmp_path / "live")
+    assert callbacks.recalibration in callbacks.all and callbacks.budget in callbacks.all
+    hooks = ("on_batch_end", "on_train_batch_end", "on_test_batch_end", "on_predict_batch_end")
+    waiting = [
+        type(cb).__name__
+        for cb in callbacks.all
+        if not getattr(cb, "async_safe", False)
+        and any(getattr(type(cb), h) is not getattr(keras.callbacks.Callback, h) for h in hooks)
+    ]
+    assert not waiting, f"these make every step wait for the device: {waiting}"
+    callbacks.live.end()
