@@ -22,8 +22,9 @@ Prints a line per configuration and, last, one JSON object:
 "input_share", "input_images_per_s", "params", "compile_s"}}, "seconds"}``; ``input_images_per_s`` is
 the stream making its batches alone, with no model. ``--read-ahead 0 2`` adds
 ``pipeline_images_per_s_by_read_ahead``: the full path with batches made in the training loop (0) and
-made ahead on a thread of their own (doodle.train.feed.READ_AHEAD is the stage's). Images are
-drawings for the sequence models.
+made ahead on a thread of their own (doodle.train.feed.READ_AHEAD is the stage's);
+``--input-processes 2 4`` adds ``pipeline_images_per_s_by_input_processes``: the same batches made in
+that many processes (``train.input_processes``). Images are drawings for the sequence models.
 """
 
 from __future__ import annotations
@@ -119,21 +120,33 @@ def input_rate(stream, steps: int) -> float:
 
 
 def measure(
-    name: str, shards: Path, classes: int, batch: int, steps: int, warmup: int, read_ahead: tuple[int, ...] = ()
+    name: str,
+    shards: Path,
+    classes: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    read_ahead: tuple[int, ...] = (),
+    input_processes: tuple[int, ...] = (),
 ) -> dict:
+    from doodle.batches.processes import ProcessStream
     from doodle.batches.strokes import StrokeStream, shard_paths
     from doodle.train.compile import compiled_model
 
     cfg, encoder = recipe_config(CONFIGS[name])
-    stream = StrokeStream(
-        shard_paths(shards, "train"),
-        encoder,
-        batch,
-        shuffle=True,
-        seed=0,
-        steps=steps + warmup,
-        augment=cfg.stroke_augment_params,
-    )
+
+    def make_stream():
+        return StrokeStream(
+            shard_paths(shards, "train"),
+            encoder,
+            batch,
+            shuffle=True,
+            seed=0,
+            steps=steps + warmup,
+            augment=cfg.stroke_augment_params,
+        )
+
+    stream = make_stream()
     t0 = time.perf_counter()
     model = compiled_model(cfg, encoder.shape(), classes, steps)
     x, y = next(stream.epoch(0))
@@ -142,12 +155,18 @@ def measure(
     alone = timed_fit(model, FixedBatch(x, y, steps + warmup), steps, warmup)
     full = timed_fit(model, stream, steps, warmup)
     by_read_ahead = {str(n): round(timed_fit(model, stream, steps, warmup, n), 1) for n in read_ahead}
+    by_processes = {}
+    for n in input_processes:  # the same batches, made in n processes (train.input_processes)
+        made = ProcessStream(make_stream(), n)
+        by_processes[str(n)] = round(timed_fit(model, made, steps, warmup), 1)
+        made.close()
     result = {
         "model_images_per_s": round(alone, 1),
         "pipeline_images_per_s": round(full, 1),
         "input_share": round(max(0.0, 1 - full / alone), 3),  # of the full path's time, what the input adds
         "input_images_per_s": round(input_rate(stream, steps), 1),
         **({"pipeline_images_per_s_by_read_ahead": by_read_ahead} if by_read_ahead else {}),
+        **({"pipeline_images_per_s_by_input_processes": by_processes} if by_processes else {}),
         "params": model.count_params(),
         "compile_s": round(compile_s, 1),
         "input_shape": list(encoder.shape()),
@@ -171,6 +190,13 @@ def main(argv=None) -> None:
         default=[],
         help="also time the full path with these read-ahead depths (0: batches made in the training loop)",
     )
+    ap.add_argument(
+        "--input-processes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time the full path with the batches made in this many processes (train.input_processes)",
+    )
     args = ap.parse_args(argv)
 
     import keras
@@ -186,7 +212,16 @@ def main(argv=None) -> None:
     print(f"gpu benchmark: keras {keras.__version__}, {device}; batch {args.batch}, {args.steps} steps", flush=True)
     results = {}
     for name in args.models:
-        r = results[name] = measure(name, shards, classes, args.batch, args.steps, args.warmup, tuple(args.read_ahead))
+        r = results[name] = measure(
+            name,
+            shards,
+            classes,
+            args.batch,
+            args.steps,
+            args.warmup,
+            tuple(args.read_ahead),
+            tuple(args.input_processes),
+        )
         print(
             f"  {name:13s} {tuple(r['input_shape'])!s:15s} model alone {r['model_images_per_s']:10,.0f}/s   "
             f"full path {r['pipeline_images_per_s']:10,.0f}/s   input alone {r['input_images_per_s']:10,.0f}/s   "

@@ -137,6 +137,10 @@ class StrokeStream(Stream):
     def __len__(self) -> int:
         return self.steps
 
+    def __getstate__(self) -> dict:
+        """Without the drawing threads (a copy sent to another process starts its own)."""
+        return {**self.__dict__, "_pool": None}
+
     @property
     def image_shape(self) -> tuple[int, ...]:
         """The shape of one input: ``encoder.shape()`` (an image's, or a sequence's)."""

@@ -12,6 +12,7 @@ import keras
 
 from doodle.batches.batching import ReadAhead, tf_dataset
 from doodle.batches.cache import CacheSplit, open_split
+from doodle.batches.processes import ProcessStream
 from doodle.batches.stream import BatchStream
 from doodle.batches.strokes import DrawnSplit, StrokeStream, shard_paths
 from doodle.drawing.sequence import encoder_spec
@@ -193,6 +194,8 @@ def training_stream(
         workers=worker.count,
         worker=worker.index,
     )
+    if cfg.input_processes:  # the same batches, made in other processes (doodle.batches.processes)
+        stream = ProcessStream(stream, cfg.input_processes)
     source = {"shards": shards, "train_shards": render_cfg.train_shards}
     if not render_cfg.draws_as(encoder):  # a stroke model, or an image model drawing otherwise than the cache
         source["input"] = encoder_spec(encoder)

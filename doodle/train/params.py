@@ -47,6 +47,7 @@ class TrainParams:
     shuffle_buffer_blocks: int = 64
     stroke_buffer_groups: int = 4  # on-the-fly input: shuffle buffer in parquet row groups
     render_threads: int | None = None  # on-the-fly input: threads drawing each batch (None = one per core)
+    input_processes: int = 0  # on-the-fly input: processes making the batches (0 = the training process)
     stroke_augment: dict = field(default_factory=lambda: asdict(StrokeAugmentParams()))
     bn_recalibration_batches: int = 20  # recompute BatchNorm statistics each epoch (doodle.train.batchnorm); 0 = off
     augment: dict = field(default_factory=lambda: asdict(AugmentParams()))
@@ -91,6 +92,7 @@ class TrainParams:
         from_mapping(AugmentParams, self.augment, f"{where}.augment")
         require(self.stroke_buffer_groups >= 1, f"{where}.stroke_buffer_groups", "must be >= 1")
         require(self.render_threads is None or self.render_threads >= 1, f"{where}.render_threads", "must be >= 1")
+        require(self.input_processes >= 0, f"{where}.input_processes", "must be >= 0 (0: the training process)")
         from_mapping(StrokeAugmentParams, self.stroke_augment, f"{where}.stroke_augment")
         from_mapping(SequenceParams, self.sequence, f"{where}.sequence")
         require(
@@ -154,6 +156,11 @@ def check_against(cfg: TrainParams, render_cfg: RenderSection, shard_count: int 
     if trains_on_cache(render_cfg, cfg.encoder(render_cfg)) and cfg.stroke_augment_params.any():
         raise ParamError(
             "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
+        )
+    if cfg.input_processes and trains_on_cache(render_cfg, cfg.encoder(render_cfg)):
+        raise ParamError(
+            "param train.input_processes: makes batches drawn on the fly; the cache's are read in the training "
+            "process (set render.train_cache: false, or input_processes: 0)"
         )
     if shard_count is not None and cfg.folds > shard_count:
         raise ParamError(too_few_shards(cfg.folds, shard_count))

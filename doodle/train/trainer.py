@@ -133,7 +133,9 @@ def start_line(cfg: TrainParams, run: Setup, member: Member, train, source, batc
     if worker.count > 1:
         shared = f" ({batch // worker.count} on each of {worker.count} workers)"
         role = f"; this is worker {worker.index}{' (the chief)' if worker.chief else ''}"
-    drawn = "drawings (drawn on the fly)" if run.encoder.draws_images else "drawings (encoded on the fly)"
+    made = f"{'drawn' if run.encoder.draws_images else 'encoded'} on the fly"
+    made += f" in {cfg.input_processes} processes" if cfg.input_processes and source != "cache" else ""
+    drawn = f"drawings ({made})"
     return (
         f"{member.tag}: {cfg.model} on {train.image_shape}, {len(run.cache['classes'])} classes, {train.rows:,} train "
         f"{'images' if source == 'cache' else drawn} / "

@@ -106,7 +106,7 @@ def test_the_gpu_benchmark_runs_on_a_cpu(tmp_path):
     env = {**subprocess_env(), "JAX_PLATFORMS": "cpu", "PYTHON": sys.executable, "WORKDIR": str(tmp_path / "w")}
     env.pop("KERAS_BACKEND", None)  # the script picks jax itself
     args = ["--steps", "1", "--warmup", "1", "--batch", "8", "--per-class", "20", "--models", "ours", "sequence"]
-    args += ["--read-ahead", "0", "2"]
+    args += ["--read-ahead", "0", "2", "--input-processes", "2"]
     r = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu.sh"), *args, "--json", str(tmp_path / "gpu.json")],
         env=env,
@@ -122,3 +122,4 @@ def test_the_gpu_benchmark_runs_on_a_cpu(tmp_path):
     for figures in result["models"].values():
         assert figures["model_images_per_s"] > 0 and figures["pipeline_images_per_s"] > 0
         assert set(figures["pipeline_images_per_s_by_read_ahead"]) == {"0", "2"}
+        assert figures["pipeline_images_per_s_by_input_processes"]["2"] > 0  # the same batches, from 2 processes

@@ -66,11 +66,11 @@ def test_batchnorm_model_is_recalibrated_each_epoch(rendered, tmp_path, monkeypa
 
 def test_training_on_the_fly_from_the_shards_with_stroke_augmentation(rendered, tmp_path, monkeypatch):
     """render.train_cache: false: the render stage caches only the validation shards, and train
-    draws its batches from the parquet shards, here with every stroke augmentation on."""
+    draws its batches from the parquet shards, here with every stroke augmentation on, in two
+    processes (train.input_processes; through tf.data)."""
     augment = {"scale": 0.1, "aspect": 0.1, "shift": 0.05, "rotation": 10.0, "shear": 0.1, "stroke_dropout": 0.1}
-    work_on_copy(
-        rendered, tmp_path / "p", monkeypatch, {"render": {"train_cache": False}, "train": {"stroke_augment": augment}}
-    )
+    train = {"stroke_augment": augment, "input_processes": 2}
+    work_on_copy(rendered, tmp_path / "p", monkeypatch, {"render": {"train_cache": False}, "train": train})
     import shutil as sh
 
     from stages import render, train
@@ -135,6 +135,10 @@ def test_check_run_refuses_params_that_conflict_with_the_data_before_any_work():
 
     with pytest.raises(ParamError, match="time_budget_s: not supported with train.strategy multi_worker"):
         check_run(TrainParams(time_budget_s=60), render, cache, strokes, Worker(0, 2), Path("data/cache"))
+    with pytest.raises(ParamError, match="input_processes: one machine's input only"):
+        check_run(TrainParams(input_processes=2), render, cache, strokes, Worker(0, 2), Path("data/cache"))
+    with pytest.raises(ParamError, match="input_processes: makes batches drawn on the fly"):
+        check_run(TrainParams(input_processes=2), RenderSection(), cache, strokes, Worker(), Path("data/cache"))
     with pytest.raises(ParamError, match="render params .* differ from the render params .*rerun `dvc repro`"):
         check_run(
             TrainParams(),
