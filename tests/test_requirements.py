@@ -42,8 +42,8 @@ def test_pyproject_reads_its_dependencies_from_requirements_txt():
 
 
 #: Keras backends the pipeline can run on instead of TensorFlow (doodle.train.strategy): imported only
-#: under KERAS_BACKEND=jax / torch, where the machine brings them (requirements-dev pins jax[cpu] for the test).
-OTHER_BACKENDS = {"jax", "torch"}
+#: under KERAS_BACKEND=jax, where the machine brings it (requirements-dev pins jax[cpu] for the test).
+OTHER_BACKENDS = {"jax"}
 
 
 def test_every_imported_package_is_pinned():

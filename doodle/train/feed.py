@@ -1,7 +1,7 @@
 """What the train stage feeds ``model.fit``: the training stream (the render cache's images, or
 batches drawn on the fly from the stroke shards) and what Keras reads it through: a tf.data dataset
 split over replicas and workers under the TensorFlow backend, the numpy batches themselves under
-JAX or torch (a ``keras.utils.PyDataset``: :class:`StreamBatches`; ``keras.distribution`` splits each
+JAX (a ``keras.utils.PyDataset``: :class:`StreamBatches`; ``keras.distribution`` splits each
 batch over the devices)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from doodle.shard.format import read_manifest
 from .params import TrainParams, trains_on_cache
 from .strategy import Worker
 
-#: Batches made ahead of the training loop on a thread of their own without tf.data (JAX, torch): 0,
+#: Batches made ahead of the training loop on a thread of their own without tf.data (JAX): 0,
 #: they are made in the training loop's thread. A thread does not pay: making a batch takes Python's
 #: lock many times (gathering, numpy, the pool's hand-offs), and beside a training loop that keeps the
 #: lock busy (Keras' step dispatch) it starves. Measured: on one H200 a thread 4 batches ahead gave
@@ -77,7 +77,7 @@ def replicas(strategy) -> int:
 
 
 class StreamBatches(keras.utils.PyDataset):
-    """A batch stream as Keras reads it without tf.data (JAX, torch): ``len(stream)`` batches a pass,
+    """A batch stream as Keras reads it without tf.data (JAX): ``len(stream)`` batches a pass,
     asked for in order, a pass being one epoch of the stream. Each pass is made ``read_ahead``
     batches ahead on a thread of its own (:class:`doodle.batches.batching.ReadAhead`; 0: in the
     training loop's thread), so the next batch is made while the device runs the step Keras

@@ -2,9 +2,10 @@
 (:func:`device_strategy`), and this process's place among the workers of a multi-worker run
 (:func:`cluster_worker`, read from ``TF_CONFIG``).
 
-Under another Keras backend (``KERAS_BACKEND=jax`` or ``torch``, where TensorFlow is not installed)
-there is no tf.distribute: :func:`device_strategy` returns a :class:`KerasDistribution`, data
-parallel over every GPU through ``keras.distribution`` (JAX), or the one default device.
+Under ``KERAS_BACKEND=jax`` (where TensorFlow need not be installed) there is no tf.distribute:
+:func:`device_strategy` returns a :class:`KerasDistribution`, data parallel over every GPU through
+``keras.distribution``, or the one default device. Other Keras backends (torch) are refused: never
+run here, so not claimed.
 
 Kept apart from the params (doodle.train.params) because it starts the TensorFlow runtime: the
 params are read and checked before anything here runs, and a bad ``TF_CONFIG`` is refused before
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import keras
 
+from doodle.core.errors import UserError
 from doodle.core.params import ParamError
 
 from .params import STRATEGIES
@@ -153,17 +155,22 @@ def device_strategy(mixed_precision: bool, strategy: str = "auto"):
 
 
 def backend_strategy(mixed_precision: bool, strategy: str = "auto"):
-    """(KerasDistribution, description) under the JAX or torch backend, for ``train.strategy: auto``.
+    """(KerasDistribution, description) under the JAX backend, for ``train.strategy: auto``.
 
-    JAX: data parallel over every visible GPU (``keras.distribution.DataParallel``, set globally:
-    each batch is split over the devices, the variables replicated) when there are several, else the
-    one default device. torch: the default device (Keras places it on the GPU when there is one).
-    ``mixed_precision`` sets ``mixed_bfloat16`` on GPUs (the JAX and torch GPU paths run on chips that
-    have bfloat16); the CPU stays float32."""
+    Data parallel over every visible GPU (``keras.distribution.DataParallel``, set globally: each
+    batch is split over the devices, the variables replicated) when there are several, else the one
+    default device. ``mixed_precision`` sets ``mixed_bfloat16`` on GPUs (the JAX GPU path runs on
+    chips that have bfloat16); the CPU stays float32. Another backend (torch) is one UserError: the
+    project trains and is tested under TensorFlow and JAX only."""
     backend = keras.backend.backend()
+    if backend != "jax":
+        raise UserError(
+            f"KERAS_BACKEND={backend}: the pipeline trains under tensorflow or jax (the {backend} backend is "
+            "not tested); unset KERAS_BACKEND or set it to jax"
+        )
     if strategy != "auto":
         raise ParamError(f"param train.strategy: {strategy} needs the tensorflow Keras backend; {backend} takes auto")
-    gpus = _backend_gpus(backend)
+    gpus = _jax_gpus()
     policy = _set_policy("mixed_bfloat16" if gpus and mixed_precision else "float32")
     where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
     if backend == "jax" and len(gpus) > 1:
@@ -172,17 +179,11 @@ def backend_strategy(mixed_precision: bool, strategy: str = "auto"):
     return KerasDistribution(1), f"{where}, {backend} backend, default device, {policy}"
 
 
-def _backend_gpus(backend: str) -> list[str]:
-    """The GPUs a non-TensorFlow backend sees, as ``keras.distribution`` names them (``gpu:0``, ...)."""
-    if backend == "jax":
-        import jax
+def _jax_gpus() -> list[str]:
+    """The GPUs JAX sees, as ``keras.distribution`` names them (``gpu:0``, ...)."""
+    import jax
 
-        return [f"gpu:{d.id}" for d in jax.devices() if d.platform == "gpu"]
-    if backend == "torch":
-        import torch
-
-        return [f"gpu:{i}" for i in range(torch.cuda.device_count())]
-    return []
+    return [f"gpu:{d.id}" for d in jax.devices() if d.platform == "gpu"]
 
 
 def _tpu_strategy(tf, mixed_precision: bool):

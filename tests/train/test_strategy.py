@@ -279,3 +279,14 @@ def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered
     assert "batch 32 x 2 steps" in out["reference"] and meta["history"].keys() == want.keys()
     for key, values in want.items():
         np.testing.assert_allclose(meta["history"][key], values, rtol=1e-5, err_msg=key)
+
+
+def test_a_backend_never_run_here_is_refused_in_one_line(monkeypatch):
+    import keras
+
+    from doodle.core.errors import UserError
+    from doodle.train.strategy import device_strategy
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(UserError, match="KERAS_BACKEND=torch: the pipeline trains under tensorflow or jax"):
+        device_strategy(mixed_precision=False)
