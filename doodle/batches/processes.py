@@ -15,7 +15,9 @@ ready; the consumer copies the batch out (so nothing it holds is overwritten) an
 back. Processes are spawned (the training process has TensorFlow or JAX threads running: forking
 it is not safe) and live from the first epoch to :meth:`ProcessStream.close`; an epoch started
 anew (Keras restarts one it peeked at) tells them to drop what they were making. An error in a
-process is raised by the consumer with the process's traceback; a process that dies is named.
+process is raised by the consumer with the process's traceback; a process that dies is named; and
+a process whose training process is killed (a lost notebook kernel, the OOM killer) ends on its own
+within :data:`_POLL_S`, its shared memory then freed by Python's resource tracker.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def _make_batches(stream, processes: int, index: int, share: int, names: list[st
     stream.threads = max(1, stream.threads // processes)  # the machine's cores, shared out
     memory = [shared_memory.SharedMemory(name=n) for n in names]
     images, labels = _views(memory, stream.batch_size, stream.image_shape, stream.dtype)
-    command = commands.get()
+    command = _next_command(commands)
     while command[0] != "stop":
         _, epoch, generation = command
         command = None
@@ -178,14 +180,24 @@ def _make_batches(stream, processes: int, index: int, share: int, names: list[st
                 ready.put(("end", generation))
         except Exception:
             ready.put(("error", generation, traceback.format_exc()))
-        command = command or commands.get()
+        command = command or _next_command(commands)
     del images, labels
     for m in memory:
         m.close()
 
 
+def _next_command(commands) -> tuple:
+    """The next command; ("stop",) once the training process is gone (nobody will send one)."""
+    while True:
+        try:
+            return commands.get(timeout=_POLL_S)
+        except queue.Empty:
+            if not mp.parent_process().is_alive():
+                return ("stop",)
+
+
 def _free_slot(free, commands) -> tuple[int | None, tuple | None]:
-    """A free buffer, or the next command if one comes first."""
+    """A free buffer, or the next command if one comes first (("stop",) once the training process is gone)."""
     while True:
         try:
             return free.get(timeout=_POLL_S), None
@@ -193,4 +205,5 @@ def _free_slot(free, commands) -> tuple[int | None, tuple | None]:
             try:
                 return None, commands.get_nowait()
             except queue.Empty:
-                continue
+                if not mp.parent_process().is_alive():
+                    return None, ("stop",)

@@ -31,7 +31,7 @@ def same(a, b) -> bool:
     return len(a) == len(b) and all(np.array_equal(x, u) and np.array_equal(y, v) for (x, y), (u, v) in zip(a, b))
 
 
-@pytest.mark.parametrize("processes", [1, 2, 3])
+@pytest.mark.parametrize("processes", [2, 3])  # 7 batches: shares of 4 + 3, and 3 + 2 + 2
 def test_the_processes_make_the_streams_batches_in_its_order(rendered, processes):
     want = epochs(drawn(rendered))
     made = ProcessStream(drawn(rendered), processes)
@@ -92,3 +92,56 @@ def test_only_one_machines_training_stream_is_made_in_processes(rendered):
         ProcessStream(StrokeStream(shards, RenderParams(size=24), 8, shuffle=False), 2)
     with pytest.raises(ValueError, match="only one machine's training stream"):
         ProcessStream(StrokeStream(shards, RenderParams(size=24), 8, shuffle=True, workers=2, worker=0), 2)
+
+
+ORPHANED = """
+import sys, time
+from doodle.batches.processes import ProcessStream
+from doodle.batches.strokes import StrokeStream, shard_paths
+from doodle.drawing.raster import RenderParams
+
+stream = StrokeStream(shard_paths(sys.argv[1], "train"), RenderParams(size=24), 8, shuffle=True, steps=50, threads=1)
+made = ProcessStream(stream, 2)
+next(made.epoch(0))
+print(" ".join(str(m.process.pid) for m in made._makers), flush=True)
+time.sleep(120)
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (an ended child nobody has reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow  # a training process started and killed
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+def test_the_processes_end_when_the_training_process_is_killed(rendered):
+    """A lost kernel or the OOM killer gives the training process no time to stop its processes:
+    they see it gone and end by themselves."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import subprocess_env
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHANED, str(rendered / "data/shards")],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # the resource tracker's note that it freed the orphaned shared memory
+        text=True,
+    )
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(running(p) for p in pids)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(running(p) for p in pids), "batch-making processes outlived the training process"
