@@ -123,3 +123,52 @@ def test_the_gpu_benchmark_runs_on_a_cpu(tmp_path):
         assert figures["model_images_per_s"] > 0 and figures["pipeline_images_per_s"] > 0
         assert set(figures["pipeline_images_per_s_by_read_ahead"]) == {"0", "2"}
         assert figures["pipeline_images_per_s_by_input_processes"]["2"] > 0  # the same batches, from 2 processes
+
+
+RESUMED_UNDER_JAX = """
+import sys
+
+import keras
+import numpy as np
+
+from doodle.batches.processes import ProcessStream
+from doodle.batches.strokes import StrokeStream, shard_paths
+from doodle.drawing.augment import StrokeAugmentParams
+from doodle.drawing.raster import RenderParams
+from doodle.train.feed import StreamBatches
+
+
+def stream():
+    augment = StrokeAugmentParams(scale=0.1, rotation=10.0, stroke_dropout=0.2)
+    shards = shard_paths(sys.argv[1], "train")
+    return StrokeStream(shards, RenderParams(size=24), 8, shuffle=True, seed=1, steps=5, augment=augment, threads=1)
+
+
+def passes(batches, count):
+    return [[batches[i][0].copy() for i in range(len(batches))] for _ in range(count)]
+
+
+if __name__ == "__main__":
+    assert keras.backend.backend() == "jax"
+    plain = passes(StreamBatches(stream()), 3)  # made in the training loop, epochs 0, 1, 2
+    two, three = ProcessStream(stream(), 2), ProcessStream(stream(), 3)
+    made = passes(StreamBatches(two), 3)
+    resumed = passes(StreamBatches(three, start_epoch=2), 1)  # a run resumed at epoch 2
+    two.close(), three.close()
+    same = all(np.array_equal(a, b) for p, q in zip(plain + plain[2:], made + resumed) for a, b in zip(p, q))
+    print("same" if same else "differ")
+"""
+
+
+@pytest.mark.slow  # a JAX process and its batch-making processes
+def test_under_jax_the_batches_are_the_same_whatever_the_processes_and_after_a_resume(rendered):
+    pytest.importorskip("jax")
+    env = {**subprocess_env(), "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run(
+        [sys.executable, "-c", RESUMED_UNDER_JAX, str(rendered / "data/shards")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0 and r.stdout.strip().endswith("same"), r.stdout[-2000:] + r.stderr[-3000:]
