@@ -113,6 +113,29 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+def generated_shards(root: Path, per_class: int, row_group_rows: int) -> Path:
+    """3 shards of the generated doodles (``per_class`` training drawings each, none broken) under
+    ``root``, ``row_group_rows`` a row group (several a shard: blocks are shuffled); the shard folder."""
+    from doodle.sample.generate import SampleParams, generate
+    from doodle.shard.params import ShardParams
+    from doodle.shard.run import write_shards
+    from doodle.sources.folder import resolve_source
+
+    generate(root / "sample", SampleParams(train_per_class=per_class, test_per_class=0, corrupt_fraction=0.0))
+    write_shards(
+        resolve_source(root / "sample"), root / "shards", ShardParams(count=3, row_group_rows=row_group_rows), False
+    )
+    return root / "shards"
+
+
+def one_epoch(stream, epoch: int = 0):
+    """(inputs, labels) of a stream's epoch, every batch concatenated."""
+    import numpy as np
+
+    xs, ys = zip(*stream.epoch(epoch))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def write_oof(path: Path, keys, labels, probs):
     """An out-of-fold file as train@<name> writes it (doodle.train.folds.OofWriter; one fold)."""
     from types import SimpleNamespace

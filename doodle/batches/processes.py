@@ -113,7 +113,7 @@ class ProcessStream(Stream):
 
     def _start(self) -> None:
         context = mp.get_context("spawn")
-        image_bytes = self.batch_size * math.prod(self.image_shape) * np.dtype(self.dtype).itemsize
+        image_bytes = _image_bytes(self.batch_size, self.image_shape, self.dtype)
         share = math.ceil(self.steps / self.processes)  # each process's batches: a few more than used
         for p in range(self.processes):
             memory = [
@@ -137,8 +137,13 @@ class ProcessStream(Stream):
         self._makers = []
 
 
+def _image_bytes(batch: int, shape: tuple, dtype) -> int:
+    """A slot's image part; its ``batch`` int32 labels follow."""
+    return batch * math.prod(shape) * np.dtype(dtype).itemsize
+
+
 def _views(memory: list, batch: int, shape: tuple, dtype) -> tuple[list, list]:
-    image_bytes = batch * math.prod(shape) * np.dtype(dtype).itemsize
+    image_bytes = _image_bytes(batch, shape, dtype)
     images = [np.ndarray((batch, *shape), dtype, buffer=m.buf) for m in memory]
     labels = [np.ndarray((batch,), np.int32, buffer=m.buf, offset=image_bytes) for m in memory]
     return images, labels

@@ -26,9 +26,8 @@ class Architecture:
 
     name: str
     encoder: type  # RenderParams or SequenceParams
-    min_size: int = (
-        8  # an image model's smallest input side: its pooling leaves nothing below (tests/models/test_architectures.py)
-    )
+    #: an image model's smallest input side: its pooling leaves nothing below (tests/models/test_architectures.py)
+    min_size: int = 8
 
     @property
     def draws_images(self) -> bool:

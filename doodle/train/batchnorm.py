@@ -63,19 +63,16 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
 
     It runs when the epoch's validation begins (``on_test_begin`` within ``fit``), or at the epoch's
     end when there is none: never at a step's end, so Keras keeps dispatching the steps'
-    callbacks asynchronously (``async_safe``: a batch-end hook would make every step wait for the
-    device), and under JAX the model's variables are in place by then (Keras syncs its training
+    callbacks asynchronously (a batch-end hook not marked ``async_safe`` would make every step wait
+    for the device), and under JAX the model's variables are in place by then (Keras syncs its training
     state into the model after the last step).
 
     ``batches(epoch)`` gives the training images to use: deterministic per epoch, so a resumed
     run recalibrates exactly as an uninterrupted one."""
 
-    async_safe = True  # it has no batch-end hook
-
-    def __init__(self, batches: Callable[[int], Iterable[np.ndarray]], steps_per_epoch: int):
+    def __init__(self, batches: Callable[[int], Iterable[np.ndarray]]):
         super().__init__()
         self.batches = batches
-        self.steps_per_epoch = steps_per_epoch
         self.epoch = 0
         self.pending = False  # an epoch's training steps ran and its statistics are not yet recomputed
         self.seconds = 0.0

@@ -125,7 +125,7 @@ def fit_callbacks(
     decisions = decision_callbacks(cfg)
     state = TrainingState(backup, fingerprint, best_model=best_model, monitor=MONITOR, track=decisions)
     live = reopen_live(live_dir, state.epochs_done, save_dvc_exp=False, dvcyaml=None)
-    recalibration = RecalibrateBatchNorm(recalibration_batches(train, cfg.bn_recalibration_batches), len(train))
+    recalibration = RecalibrateBatchNorm(recalibration_batches(train, cfg.bn_recalibration_batches))
     budget = TimeBudget(cfg.time_budget_s, printer=printer) if cfg.time_budget_s else None
     callbacks = [
         *decisions,

@@ -114,9 +114,7 @@ class StreamBatches(keras.utils.PyDataset):
     def _pass(self):
         """The current epoch's batches from the start, read ahead unless ``read_ahead`` is 0; the
         pass they replace stops."""
-        close = getattr(self._batches, "close", None)
-        if close is not None:
-            close()
+        self.on_epoch_end()
         batches = self.stream.epoch(self._epoch)
         return ReadAhead(batches, self.read_ahead) if self.read_ahead else batches
 

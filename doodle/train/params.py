@@ -153,11 +153,12 @@ def check_against(cfg: TrainParams, render_cfg: RenderSection, shard_count: int 
             f"param {where}: {cfg.model} needs images of at least {smallest}px (its pooling leaves nothing of "
             f"smaller ones), got {size}"
         )
-    if trains_on_cache(render_cfg, cfg.encoder(render_cfg)) and cfg.stroke_augment_params.any():
+    cached = trains_on_cache(render_cfg, cfg.encoder(render_cfg))
+    if cached and cfg.stroke_augment_params.any():
         raise ParamError(
             "param train.stroke_augment: needs render.train_cache: false (the cache holds finished images)"
         )
-    if cfg.input_processes and trains_on_cache(render_cfg, cfg.encoder(render_cfg)):
+    if cached and cfg.input_processes:
         raise ParamError(
             "param train.input_processes: makes batches drawn on the fly; the cache's are read in the training "
             "process (set render.train_cache: false, or input_processes: 0)"

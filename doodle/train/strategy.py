@@ -173,7 +173,7 @@ def backend_strategy(mixed_precision: bool, strategy: str = "auto"):
     gpus = _jax_gpus()
     policy = _set_policy("mixed_bfloat16" if gpus and mixed_precision else "float32")
     where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
-    if backend == "jax" and len(gpus) > 1:
+    if len(gpus) > 1:
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=gpus))
         return KerasDistribution(len(gpus)), f"{where}, {backend} backend, keras.distribution.DataParallel, {policy}"
     return KerasDistribution(1), f"{where}, {backend} backend, default device, {policy}"

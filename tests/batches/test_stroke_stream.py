@@ -11,10 +11,7 @@ from doodle.drawing.raster import RenderParams, render
 from doodle.drawing.strokes import StrokeBatch
 from doodle.render.params import RenderSection
 from doodle.render.run import build_cache
-from doodle.sample.generate import SampleParams, generate
-from doodle.shard.params import ShardParams
-from doodle.shard.run import write_shards
-from doodle.sources.folder import resolve_source
+from tests.conftest import generated_shards, one_epoch
 
 ALL_ON = StrokeAugmentParams(scale=0.2, aspect=0.2, shift=0.1, rotation=20, shear=0.2, stroke_dropout=0.2)
 
@@ -22,15 +19,7 @@ ALL_ON = StrokeAugmentParams(scale=0.2, aspect=0.2, shift=0.1, rotation=20, shea
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """Shards of a small generated sample, several row groups each (so blocks are shuffled)."""
-    root = tmp_path_factory.mktemp("strokes")
-    generate(root / "sample", SampleParams(train_per_class=100, test_per_class=0, corrupt_fraction=0.0))
-    write_shards(resolve_source(root / "sample"), root / "shards", ShardParams(count=3, row_group_rows=150), False)
-    return root / "shards"
-
-
-def images(stream, epoch=0):
-    xs, ys = zip(*stream.epoch(epoch))
-    return np.concatenate(xs), np.concatenate(ys)
+    return generated_shards(tmp_path_factory.mktemp("strokes"), per_class=100, row_group_rows=150)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -42,7 +31,7 @@ def test_without_augmentation_the_images_are_the_caches_bytes(shards, tmp_path, 
         want = np.concatenate(cache.images)
         for augment in (None, StrokeAugmentParams()):  # all zero is off
             s = StrokeStream(shard_paths(shards, split), cfg.raster(), 97, shuffle=False, augment=augment)
-            x, y = images(s)
+            x, y = one_epoch(s)
             assert x.shape == want.shape and s.image_shape == want.shape[1:]
             assert np.array_equal(x, want)
             assert np.array_equal(y, cache.all_labels())
@@ -50,7 +39,7 @@ def test_without_augmentation_the_images_are_the_caches_bytes(shards, tmp_path, 
     cache = open_split(tmp_path / "cache", "train")
     want = np.concatenate(cache.images)
     s = StrokeStream(shard_paths(shards, "train"), cfg.raster(), 50, shuffle=True, seed=1, buffer_groups=2)
-    x, y = images(s)
+    x, y = one_epoch(s)
     label_of = {img.tobytes(): lab for img, lab in zip(want, cache.all_labels())}
     assert len(s) == -(-len(want) // 50) and len(x) == len(s) * 50
     assert all(label_of[img.tobytes()] == lab for img, lab in zip(x[: len(want)], y))
@@ -61,12 +50,12 @@ def test_batches_are_aligned_and_the_shuffle_is_seeded(shards):
     def stream(seed):
         return StrokeStream(shard_paths(shards, "train"), RenderParams(32), 64, shuffle=True, seed=seed, steps=5)
 
-    x0, y0 = images(stream(0))
+    x0, y0 = one_epoch(stream(0))
     assert len(y0) == 5 * 64 and y0.dtype == np.int32 and x0.dtype == np.uint8
     assert all(x.ctypes.data % 64 == 0 and x.flags.c_contiguous for x, _ in stream(0).epoch(0))
-    assert np.array_equal(y0, images(stream(0))[1])
-    assert not np.array_equal(y0, images(stream(0), 1)[1])
-    assert not np.array_equal(y0, images(stream(1))[1])
+    assert np.array_equal(y0, one_epoch(stream(0))[1])
+    assert not np.array_equal(y0, one_epoch(stream(0), 1)[1])
+    assert not np.array_equal(y0, one_epoch(stream(1))[1])
 
 
 def test_augmentation_is_seeded_by_seed_and_epoch_and_not_by_threads(shards):
@@ -74,14 +63,14 @@ def test_augmentation_is_seeded_by_seed_and_epoch_and_not_by_threads(shards):
         s = StrokeStream(
             shard_paths(shards, "train"), RenderParams(32), 64, shuffle, seed, steps=4, augment=ALL_ON, threads=threads
         )
-        return images(s, epoch)
+        return one_epoch(s, epoch)
 
     x, y = run(0, 0)
     assert np.array_equal(x, run(0, 0, threads=3)[0])
     assert np.array_equal(x, run(0, 0, threads=1)[0])
     assert not np.array_equal(x, run(0, 1)[0])  # same drawings (no shuffle), new augmentations
     assert not np.array_equal(x, run(1, 0)[0])
-    plain = images(StrokeStream(shard_paths(shards, "train"), RenderParams(32), 64, False, 0, steps=4))
+    plain = one_epoch(StrokeStream(shard_paths(shards, "train"), RenderParams(32), 64, False, 0, steps=4))
     assert np.array_equal(y, plain[1]) and not np.array_equal(x, plain[0])
     assert np.array_equal(run(5, 2, shuffle=True)[0], run(5, 2, shuffle=True, threads=1)[0])
 

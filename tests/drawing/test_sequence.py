@@ -19,10 +19,7 @@ from doodle.drawing.sequence import (
     encoder_from_dict,
 )
 from doodle.drawing.strokes import STROKE_COLUMNS, StrokeBatch
-from doodle.sample.generate import SampleParams, generate
-from doodle.shard.params import ShardParams
-from doodle.shard.run import write_shards
-from doodle.sources.folder import resolve_source
+from tests.conftest import generated_shards, one_epoch
 
 ALL_ON = StrokeAugmentParams(scale=0.2, aspect=0.2, shift=0.1, rotation=20, shear=0.2, stroke_dropout=0.2)
 
@@ -160,33 +157,25 @@ def test_aligned_empty_takes_a_dtype():
 # --------------------------------------------------------------------------- the stream
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sequences")
-    generate(root / "sample", SampleParams(train_per_class=60, test_per_class=0, corrupt_fraction=0.0))
-    write_shards(resolve_source(root / "sample"), root / "shards", ShardParams(count=3, row_group_rows=100), False)
-    return root / "shards"
-
-
-def every(stream, epoch=0):
-    xs, ys = zip(*stream.epoch(epoch))
-    return np.concatenate(xs), np.concatenate(ys)
+    return generated_shards(tmp_path_factory.mktemp("sequences"), per_class=60, row_group_rows=100)
 
 
 def test_an_ordered_sequence_stream_is_the_encoding_of_the_shards(shards):
     p = SequenceParams(48, time=True)
     s = StrokeStream(shard_paths(shards, "train"), p, 37, shuffle=False)
-    x, y = every(s)
+    x, y = one_epoch(s)
     assert s.dtype == np.float32 and s.image_shape == (48, 4) and x.dtype == np.float32
     tables = [pq.read_table(path, columns=STROKE_COLUMNS) for path in shard_paths(shards, "train")]
     strokes = concat([StrokeBatch.from_arrow(*(t[c] for c in STROKE_COLUMNS)) for t in tables])
     assert np.array_equal(x, encode_sequences(strokes, p))
     images = StrokeStream(shard_paths(shards, "train"), RenderParams(32), 37, shuffle=False)
-    assert images.dtype == np.uint8 and np.array_equal(y, every(images)[1])
+    assert images.dtype == np.uint8 and np.array_equal(y, one_epoch(images)[1])
 
 
 def test_a_drawn_split_encodes_with_its_encoder(shards):
     p = SequenceParams(40)
     split = DrawnSplit(shard_paths(shards, "val"), p)
-    want = every(StrokeStream(shard_paths(shards, "val"), p, 64, shuffle=False))
+    want = one_epoch(StrokeStream(shard_paths(shards, "val"), p, 64, shuffle=False))
     got = np.concatenate(list(split.images))
     assert got.dtype == np.float32 and np.array_equal(got, want[0])
     assert np.array_equal(split.all_labels(), want[1]) and split.encoder == p
@@ -197,7 +186,7 @@ def test_a_sequence_stream_shuffles_and_augments_as_the_image_stream_does(shards
         s = StrokeStream(
             shard_paths(shards, "train"), encoder, 32, True, seed, steps=4, augment=ALL_ON, threads=threads
         )
-        return every(s, epoch)
+        return one_epoch(s, epoch)
 
     p = SequenceParams(64)
     x, y = run(p)
@@ -206,7 +195,7 @@ def test_a_sequence_stream_shuffles_and_augments_as_the_image_stream_does(shards
     assert np.array_equal(y, run(RenderParams(32))[1])  # the same drawings in the same order
     assert np.array_equal(x, run(p, threads=1)[0]) and np.array_equal(x, run(p)[0])
     assert not np.array_equal(x, run(p, epoch=2)[0])
-    plain = every(StrokeStream(shard_paths(shards, "train"), p, 32, True, 3, steps=4), 1)
+    plain = one_epoch(StrokeStream(shard_paths(shards, "train"), p, 32, True, 3, steps=4), 1)
     assert np.array_equal(y, plain[1]) and not np.array_equal(x, plain[0])
 
 

@@ -100,7 +100,7 @@ def test_recalibration_runs_once_an_epoch_after_its_steps_and_before_its_validat
         def on_test_batch_begin(self, batch, logs=None):
             events.append("validate")
 
-    recal = RecalibrateBatchNorm(lambda epoch: events.append(f"recalibrate {epoch}") or [x[:16]], steps_per_epoch=4)
+    recal = RecalibrateBatchNorm(lambda epoch: events.append(f"recalibrate {epoch}") or [x[:16]])
     model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), callbacks=[recal, Watch()], verbose=0)
     first = events.index("recalibrate 0")
     assert events[:first] == ["step"] * 4 and events[first + 1] == "validate"
