@@ -145,3 +145,11 @@ def test_the_processes_end_when_the_training_process_is_killed(rendered):
     while any(running(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(running(p) for p in pids), "batch-making processes outlived the training process"
+
+
+def test_a_negative_number_of_input_processes_is_named():
+    from doodle.core.params import ParamError, from_mapping
+    from doodle.train.params import TrainParams
+
+    with pytest.raises(ParamError, match=r"train.input_processes: must be >= 0"):
+        from_mapping(TrainParams, {"input_processes": -1}, "train")
