@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from doodle.models import build_model
 
@@ -81,11 +82,15 @@ def decision_callbacks(cfg: TrainParams) -> list:
 def recalibration_batches(train, count: int):
     """``batches(epoch)`` for :class:`~doodle.train.batchnorm.RecalibrateBatchNorm`: ``count`` batches of
     training images from epochs of their own (deterministic per epoch, so a resumed run recalibrates
-    exactly as an uninterrupted one), every batch on every worker (``own=False``), so that the
-    statistics agree everywhere."""
+    exactly as an uninterrupted one). With several workers, every worker reads every batch of the
+    stream (``own=False``) and joins the workers' batches of a step: each recalibrates on the global
+    batches one process would, so the statistics agree everywhere and equal one machine's."""
+    workers = getattr(train, "workers", 1)
 
     def batches(epoch: int):
-        return (x for x, _ in itertools.islice(train.epoch(RECALIBRATION_EPOCHS + epoch, own=False), count))
+        images = (x for x, _ in train.epoch(RECALIBRATION_EPOCHS + epoch, own=False))
+        steps = zip(*[images] * workers)  # the workers' batches of one step, in worker order
+        return (np.concatenate(step) if workers > 1 else step[0] for step in itertools.islice(steps, count))
 
     return batches
 

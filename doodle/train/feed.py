@@ -42,12 +42,14 @@ def fit_data(strategy, worker: Worker, stream, start_epoch: int = 0):
     iterator at the first batch): under a distribution strategy Keras 3 peeks at a batch of the
     previous epoch's validation iterator before it starts the next one, which must not be exhausted.
 
-    Under another backend, the stream as a :class:`StreamBatches` (a ``keras.utils.PyDataset``).
+    Under JAX, the stream as a :class:`StreamBatches` (a ``keras.utils.PyDataset``), of this
+    process's batches too: Keras puts the processes' batches of a step together into the global one
+    (``keras.distribution``). A validation stream is the same on every worker, so each feeds the same
+    rows: the global batch holds each row once per worker, which leaves every mean (loss, MAP@3) as
+    one process computes it.
     """
     if not uses_tf_data():
-        if worker.count > 1:
-            raise RuntimeError("several workers need the tensorflow backend (tf.distribute)")
-        return StreamBatches(stream, start_epoch, replicas(strategy))
+        return StreamBatches(stream, start_epoch, local_replicas(strategy))
     if worker.count == 1:
         return tf_dataset(stream, repeat=True, start_epoch=start_epoch)
     per_replica = stream.batch_size * worker.count // strategy.num_replicas_in_sync
@@ -68,12 +70,18 @@ def uses_tf_data() -> bool:
 
 def evaluation_data(stream, strategy=None):
     """One ordered pass of ``stream`` for ``model.evaluate`` (with ``steps=len(stream)``)."""
-    return tf_dataset(stream, repeat=False) if uses_tf_data() else StreamBatches(stream, 0, replicas(strategy))
+    return tf_dataset(stream, repeat=False) if uses_tf_data() else StreamBatches(stream, 0, local_replicas(strategy))
 
 
 def replicas(strategy) -> int:
-    """The devices each batch is split over (1 without a strategy)."""
+    """The devices each global batch is split over, on every worker (1 without a strategy)."""
     return strategy.num_replicas_in_sync if strategy is not None else 1
+
+
+def local_replicas(strategy) -> int:
+    """The devices of this process, over which each batch it feeds is split (under JAX: a
+    :class:`~doodle.train.strategy.KerasDistribution`'s; 1 without a strategy)."""
+    return getattr(strategy, "local_replicas", replicas(strategy))
 
 
 class StreamBatches(keras.utils.PyDataset):

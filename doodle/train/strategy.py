@@ -4,8 +4,9 @@
 
 Under ``KERAS_BACKEND=jax`` (where TensorFlow need not be installed) there is no tf.distribute:
 :func:`device_strategy` returns a :class:`KerasDistribution`, data parallel over every GPU through
-``keras.distribution``, or the one default device. Other Keras backends (torch) are refused: never
-run here, so not claimed.
+``keras.distribution``, or the one default device; with ``multi_worker``, over every device of every
+process of the ``TF_CONFIG`` cluster (``keras.distribution.initialize``, the chief's address being the
+coordinator's). Other Keras backends (torch) are refused: never run here, so not claimed.
 
 Kept apart from the params (doodle.train.params) because it starts the TensorFlow runtime: the
 params are read and checked before anything here runs, and a bad ``TF_CONFIG`` is refused before
@@ -47,13 +48,40 @@ class Worker:
 @dataclass(frozen=True)
 class KerasDistribution:
     """What training on a non-TensorFlow backend needs of a strategy: the replicas a global batch is
-    split over (``train.batch_size`` is per replica) and a scope to build the model in. The split
-    itself is the global ``keras.distribution`` (DataParallel) set by :func:`device_strategy`."""
+    split over (``train.batch_size`` is per replica), those of this process (``local_replicas``: each
+    batch this process feeds is split over them) and a scope to build the model in. The split itself is
+    the global ``keras.distribution`` (``distribution``, a DataParallel) set by :func:`device_strategy`."""
 
     num_replicas_in_sync: int = 1
+    local_replicas: int = 1
+    distribution: object = None  # the keras.distribution set globally, None on one device
 
     def scope(self):
         return contextlib.nullcontext()
+
+    def alone(self):
+        """A context in which this process computes by itself, the global distribution unset: for the
+        chief's work after ``fit`` (loading the best model, scoring it) while the other processes of a
+        multi-process run, done, no longer take part. Nothing changes for one process."""
+        if self.local_replicas == self.num_replicas_in_sync:
+            return contextlib.nullcontext()
+        return _unset_distribution()
+
+
+@contextlib.contextmanager
+def _unset_distribution():
+    was = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(was)
+
+
+def alone(strategy):
+    """``strategy.alone()`` for a :class:`KerasDistribution`; no change for a tf.distribute strategy
+    (TensorFlow's chief loads and scores by itself within its strategy)."""
+    return strategy.alone() if isinstance(strategy, KerasDistribution) else contextlib.nullcontext()
 
 
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
@@ -101,6 +129,13 @@ def cluster_worker(strategy: str = "auto", environ=None) -> Worker:
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[task["type"]]):
         raise bad(f"TF_CONFIG's task index {index!r} is not a position in the cluster's {task['type']!r} list")
     return Worker(index=index + len(chiefs) if task["type"] == "worker" else 0, count=len(chiefs) + len(workers))
+
+
+def chief_address(environ=None) -> str:
+    """The chief's ``host:port`` in ``TF_CONFIG`` (checked by :func:`cluster_worker` first): the JAX
+    coordinator's address, which every process connects to and the chief serves."""
+    cluster = json.loads((os.environ if environ is None else environ)["TF_CONFIG"])["cluster"]
+    return (cluster.get("chief") or cluster["worker"])[0]
 
 
 def device_strategy(mixed_precision: bool, strategy: str = "auto"):
@@ -155,35 +190,66 @@ def device_strategy(mixed_precision: bool, strategy: str = "auto"):
 
 
 def backend_strategy(mixed_precision: bool, strategy: str = "auto"):
-    """(KerasDistribution, description) under the JAX backend, for ``train.strategy: auto``.
+    """(KerasDistribution, description) under the JAX backend, for ``train.strategy`` auto or multi_worker.
 
-    Data parallel over every visible GPU (``keras.distribution.DataParallel``, set globally: each
-    batch is split over the devices, the variables replicated) when there are several, else the one
-    default device. ``mixed_precision`` sets ``mixed_bfloat16`` on GPUs (the JAX GPU path runs on
-    chips that have bfloat16); the CPU stays float32. Another backend (torch) is one UserError: the
-    project trains and is tested under TensorFlow and JAX only."""
+    ``auto``: data parallel over every visible GPU (``keras.distribution.DataParallel``, set globally:
+    each batch is split over the devices, the variables replicated) when there are several, else the
+    one default device. ``multi_worker``: this process joins the ``TF_CONFIG`` cluster
+    (:func:`join_cluster`) and the data parallel runs over every device of every process; each process
+    feeds its own share of every global batch. ``mixed_precision`` sets ``mixed_bfloat16`` on GPUs (the
+    JAX GPU path runs on chips that have bfloat16); the CPU stays float32. Another backend (torch) is
+    one UserError: the project trains and is tested under TensorFlow and JAX only."""
     backend = keras.backend.backend()
     if backend != "jax":
         raise UserError(
             f"KERAS_BACKEND={backend}: the pipeline trains under tensorflow or jax (the {backend} backend is "
             "not tested); unset KERAS_BACKEND or set it to jax"
         )
-    if strategy != "auto":
-        raise ParamError(f"param train.strategy: {strategy} needs the tensorflow Keras backend; {backend} takes auto")
-    gpus = _jax_gpus()
+    if strategy not in ("auto", "multi_worker"):
+        raise ParamError(
+            f"param train.strategy: {strategy} needs the tensorflow Keras backend; {backend} takes auto or multi_worker"
+        )
+    workers = join_cluster() if strategy == "multi_worker" else 1
+    import jax
+
+    gpus = [d for d in jax.devices() if d.platform == "gpu"]  # every process's
     policy = _set_policy("mixed_bfloat16" if gpus and mixed_precision else "float32")
-    where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
+    where = f"{len(gpus) // workers} GPU(s)" if gpus else "CPU"
+    devices = keras.distribution.list_devices("gpu" if gpus else "cpu")
+    if workers > 1:
+        distribution = _data_parallel(devices)
+        local = len(devices) // workers
+        how = f"keras.distribution.DataParallel ({len(devices)} devices)"
+        return KerasDistribution(
+            len(devices), local, distribution
+        ), f"{workers} workers x {where}, {backend} backend, {how}, {policy}"
     if len(gpus) > 1:
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=gpus))
-        return KerasDistribution(len(gpus)), f"{where}, {backend} backend, keras.distribution.DataParallel, {policy}"
+        distribution = _data_parallel(devices)
+        return KerasDistribution(len(gpus), len(gpus), distribution), (
+            f"{where}, {backend} backend, keras.distribution.DataParallel, {policy}"
+        )
     return KerasDistribution(1), f"{where}, {backend} backend, default device, {policy}"
 
 
-def _jax_gpus() -> list[str]:
-    """The GPUs JAX sees, as ``keras.distribution`` names them (``gpu:0``, ...)."""
+def join_cluster(environ=None) -> int:
+    """Start JAX's multi-process runtime for this worker of the ``TF_CONFIG`` cluster (the chief's
+    address is the coordinator's: the chief serves it, the others connect) and return the number of
+    processes. Called before JAX computes anything; it returns once every process has joined.
+    On CPUs the processes' collectives go through gloo (JAX has none between CPU processes otherwise)."""
+    worker = cluster_worker("multi_worker", environ)  # a bad TF_CONFIG refused before anything starts
     import jax
 
-    return [f"gpu:{d.id}" for d in jax.devices() if d.platform == "gpu"]
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    keras.distribution.initialize(chief_address(environ), worker.count, worker.index)
+    return worker.count
+
+
+def _data_parallel(devices: list[str]):
+    """DataParallel over ``devices``, set as Keras' global distribution. Each process feeds its own
+    rows (the streams give each worker its share), so Keras must not shard a dataset again."""
+    distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+    keras.distribution.set_distribution(distribution)
+    return distribution
 
 
 def _tpu_strategy(tf, mixed_precision: bool):

@@ -30,7 +30,7 @@ from doodle.render.params import RenderSection
 from .compile import FitCallbacks, compiled_model, fit_callbacks
 from .feed import fit_data, replicas, training_stream, validation_stream
 from .params import TrainParams
-from .strategy import Worker
+from .strategy import Worker, alone
 
 # in reports/train/<name>.json, never in models/ (whether train.time_budget_s stopped the run depends on timings too)
 TIMINGS = (
@@ -190,10 +190,12 @@ def fit(model, cfg: TrainParams, run: Setup, train, val, callbacks: FitCallbacks
 
 def finish(cfg: TrainParams, run: Setup, member: Member, train, callbacks: FitCallbacks, fitted: Fitted, score):
     """Score the best model (kept by the resumable state) on the whole validation split (``score``),
-    write its metadata and end the DVCLive run. Returns (metrics, best model)."""
-    best = keras.saving.load_model(member.model)
-    t0 = time.perf_counter()
-    scores = score(best)
+    write its metadata and end the DVCLive run. Returns (metrics, best model). The chief does this by
+    itself (the other workers are done): under JAX, outside the processes' global distribution."""
+    with alone(run.strategy):
+        best = keras.saving.load_model(member.model)
+        t0 = time.perf_counter()
+        scores = score(best)
     metrics = member_metrics(scores, train.rows, callbacks, fitted)
     metrics["final_val_seconds"] = round(time.perf_counter() - t0, 1)
     write_meta(cfg, run, member, train.image_shape, metrics, callbacks.state.history)

@@ -1,5 +1,6 @@
 """train.strategy: which tf.distribute strategy each value gives, TF_CONFIG checks, how workers share
-the training batches, and a real two-worker MultiWorkerMirroredStrategy run of the train stage."""
+the training batches, and real two-worker runs of the train stage: MultiWorkerMirroredStrategy, and
+Keras on JAX over two processes."""
 
 from __future__ import annotations
 
@@ -212,38 +213,29 @@ cli.run(lambda: train.main(["--quiet"]))
 """
 
 
-@pytest.mark.slow
-def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered, tmp_path):
-    """Two CPU processes of `python -m stages.train` with TF_CONFIG (MultiWorkerMirroredStrategy),
-    each in its own copy of the project, as on two machines. Both finish; only the chief (worker
-    0) writes models/, metrics/train/main.json and dvclive/; worker 1 saves into a scratch directory
-    (every worker must take part in the saves' collective reads), which it deletes at the end.
-    The run equals one process training the same global batch on two replicas, epoch for epoch.
-    Two epochs, so the validation iterator is started again (a Keras 3 pitfall under a strategy)."""
-    ports = _held_ports(2)  # closed only once both workers are done (finally below)
-    cluster = {"worker": [f"localhost:{sock.getsockname()[1]}" for sock in ports]}
-    train = {"batch_size": 16, "steps_per_epoch": 2, "epochs": 2}  # per replica: a global batch of 32
-    runs = {
-        "worker0": ({**train, "strategy": "multi_worker"}, ["-m", "stages.train", "--quiet"]),
-        "worker1": ({**train, "strategy": "multi_worker"}, ["-m", "stages.train", "--quiet"]),
-        "reference": (train, ["-c", MIRRORED_ON_TWO_CPUS]),
-    }
+def _run_cluster(rendered, tmp_path, runs: dict) -> dict[str, str]:
+    """Run each of ``runs`` (name: (train params, python arguments, environment)) in its own copy of
+    ``rendered`` under ``tmp_path/<name>``, all at once, as on separate machines; ``worker0`` and
+    ``worker1`` get the TF_CONFIG of a cluster of two held localhost ports. Each has its own TMPDIR
+    (``tmp_path/tmp-<name>``). Returns every run's output once all succeeded."""
+    held = _held_ports(2)  # closed only once every run is done (finally below)
+    cluster = {"worker": [f"localhost:{sock.getsockname()[1]}" for sock in held]}
     procs, logs = [], []
     try:
-        for index, (name, (params, args)) in enumerate(runs.items()):
+        for name, (params, args, env) in runs.items():
             proj = tmp_path / name
             shutil.copytree(rendered, proj)
             write_params(proj / "params.yaml", {"train": params})
             if name == "worker0":  # a backup of a killed run: multi-worker runs start over instead of resuming
                 (proj / "models/backup/main/epoch-0001").mkdir(parents=True)
-            env = subprocess_env()
-            env["TMPDIR"] = str(tmp_path / f"tmp-{name}")
-            os.mkdir(env["TMPDIR"])
+            run_env = {**subprocess_env(), **env, "TMPDIR": str(tmp_path / f"tmp-{name}")}
+            os.mkdir(run_env["TMPDIR"])
             if name.startswith("worker"):
-                env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+                task = {"type": "worker", "index": int(name.removeprefix("worker"))}
+                run_env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": task})
             logs.append((tmp_path / f"{name}.log").open("w"))
             cmd = [sys.executable, "-u", *args]
-            procs.append(subprocess.Popen(cmd, cwd=proj, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen(cmd, cwd=proj, env=run_env, stdout=logs[-1], stderr=subprocess.STDOUT))
         codes = _wait_all(procs, timeout=300)
     finally:
         for p in procs:
@@ -252,18 +244,23 @@ def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered
                 p.wait()
         for log in logs:
             log.close()
-        for sock in ports:
+        for sock in held:
             sock.close()
     out = {name: (tmp_path / f"{name}.log").read_text() for name in runs}
-    assert codes == [0, 0, 0], "\n\n".join(f"{name}:\n{text}" for name, text in out.items())
+    assert codes == [0] * len(runs), "\n\n".join(f"{name}:\n{text}" for name, text in out.items())
+    return out
 
-    chief, other, reference = (tmp_path / name for name in runs)
+
+def _assert_only_the_chief_wrote(tmp_path, out: dict, device: str) -> dict:
+    """The chief (worker0) wrote the model, its figures and DVCLive files; worker1 wrote nothing into
+    its project and removed its scratch directory. Returns the chief's model metadata."""
+    chief, other = tmp_path / "worker0", tmp_path / "worker1"
     import keras
 
     model = keras.saving.load_model(chief / "models/main/model.keras", compile=False)  # as predict loads it
     meta = json.loads((chief / "models/main/model.json").read_text())
     assert model.output_shape == (None, 4) and len(meta["history"]["loss"]) == 2
-    assert meta["device"] == "2 workers x CPU, MultiWorkerMirroredStrategy (2 replicas), float32"
+    assert meta["device"] == device
     assert (chief / "metrics/train/main.json").is_file() and (chief / "dvclive/main/metrics.json").is_file()
     assert not (chief / "models/backup").exists() and "multi-worker runs do not resume" in out["worker0"]
     assert "batch 32 (16 on each of 2 workers) x 2 steps" in out["worker0"]
@@ -273,12 +270,100 @@ def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered
     assert not (other / "metrics/train/main.json").exists() and not (other / "dvclive").exists()
     assert list((tmp_path / "tmp-worker1").iterdir()) == []  # its scratch directory is gone
     assert "this is worker 1\n" in out["worker1"] and "train: worker 1 of 2 done" in out["worker1"]
+    return meta
 
-    # the same global batches, dropout streams and averaged gradients as one process with two replicas
-    want = json.loads((reference / "models/main/model.json").read_text())["history"]
-    assert "batch 32 x 2 steps" in out["reference"] and meta["history"].keys() == want.keys()
+
+def _assert_same_history(meta: dict, reference: dict) -> None:
+    want = reference["history"]
+    assert meta["history"].keys() == want.keys()
     for key, values in want.items():
         np.testing.assert_allclose(meta["history"][key], values, rtol=1e-5, err_msg=key)
+
+
+# One process, two replicas (two logical CPUs) with the same global batch: what the two workers must equal.
+MIRRORED_ON_TWO_CPUS = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from doodle.train import strategy as training
+from stages import cli, train
+# the train stage imports it when it runs (after parsing its arguments), so patched here
+training.device_strategy = lambda *a: (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), "2 CPUs, MirroredStrategy")
+cli.run(lambda: train.main(["--quiet"]))
+"""
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered, tmp_path):
+    """Two CPU processes of `python -m stages.train` with TF_CONFIG (MultiWorkerMirroredStrategy),
+    each in its own copy of the project, as on two machines. Both finish; only the chief (worker
+    0) writes models/, metrics/train/main.json and dvclive/; worker 1 saves into a scratch directory
+    (every worker must take part in the saves' collective reads), which it deletes at the end.
+    The run equals one process training the same global batch on two replicas, epoch for epoch.
+    Two epochs, so the validation iterator is started again (a Keras 3 pitfall under a strategy)."""
+    train = {"batch_size": 16, "steps_per_epoch": 2, "epochs": 2}  # per replica: a global batch of 32
+    worker = ({**train, "strategy": "multi_worker"}, ["-m", "stages.train", "--quiet"], {})
+    runs = {"worker0": worker, "worker1": worker, "reference": (train, ["-c", MIRRORED_ON_TWO_CPUS], {})}
+    out = _run_cluster(rendered, tmp_path, runs)
+    meta = _assert_only_the_chief_wrote(
+        tmp_path, out, "2 workers x CPU, MultiWorkerMirroredStrategy (2 replicas), float32"
+    )
+    # the same global batches, dropout streams and averaged gradients as one process with two replicas
+    assert "batch 32 x 2 steps" in out["reference"]
+    _assert_same_history(meta, json.loads((tmp_path / "reference/models/main/model.json").read_text()))
+
+
+# Under JAX: one process, keras.distribution.DataParallel over two CPU devices, the same global batch.
+DATA_PARALLEL_ON_TWO_CPUS = """
+import keras
+from doodle.train import strategy as training
+from stages import cli, train
+
+def two_cpus(*args):
+    distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices("cpu"))
+    keras.distribution.set_distribution(distribution)
+    return training.KerasDistribution(2, 2, distribution), "2 CPUs, DataParallel"
+
+training.device_strategy = two_cpus
+cli.run(lambda: train.main(["--quiet"]))
+"""
+
+
+@pytest.mark.slow
+def test_two_local_jax_processes_train_one_model_and_only_the_chief_writes_it(rendered, tmp_path):
+    """The same under KERAS_BACKEND=jax: two processes join one JAX runtime (the chief's TF_CONFIG
+    address is the coordinator's), each feeds its share of every global batch, and Keras's
+    DataParallel spans both. A BatchNorm model (MobileNet), so each epoch's recalibration runs on
+    the joined global batches. Only the chief writes; the history, and the chief's final scoring
+    of the best model on the whole validation split (done alone, the other process gone), equal one
+    process with two devices and the same global batch, digit for digit on one machine."""
+    pytest.importorskip("jax")
+    train = {"model": "mobilenet", "batch_size": 16, "steps_per_epoch": 2, "epochs": 2, "val_rows": 64}
+    jax = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    two_devices = {**jax, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    worker = ({**train, "strategy": "multi_worker"}, ["-m", "stages.train", "--quiet"], jax)
+    runs = {"worker0": worker, "worker1": worker, "reference": (train, ["-c", DATA_PARALLEL_ON_TWO_CPUS], two_devices)}
+    out = _run_cluster(rendered, tmp_path, runs)
+    meta = _assert_only_the_chief_wrote(
+        tmp_path, out, "2 workers x CPU, jax backend, keras.distribution.DataParallel (2 devices), float32"
+    )
+    reference = json.loads((tmp_path / "reference/models/main/model.json").read_text())
+    _assert_same_history(meta, reference)
+    for key in ("val_map_at_3", "val_loss", "val_rows"):
+        assert meta["metrics"][key] == pytest.approx(reference["metrics"][key], rel=1e-5), key
+
+
+def test_jax_takes_auto_or_multi_worker_only(monkeypatch):
+    import keras
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(
+        ParamError, match="train.strategy: mirrored needs the tensorflow Keras backend; jax takes auto or multi_worker"
+    ):
+        device_strategy(False, "mirrored")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ParamError, match="TF_CONFIG is not set"):  # before JAX's runtime starts
+        device_strategy(False, "multi_worker")
 
 
 def test_a_backend_never_run_here_is_refused_in_one_line(monkeypatch):
