@@ -15,7 +15,9 @@ ready; the consumer copies the batch out (so nothing it holds is overwritten) an
 back. Processes are spawned (the training process has TensorFlow or JAX threads running: forking
 it is not safe) and live from the first epoch to :meth:`ProcessStream.close`; an epoch started
 anew (Keras restarts one it peeked at) tells them to drop what they were making. An error in a
-process is raised by the consumer with the process's traceback; a process that dies is named; and
+process is raised by the consumer as itself (a bad param or input is then one line, as when the batch
+is made in the training process), the process's traceback attached as ``worker_traceback`` (printed
+with ``--debug``, as for doodle.core.workers); a process that dies is named; and
 a process whose training process is killed (a lost notebook kernel, the OOM killer) ends on its own
 within :data:`_POLL_S`, its shared memory then freed by Python's resource tracker.
 """
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from doodle.core.errors import UserError
+from doodle.core.workers import picklable
 
 from .batching import Stream, aligned_empty
 
@@ -106,7 +109,8 @@ class ProcessStream(Stream):
                     maker.free.put(message[2])
                 continue
             if kind == "error":
-                raise RuntimeError(f"in batch-making process {index}:\n{message[2]}")
+                exc, exc.worker_traceback = message[2], f"batch-making process {index}:\n{message[3]}"
+                raise exc
             if kind == "end":
                 raise RuntimeError(f"batch-making process {index} ended its epoch early")
             return message[1:]
@@ -183,8 +187,8 @@ def _make_batches(stream, processes: int, index: int, share: int, names: list[st
                 ready.put(("batch", generation, slot, len(y)))
             else:
                 ready.put(("end", generation))
-        except Exception:
-            ready.put(("error", generation, traceback.format_exc()))
+        except Exception as exc:
+            ready.put(("error", generation, picklable(exc), traceback.format_exc()))
         command = command or _next_command(commands)
     del images, labels
     for m in memory:

@@ -117,10 +117,12 @@ def _worker(work: Work, index: int, tasks, results, setup) -> None:
             results.put(("result", result))
         results.put(("done", index))
     except BaseException as exc:  # report, then let the parent raise it
-        results.put(("error", _picklable(exc), traceback.format_exc()))
+        results.put(("error", picklable(exc), traceback.format_exc()))
 
 
-def _picklable(exc: BaseException) -> BaseException:
+def picklable(exc: BaseException) -> BaseException:
+    """``exc`` when it crosses a process boundary intact, else a RuntimeError that names it: what a
+    child process sends its parent to raise (with the traceback attached as ``worker_traceback``)."""
     try:
         pickle.loads(pickle.dumps(exc))
         return exc

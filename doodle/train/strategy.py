@@ -239,7 +239,8 @@ def join_cluster(environ=None) -> int:
     worker = cluster_worker("multi_worker", environ)  # a bad TF_CONFIG refused before anything starts
     import jax
 
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    with contextlib.suppress(AttributeError):  # the default since JAX 0.4.3x; a later JAX may drop the option
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     keras.distribution.initialize(chief_address(environ), worker.count, worker.index)
     return worker.count
 
