@@ -8,7 +8,9 @@ processes, each with its own lock: process ``p`` runs the same seeded stream as 
 ``processes`` (:class:`doodle.batches.strokes.StrokeStream` draws only that worker's batches, ``p``,
 ``p + processes``, ..., and keeps the random numbers of the others), so taking one batch from each
 in turn gives exactly the batches of the stream itself, whatever the number of processes: the same
-images, in the same order, a resumed epoch included.
+images, in the same order, a resumed epoch included. A multi-worker stream (worker ``w`` of ``W``,
+taking batches ``w, w + W, ...``) is shared out the same way: process ``p`` is worker ``w + W p`` of
+``W N``, so the machine's batches are the same whatever its number of processes.
 
 Each process writes its batches into ``slots`` buffers of shared memory and says which one is
 ready; the consumer copies the batch out (so nothing it holds is overwritten) and hands the buffer
@@ -64,9 +66,10 @@ class ProcessStream(Stream):
     def __init__(self, stream, processes: int, slots: int = 2):
         if processes < 1 or slots < 1:
             raise ValueError(f"processes and slots must be >= 1, got {processes} and {slots}")
-        if getattr(stream, "workers", 1) != 1 or not getattr(stream, "shuffle", False):
-            raise ValueError("only one machine's training stream (shuffle=True, workers=1) is made in processes")
+        if not getattr(stream, "shuffle", False):
+            raise ValueError("only a training stream (shuffle=True) is made in processes")
         self.stream, self.processes, self.slots = stream, processes, slots
+        self.workers, self.worker = getattr(stream, "workers", 1), getattr(stream, "worker", 0)
         self.batch_size, self.image_shape, self.dtype = stream.batch_size, stream.image_shape, stream.dtype
         self.steps, self.rows = len(stream), stream.rows
         self._makers: list[_Maker] = []
@@ -77,6 +80,11 @@ class ProcessStream(Stream):
         return self.steps
 
     def epoch(self, epoch: int = 0, own: bool = True):
+        """This machine's batches of ``epoch``, made by the processes; ``own=False`` on a multi-worker
+        stream: every worker's batches, made here (BatchNorm recalibration reads a few)."""
+        if not own and self.workers > 1:
+            yield from self.stream.epoch(epoch, own=False)
+            return
         if not self._makers:
             self._start()
         self._generation += 1
@@ -169,7 +177,8 @@ def _stop(makers: list[_Maker]) -> None:
 def _make_batches(stream, processes: int, index: int, share: int, names: list[str], commands, free, ready) -> None:
     """A worker process: on ("epoch", e, generation), make its share of epoch ``e``'s batches into
     free buffers until done or told otherwise; on ("stop",), end."""
-    stream.workers, stream.worker, stream.steps = processes, index, share
+    workers, worker = stream.workers, stream.worker  # this machine's share of a multi-worker stream (or 1, 0)
+    stream.workers, stream.worker, stream.steps = workers * processes, worker + workers * index, share
     stream.threads = max(1, stream.threads // processes)  # the machine's cores, shared out
     memory = [shared_memory.SharedMemory(name=n) for n in names]
     images, labels = _views(memory, stream.batch_size, stream.image_shape, stream.dtype)

@@ -91,8 +91,6 @@ def check_run(
     if cfg.time_budget_s and worker.count > 1:
         # Each worker would read its own clock, and workers that disagree on stopping would hang.
         raise ParamError("param train.time_budget_s: not supported with train.strategy multi_worker; use null")
-    if cfg.input_processes and worker.count > 1:
-        raise ParamError("param train.input_processes: one machine's input only, not with train.strategy multi_worker")
 
 
 def train_models(cfg: TrainParams, run: Setup, files: TrainFiles) -> StageResult | None:

@@ -134,12 +134,13 @@ def start_line(cfg: TrainParams, run: Setup, member: Member, train, source, batc
         shared = f" ({batch // worker.count} on each of {worker.count} workers)"
         role = f"; this is worker {worker.index}{' (the chief)' if worker.chief else ''}"
     made = f"{'drawn' if run.encoder.draws_images else 'encoded'} on the fly"
-    made += f" in {cfg.input_processes} processes" if cfg.input_processes and source != "cache" else ""
-    drawn = f"drawings ({made})"
+    n = cfg.input_processes
+    in_processes = f" in {n} process{'es' if n > 1 else ''}" if n and source != "cache" else ""
     return (
         f"{member.tag}: {cfg.model} on {train.image_shape}, {len(run.cache['classes'])} classes, {train.rows:,} train "
-        f"{'images' if source == 'cache' else drawn} / "
-        f"{val_split.rows:,} val {drawn if isinstance(val_split, DrawnSplit) else 'images'}; device: {run.device}; "
+        f"{'images' if source == 'cache' else f'drawings ({made}{in_processes})'} / "
+        f"{val_split.rows:,} val {f'drawings ({made})' if isinstance(val_split, DrawnSplit) else 'images'}; "
+        f"device: {run.device}; "
         f"batch {batch}{shared} x {len(train)} steps x {cfg.epochs} epochs{role}"
     )
 

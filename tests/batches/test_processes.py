@@ -18,11 +18,13 @@ from doodle.drawing.augment import StrokeAugmentParams
 from doodle.drawing.raster import RenderParams
 
 
-def drawn(rendered, steps: int = 7) -> StrokeStream:
-    """The tiny project's training shards drawn on the fly, every stroke augmentation on."""
+def drawn(rendered, steps: int = 7, **share) -> StrokeStream:
+    """The tiny project's training shards drawn on the fly, every stroke augmentation on; ``share``:
+    a multi-worker share (``workers``, ``worker``)."""
     augment = StrokeAugmentParams(scale=0.1, shift=0.1, rotation=10, stroke_dropout=0.2)
     shards = shard_paths(rendered / "data/shards", "train")
-    return StrokeStream(shards, RenderParams(size=24), 8, shuffle=True, seed=5, steps=steps, augment=augment, threads=1)
+    params = RenderParams(size=24)
+    return StrokeStream(shards, params, 8, shuffle=True, seed=5, steps=steps, augment=augment, threads=1, **share)
 
 
 def epochs(stream, count: int = 2) -> list[list[tuple[np.ndarray, np.ndarray]]]:
@@ -89,12 +91,24 @@ def test_a_process_that_dies_is_named(rendered):
         made.close()
 
 
-def test_only_one_machines_training_stream_is_made_in_processes(rendered):
+def test_a_workers_share_is_made_in_processes_and_only_a_training_stream(rendered):
+    """Worker 1 of 2 makes batches 1, 3, 5, ... of the stream: in 2 processes, the same batches in the
+    same order; ``own=False`` (BatchNorm recalibration) gives every worker's batches, as in-process."""
+
+    def share() -> StrokeStream:
+        return drawn(rendered, workers=2, worker=1)
+
+    want = epochs(share())
+    made = ProcessStream(share(), 2)
+    try:
+        assert same(epochs(made)[0], want[0]) and same(epochs(made)[1], want[1])
+        every = [(x.copy(), y.copy()) for x, y in made.epoch(1, own=False)]
+        assert len(every) == 14 and same(every, [(x.copy(), y.copy()) for x, y in share().epoch(1, own=False)])
+    finally:
+        made.close()
     shards = shard_paths(rendered / "data/shards", "train")
-    with pytest.raises(ValueError, match="only one machine's training stream"):
+    with pytest.raises(ValueError, match="only a training stream"):
         ProcessStream(StrokeStream(shards, RenderParams(size=24), 8, shuffle=False), 2)
-    with pytest.raises(ValueError, match="only one machine's training stream"):
-        ProcessStream(StrokeStream(shards, RenderParams(size=24), 8, shuffle=True, workers=2, worker=0), 2)
 
 
 ORPHANED = """

@@ -214,7 +214,7 @@ cli.run(lambda: train.main(["--quiet"]))
 
 
 def _run_cluster(rendered, tmp_path, runs: dict) -> dict[str, str]:
-    """Run each of ``runs`` (name: (train params, python arguments, environment)) in its own copy of
+    """Run each of ``runs`` (name: (params.yaml overrides, python arguments, environment)) in its own copy of
     ``rendered`` under ``tmp_path/<name>``, all at once, as on separate machines; ``worker0`` and
     ``worker1`` get the TF_CONFIG of a cluster of two held localhost ports. Each has its own TMPDIR
     (``tmp_path/tmp-<name>``). Returns every run's output once all succeeded."""
@@ -225,7 +225,7 @@ def _run_cluster(rendered, tmp_path, runs: dict) -> dict[str, str]:
         for name, (params, args, env) in runs.items():
             proj = tmp_path / name
             shutil.copytree(rendered, proj)
-            write_params(proj / "params.yaml", {"train": params})
+            write_params(proj / "params.yaml", params)
             if name == "worker0":  # a backup of a killed run: multi-worker runs start over instead of resuming
                 (proj / "models/backup/main/epoch-0001").mkdir(parents=True)
             run_env = {**subprocess_env(), **env, "TMPDIR": str(tmp_path / f"tmp-{name}")}
@@ -302,8 +302,8 @@ def test_two_local_workers_train_one_model_and_only_the_chief_writes_it(rendered
     The run equals one process training the same global batch on two replicas, epoch for epoch.
     Two epochs, so the validation iterator is started again (a Keras 3 pitfall under a strategy)."""
     train = {"batch_size": 16, "steps_per_epoch": 2, "epochs": 2}  # per replica: a global batch of 32
-    worker = ({**train, "strategy": "multi_worker"}, ["-m", "stages.train", "--quiet"], {})
-    runs = {"worker0": worker, "worker1": worker, "reference": (train, ["-c", MIRRORED_ON_TWO_CPUS], {})}
+    worker = ({"train": {**train, "strategy": "multi_worker"}}, ["-m", "stages.train", "--quiet"], {})
+    runs = {"worker0": worker, "worker1": worker, "reference": ({"train": train}, ["-c", MIRRORED_ON_TWO_CPUS], {})}
     out = _run_cluster(rendered, tmp_path, runs)
     meta = _assert_only_the_chief_wrote(
         tmp_path, out, "2 workers x CPU, MultiWorkerMirroredStrategy (2 replicas), float32"
@@ -334,20 +334,25 @@ def test_two_local_jax_processes_train_one_model_and_only_the_chief_writes_it(re
     """The same under KERAS_BACKEND=jax: two processes join one JAX runtime (the chief's TF_CONFIG
     address is the coordinator's), each feeds its share of every global batch, and Keras's
     DataParallel spans both. A BatchNorm model (MobileNet), so each epoch's recalibration runs on
-    the joined global batches. Only the chief writes; the history, and the chief's final scoring
+    the joined global batches, drawn on the fly, each worker making its share in a process of its own
+    (train.input_processes). Only the chief writes; the history, and the chief's final scoring
     of the best model on the whole validation split (done alone, the other process gone), equal one
     process with two devices and the same global batch, digit for digit on one machine."""
     pytest.importorskip("jax")
     train = {"model": "mobilenet", "batch_size": 16, "steps_per_epoch": 2, "epochs": 2, "val_rows": 64}
     jax = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     two_devices = {**jax, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    worker = ({**train, "strategy": "multi_worker"}, ["-m", "stages.train", "--quiet"], jax)
-    runs = {"worker0": worker, "worker1": worker, "reference": (train, ["-c", DATA_PARALLEL_ON_TWO_CPUS], two_devices)}
+    on_the_fly = {"train_cache": False}
+    multi = {"render": on_the_fly, "train": {**train, "strategy": "multi_worker", "input_processes": 1}}
+    worker = (multi, ["-m", "stages.train", "--quiet"], jax)
+    reference = ({"render": on_the_fly, "train": train}, ["-c", DATA_PARALLEL_ON_TWO_CPUS], two_devices)
+    runs = {"worker0": worker, "worker1": worker, "reference": reference}
     out = _run_cluster(rendered, tmp_path, runs)
     meta = _assert_only_the_chief_wrote(
         tmp_path, out, "2 workers x CPU, jax backend, keras.distribution.DataParallel (2 devices), float32"
     )
     reference = json.loads((tmp_path / "reference/models/main/model.json").read_text())
+    assert "157 train drawings (drawn on the fly in 1 process) / 71 val images" in out["worker0"]
     _assert_same_history(meta, reference)
     for key in ("val_map_at_3", "val_loss", "val_rows"):
         assert meta["metrics"][key] == pytest.approx(reference["metrics"][key], rel=1e-5), key
