@@ -212,7 +212,7 @@ def write_synthetic_shards(out: Path, count: int, rows: int, row_group_rows: int
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from doodle.drawing.strokes import parse_drawings
+    from doodle.drawing.parse import parse_drawings
     from doodle.shard.format import SHARD_SCHEMA, shard_name
 
     src = real_rows()

@@ -19,8 +19,8 @@ import cv2
 
 from benchmarks.common import last_line, real_rows, source_folder
 from benchmarks.reference import render_reference
+from doodle.drawing.parse import parse_drawings
 from doodle.drawing.raster import RenderParams, render
-from doodle.drawing.strokes import parse_drawings
 
 
 def best_rate(fn, n, repeat=3):

@@ -20,9 +20,10 @@ import numpy as np
 
 from doodle.core.params import ParamError
 from doodle.drawing.images import fit_images
+from doodle.drawing.parse import DRAWING_REASONS, parse_drawings
 from doodle.drawing.raster import RenderParams
 from doodle.drawing.sequence import SequenceParams, encoder_from_dict
-from doodle.drawing.strokes import DRAWING_REASONS, StrokeBatch, parse_drawings
+from doodle.drawing.strokes import StrokeBatch
 from doodle.sources.folder import SourceError
 from doodle.sources.pixels import digit_header, iter_digit_rows
 from doodle.sources.quickdraw import MALFORMED_ROW, iter_test_blocks

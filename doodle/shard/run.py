@@ -39,7 +39,7 @@ from doodle.core.malloc import limit_heap_retention
 from doodle.core.params import require
 from doodle.core.report import StageResult
 from doodle.core.workers import fork_map
-from doodle.drawing.strokes import DRAWING_REASONS
+from doodle.drawing.parse import DRAWING_REASONS
 from doodle.sources.folder import Source
 from doodle.sources.pixels import PIXEL_REASONS, check_class_keys, image_shape
 from doodle.sources.quickdraw import MALFORMED_ROW, ROW_REASONS, TRAIN_COLUMNS, clean_block, iter_class_blocks

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from doodle.drawing.strokes import DRAWING_REASONS, OK, StrokeBatch, parse_drawings
+from doodle.drawing.parse import DRAWING_REASONS, OK, parse_drawings
+from doodle.drawing.strokes import StrokeBatch
 
 from .folder import Source, SourceError
 

@@ -23,7 +23,7 @@ from benchmarks.kaggle_folder import (
     key_ids,
     write_kaggle_folder,
 )
-from doodle.drawing.strokes import parse_drawings
+from doodle.drawing.parse import parse_drawings
 from doodle.sources.folder import resolve_source
 from doodle.sources.quickdraw import clean_block, iter_class_blocks, iter_test_blocks, parse_key_ids
 from tests.conftest import KAGGLE, needs_kaggle

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from doodle.drawing import strokes as S
-from doodle.drawing.strokes import classify_drawing, parse_drawings
+from doodle.drawing import parse as S
+from doodle.drawing.parse import classify_drawing, parse_drawings
 from tests.conftest import SHARED
 
 REAL15 = SHARED / "quickdraw-real15" / "train_simplified"

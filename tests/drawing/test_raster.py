@@ -85,7 +85,7 @@ def _near(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_fidelity_against_the_public_baseline():
-    from doodle.drawing.strokes import parse_drawings
+    from doodle.drawing.parse import parse_drawings
 
     texts = _drawings_for_fidelity()
     ours = render(parse_drawings(texts).strokes, RenderParams(size=64))[..., 0]

@@ -152,7 +152,7 @@ def test_balance_auto_and_tta_flip_in_a_stage_run(trained, tmp_path, monkeypatch
     the model's probabilities of the test images and of their mirror images; auto balancing is off
     for 6 drawings a class and on for 20 (Kaggle's test set has ~330), and then rescales the
     unbalanced probabilities (submission.balance), evening out the top-1 counts."""
-    from doodle.drawing.strokes import parse_drawings
+    from doodle.drawing.parse import parse_drawings
     from doodle.predict.inference import TrainedModel
     from doodle.predict.submission import balance
     from stages import sample
