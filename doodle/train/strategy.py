@@ -217,17 +217,12 @@ def backend_strategy(mixed_precision: bool, strategy: str = "auto"):
     where = f"{len(gpus) // workers} GPU(s)" if gpus else "CPU"
     devices = keras.distribution.list_devices("gpu" if gpus else "cpu")
     if workers > 1:
-        distribution = _data_parallel(devices)
-        local = len(devices) // workers
         how = f"keras.distribution.DataParallel ({len(devices)} devices)"
-        return KerasDistribution(
-            len(devices), local, distribution
-        ), f"{workers} workers x {where}, {backend} backend, {how}, {policy}"
+        description = f"{workers} workers x {where}, {backend} backend, {how}, {policy}"
+        return KerasDistribution(len(devices), len(devices) // workers, _data_parallel(devices)), description
     if len(gpus) > 1:
-        distribution = _data_parallel(devices)
-        return KerasDistribution(len(gpus), len(gpus), distribution), (
-            f"{where}, {backend} backend, keras.distribution.DataParallel, {policy}"
-        )
+        description = f"{where}, {backend} backend, keras.distribution.DataParallel, {policy}"
+        return KerasDistribution(len(gpus), len(gpus), _data_parallel(devices)), description
     return KerasDistribution(1), f"{where}, {backend} backend, default device, {policy}"
 
 
@@ -239,7 +234,7 @@ def join_cluster(environ=None) -> int:
     worker = cluster_worker("multi_worker", environ)  # a bad TF_CONFIG refused before anything starts
     import jax
 
-    with contextlib.suppress(AttributeError):  # the default since JAX 0.4.3x; a later JAX may drop the option
+    with contextlib.suppress(AttributeError):  # JAX 0.10's default already; another version may lack the option
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     keras.distribution.initialize(chief_address(environ), worker.count, worker.index)
     return worker.count
