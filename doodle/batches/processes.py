@@ -18,8 +18,9 @@ back. Processes are spawned (the training process has TensorFlow or JAX threads 
 it is not safe) and live from the first epoch to :meth:`ProcessStream.close`; an epoch started
 anew (Keras restarts one it peeked at) tells them to drop what they were making. An error in a
 process is raised by the consumer as itself (a bad param or input is then one line, as when the batch
-is made in the training process), the process's traceback attached as ``worker_traceback`` (printed
-with ``--debug``, as for doodle.core.workers); a process that dies is named; and
+is made in the training process), the process's traceback attached (``worker_traceback``, printed
+with ``--debug``; for any other error also as its cause: doodle.core.workers.raised_in_child); a
+process that dies is named; and
 a process whose training process is killed (a lost notebook kernel, the OOM killer) ends on its own
 within :data:`_POLL_S`, its shared memory then freed by Python's resource tracker.
 """
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from doodle.core.errors import UserError
-from doodle.core.workers import picklable
+from doodle.core.workers import picklable, raised_in_child
 
 from .batching import Stream, aligned_empty
 
@@ -117,8 +118,7 @@ class ProcessStream(Stream):
                     maker.free.put(message[2])
                 continue
             if kind == "error":
-                exc, exc.worker_traceback = message[2], f"batch-making process {index}:\n{message[3]}"
-                raise exc
+                raise raised_in_child(message[2], message[3], f"batch-making process {index}")
             if kind == "end":
                 raise RuntimeError(f"batch-making process {index} ended its epoch early")
             return message[1:]

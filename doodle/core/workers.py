@@ -96,9 +96,8 @@ def fork_map(
                 running.discard(payload[0])
             else:  # "error"
                 exc, tb = payload
-                exc.worker_traceback = tb
                 log.debug("%s process failed:\n%s", what, tb)
-                raise exc
+                raise raised_in_child(exc, tb, f"{what} process")
     finally:
         for proc in procs:
             if running and proc.is_alive():  # stopped early: an error, or the caller stopped reading
@@ -118,6 +117,24 @@ def _worker(work: Work, index: int, tasks, results, setup) -> None:
         results.put(("done", index))
     except BaseException as exc:  # report, then let the parent raise it
         results.put(("error", picklable(exc), traceback.format_exc()))
+
+
+class ChildTraceback(Exception):
+    """The traceback of an exception raised in a child process, shown as that exception's cause."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def raised_in_child(exc: BaseException, tb: str, where: str) -> BaseException:
+    """``exc``, sent by a child process with its traceback ``tb``, made ready to raise in the parent:
+    ``tb`` attached as ``worker_traceback`` (the stage prints it with ``--debug`` under a one-line
+    UserError) and, for any other exception (a bug), as its cause, so Python prints where in the
+    child it was raised, not only where the parent re-raised it."""
+    exc.worker_traceback = tb
+    if not isinstance(exc, UserError):
+        exc.__cause__ = ChildTraceback(f"in the {where}:\n{tb}")
+    return exc
 
 
 def picklable(exc: BaseException) -> BaseException:

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_COLUMNS = ["countrycode", "drawing", "key_id", "recognized", "timestamp", "word"]
 TEST_COLUMNS = ["key_id", "countrycode", "drawing"]
-#: Why a row is rejected, besides its drawing (:data:`doodle.drawing.strokes.DRAWING_REASONS`).
+#: Why a row is rejected, besides its drawing (:data:`doodle.drawing.parse.DRAWING_REASONS`).
 ROW_REASONS = ("bad_key_id", "word_mismatch", "bad_recognized", "duplicate_key_id", "malformed_csv_row")
 MALFORMED_ROW = "malformed_csv_row"  # a line the CSV parser could not split into the file's columns
 

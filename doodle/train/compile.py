@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from doodle.models import build_model
 
@@ -79,18 +78,19 @@ def decision_callbacks(cfg: TrainParams) -> list:
     return [plateau, stop]
 
 
-def recalibration_batches(train, count: int):
+def recalibration_batches(train, count: int, sharded=None):
     """``batches(epoch)`` for :class:`~doodle.train.batchnorm.RecalibrateBatchNorm`: ``count`` batches of
     training images from epochs of their own (deterministic per epoch, so a resumed run recalibrates
-    exactly as an uninterrupted one). With several workers, every worker reads every batch of the
-    stream (``own=False``) and joins the workers' batches of a step: each recalibrates on the global
-    batches one process would, so the statistics agree everywhere and equal one machine's."""
-    workers = getattr(train, "workers", 1)
+    exactly as an uninterrupted one). ``sharded`` (:func:`~doodle.train.strategy.sharded_batches`):
+    under a ``keras.distribution``, each process reads its own share of every batch and ``sharded``
+    makes them one array split over every device, so the statistics are the global batch's, as in a
+    training step, on one machine or several. Else every worker reads every batch of the stream
+    (``own=False``), so that the statistics agree everywhere."""
 
     def batches(epoch: int):
-        images = (x for x, _ in train.epoch(RECALIBRATION_EPOCHS + epoch, own=False))
-        steps = zip(*[images] * workers)  # the workers' batches of one step, in worker order
-        return (np.concatenate(step) if workers > 1 else step[0] for step in itertools.islice(steps, count))
+        if sharded is not None:
+            return (sharded(x) for x, _ in itertools.islice(train.epoch(RECALIBRATION_EPOCHS + epoch), count))
+        return (x for x, _ in itertools.islice(train.epoch(RECALIBRATION_EPOCHS + epoch, own=False), count))
 
     return batches
 
@@ -118,6 +118,7 @@ def fit_callbacks(
     live_dir: Path,
     progress: bool = False,
     printer=print,
+    sharded=None,
 ) -> FitCallbacks:
     """The train stage's callbacks around ``model.fit`` of ``model`` on the stream ``train`` (``batch``:
     the global batch), its resumable state in ``backup`` (a state of another ``fingerprint`` is
@@ -130,7 +131,7 @@ def fit_callbacks(
     decisions = decision_callbacks(cfg)
     state = TrainingState(backup, fingerprint, best_model=best_model, monitor=MONITOR, track=decisions)
     live = reopen_live(live_dir, state.epochs_done, save_dvc_exp=False, dvcyaml=None)
-    recalibration = RecalibrateBatchNorm(recalibration_batches(train, cfg.bn_recalibration_batches))
+    recalibration = RecalibrateBatchNorm(recalibration_batches(train, cfg.bn_recalibration_batches, sharded))
     budget = TimeBudget(cfg.time_budget_s, printer=printer) if cfg.time_budget_s else None
     callbacks = [
         *decisions,

@@ -59,13 +59,35 @@ class KerasDistribution:
     def scope(self):
         return contextlib.nullcontext()
 
+    @property
+    def processes(self) -> bool:
+        """Whether the replicas span several processes (train.strategy multi_worker)."""
+        return self.local_replicas != self.num_replicas_in_sync
+
     def alone(self):
         """A context in which this process computes by itself, the global distribution unset: for the
-        chief's work after ``fit`` (loading the best model, scoring it) while the other processes of a
-        multi-process run, done, no longer take part. Nothing changes for one process."""
-        if self.local_replicas == self.num_replicas_in_sync:
-            return contextlib.nullcontext()
-        return _unset_distribution()
+        chief's work after ``fit`` (loading the best model, scoring it), while the other processes of a
+        multi-process run wait for it (:meth:`barrier`). Nothing changes for one process."""
+        return _unset_distribution() if self.processes else contextlib.nullcontext()
+
+    def barrier(self, name: str) -> None:
+        """Wait until every process reaches the barrier ``name``: the other workers wait so while the
+        chief scores and writes a model by itself (they would otherwise start the next member's
+        collectives, or exit, and JAX's runtime ends a process whose peers stay away too long). Nothing
+        to wait for on one process."""
+        if self.processes:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+
+    def global_batch(self, x):
+        """This process's rows of a batch as the one array Keras's steps compute on, split over every
+        device of every process (each process passes its own rows, as it feeds ``fit``): for BatchNorm
+        recalibration, whose statistics are then the global batch's, as a training step's are."""
+        import jax
+
+        layout = self.distribution.get_data_layout(x.shape).backend_layout
+        return jax.make_array_from_process_local_data(layout, x)
 
 
 @contextlib.contextmanager
@@ -82,6 +104,21 @@ def alone(strategy):
     """``strategy.alone()`` for a :class:`KerasDistribution`; no change for a tf.distribute strategy
     (TensorFlow's chief loads and scores by itself within its strategy)."""
     return strategy.alone() if isinstance(strategy, KerasDistribution) else contextlib.nullcontext()
+
+
+def barrier(strategy, name: str) -> None:
+    """``strategy.barrier(name)`` for a :class:`KerasDistribution`; nothing for a tf.distribute strategy."""
+    if isinstance(strategy, KerasDistribution):
+        strategy.barrier(name)
+
+
+def sharded_batches(strategy):
+    """How recalibration batches reach the devices: ``strategy.global_batch`` when a
+    ``keras.distribution`` splits batches over several devices (each process then reads its own
+    rows), else None (every process reads every batch, fed as it is)."""
+    if isinstance(strategy, KerasDistribution) and strategy.distribution is not None:
+        return strategy.global_batch
+    return None
 
 
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
@@ -216,6 +253,12 @@ def backend_strategy(mixed_precision: bool, strategy: str = "auto"):
     policy = _set_policy("mixed_bfloat16" if gpus and mixed_precision else "float32")
     where = f"{len(gpus) // workers} GPU(s)" if gpus else "CPU"
     devices = keras.distribution.list_devices("gpu" if gpus else "cpu")
+    local = [d for d in jax.local_devices() if d.platform == ("gpu" if gpus else "cpu")]
+    if len(local) * workers != len(devices):  # each feeds batch_size x its devices: the shares must match
+        raise ParamError(
+            f"param train.strategy: multi_worker under JAX needs the same number of devices on every machine; "
+            f"this one has {len(local)} of the cluster's {len(devices)} over {workers} machines"
+        )
     if workers > 1:
         how = f"keras.distribution.DataParallel ({len(devices)} devices)"
         description = f"{workers} workers x {where}, {backend} backend, {how}, {policy}"

@@ -30,7 +30,7 @@ from doodle.render.params import RenderSection
 from .compile import FitCallbacks, compiled_model, fit_callbacks
 from .feed import fit_data, replicas, training_stream, validation_stream
 from .params import TrainParams
-from .strategy import Worker, alone
+from .strategy import Worker, alone, barrier, sharded_batches
 
 # in reports/train/<name>.json, never in models/ (whether train.time_budget_s stopped the run depends on timings too)
 TIMINGS = (
@@ -100,18 +100,21 @@ def train_member(cfg: TrainParams, run: Setup, member: Member, score: Callable[[
         # Every worker must start at the same epoch, and the others keep no backup: start over.
         print(f"{member.tag}: multi-worker runs do not resume; deleting {member.backup}", flush=True)
         shutil.rmtree(member.backup)
-    callbacks = fit_callbacks(
-        cfg, model, train, batch, fingerprint, member.backup, member.model, member.live, progress=run.progress
-    )
+    files = (member.backup, member.model, member.live)
+    sharded = sharded_batches(run.strategy)
+    callbacks = fit_callbacks(cfg, model, train, batch, fingerprint, *files, progress=run.progress, sharded=sharded)
     done = callbacks.state.epochs_done
     resumed = f"; resuming from backup after epoch {done}" if done else ""
     print(f"{member.tag}: {model.count_params():,} parameters{resumed}", flush=True)
     fitted = fit(model, cfg, run, train, val, callbacks, batch)
-    if not worker.chief:  # the chief evaluates and writes the results; nothing collective is left
+    if not worker.chief:  # the chief evaluates and writes the results
         callbacks.live.end()
         print(f"{member.tag}: worker {worker.index} of {worker.count} done in {fitted.seconds:.0f}s", flush=True)
+        barrier(run.strategy, f"{member.tag} written")  # under JAX: wait while the chief does it
         return None
-    return finish(cfg, run, member, train, callbacks, fitted, score)
+    result = finish(cfg, run, member, train, callbacks, fitted, score)
+    barrier(run.strategy, f"{member.tag} written")
+    return result
 
 
 def val_steps(val_rows: int | None, rows: int, batch: int) -> int:
@@ -192,7 +195,7 @@ def fit(model, cfg: TrainParams, run: Setup, train, val, callbacks: FitCallbacks
 def finish(cfg: TrainParams, run: Setup, member: Member, train, callbacks: FitCallbacks, fitted: Fitted, score):
     """Score the best model (kept by the resumable state) on the whole validation split (``score``),
     write its metadata and end the DVCLive run. Returns (metrics, best model). The chief does this by
-    itself (the other workers are done): under JAX, outside the processes' global distribution."""
+    itself (under JAX outside the processes' global distribution, the other workers waiting at a barrier)."""
     with alone(run.strategy):
         best = keras.saving.load_model(member.model)
         t0 = time.perf_counter()

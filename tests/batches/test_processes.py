@@ -72,7 +72,8 @@ def test_an_error_in_a_process_is_raised_as_itself_with_its_traceback():
         next(batches)
         with pytest.raises(ValueError, match="^drawing 3 is broken$") as err:  # as if made here
             next(batches)
-        assert re.search(r"(?s)^batch-making process 0:\nTraceback.*in epoch\n", err.value.worker_traceback)
+        assert re.search(r"(?s)^Traceback.*in epoch\n", err.value.worker_traceback)
+        assert str(err.value.__cause__).startswith("in the batch-making process 0:\nTraceback")  # Python prints it
     finally:
         made.close()
 

@@ -41,6 +41,19 @@ def test_a_workers_exception_is_raised_as_itself_with_its_traceback_kept(caplog)
         list(fork_map(failing, range(6), 2))
     assert "Traceback" in err.value.worker_traceback and "failing" in err.value.worker_traceback
     assert "Traceback" not in caplog.text  # logged at debug level only
+    assert err.value.__cause__ is None  # a UserError: one line, the traceback only with --debug
+
+
+def buggy(worker, items, tick):
+    for i in items:
+        yield [][i]  # an IndexError: a bug, not the user's
+
+
+def test_a_bug_in_a_worker_shows_the_workers_traceback_as_its_cause():
+    with pytest.raises(IndexError) as err:
+        list(fork_map(buggy, range(6), 2))
+    cause = str(err.value.__cause__)
+    assert cause.startswith("in the worker process:\nTraceback") and "in buggy" in cause
 
 
 def dying(worker, items, tick):

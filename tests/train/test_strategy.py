@@ -333,17 +333,17 @@ cli.run(lambda: train.main(["--quiet"]))
 def test_two_local_jax_processes_train_one_model_and_only_the_chief_writes_it(rendered, tmp_path):
     """The same under KERAS_BACKEND=jax: two processes join one JAX runtime (the chief's TF_CONFIG
     address is the coordinator's), each feeds its share of every global batch, and Keras's
-    DataParallel spans both. A BatchNorm model (MobileNet), so each epoch's recalibration runs on
-    the joined global batches, drawn on the fly, each worker making its share in a process of its own
-    (train.input_processes). Only the chief writes; the history, and the chief's final scoring
-    of the best model on the whole validation split (done alone, the other process gone), equal one
-    process with two devices and the same global batch, digit for digit on one machine."""
+    DataParallel spans both. Drawn on the fly, each worker making its share in 2 input processes of
+    its own (train.input_processes). A BatchNorm model (MobileNet), so each epoch's recalibration
+    runs on global batches split over both processes. Only the chief writes; the history, and the
+    chief's final scoring of the best model on the whole validation split (done alone, the other
+    process waiting at a barrier), equal one process with two devices and the same global batch."""
     pytest.importorskip("jax")
     train = {"model": "mobilenet", "batch_size": 16, "steps_per_epoch": 2, "epochs": 2, "val_rows": 64}
     jax = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     two_devices = {**jax, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     on_the_fly = {"train_cache": False}
-    multi = {"render": on_the_fly, "train": {**train, "strategy": "multi_worker", "input_processes": 1}}
+    multi = {"render": on_the_fly, "train": {**train, "strategy": "multi_worker", "input_processes": 2}}
     worker = (multi, ["-m", "stages.train", "--quiet"], jax)
     reference = ({"render": on_the_fly, "train": train}, ["-c", DATA_PARALLEL_ON_TWO_CPUS], two_devices)
     runs = {"worker0": worker, "worker1": worker, "reference": reference}
@@ -352,7 +352,7 @@ def test_two_local_jax_processes_train_one_model_and_only_the_chief_writes_it(re
         tmp_path, out, "2 workers x CPU, jax backend, keras.distribution.DataParallel (2 devices), float32"
     )
     reference = json.loads((tmp_path / "reference/models/main/model.json").read_text())
-    assert "157 train drawings (drawn on the fly in 1 process) / 71 val images" in out["worker0"]
+    assert "157 train drawings (drawn on the fly in 2 processes) / 71 val images" in out["worker0"]
     _assert_same_history(meta, reference)
     for key in ("val_map_at_3", "val_loss", "val_rows"):
         assert meta["metrics"][key] == pytest.approx(reference["metrics"][key], rel=1e-5), key
@@ -368,6 +368,12 @@ def test_jax_takes_auto_or_multi_worker_only(monkeypatch):
         device_strategy(False, "mirrored")
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ParamError, match="TF_CONFIG is not set"):  # before JAX's runtime starts
+        device_strategy(False, "multi_worker")
+    pytest.importorskip("jax")
+    from doodle.train import strategy
+
+    monkeypatch.setattr(strategy, "join_cluster", lambda: 2)  # as if a second machine had joined with none
+    with pytest.raises(ParamError, match="same number of devices on every machine; this one has 1 of the cluster's 1"):
         device_strategy(False, "multi_worker")
 
 
