@@ -68,11 +68,6 @@ def uses_tf_data() -> bool:
     return keras.backend.backend() == "tensorflow"
 
 
-def evaluation_data(stream, strategy=None):
-    """One ordered pass of ``stream`` for ``model.evaluate`` (with ``steps=len(stream)``)."""
-    return tf_dataset(stream, repeat=False) if uses_tf_data() else StreamBatches(stream, 0, local_replicas(strategy))
-
-
 def replicas(strategy) -> int:
     """The devices each global batch is split over, on every worker (1 without a strategy)."""
     return strategy.num_replicas_in_sync if strategy is not None else 1

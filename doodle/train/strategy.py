@@ -251,9 +251,10 @@ def backend_strategy(mixed_precision: bool, strategy: str = "auto"):
 
     gpus = [d for d in jax.devices() if d.platform == "gpu"]  # every process's
     policy = _set_policy("mixed_bfloat16" if gpus and mixed_precision else "float32")
-    where = f"{len(gpus) // workers} GPU(s)" if gpus else "CPU"
-    devices = keras.distribution.list_devices("gpu" if gpus else "cpu")
-    local = [d for d in jax.local_devices() if d.platform == ("gpu" if gpus else "cpu")]
+    kind = "gpu" if gpus else "cpu"
+    devices = keras.distribution.list_devices(kind)
+    local = [d for d in jax.local_devices() if d.platform == kind]
+    where = f"{len(local)} GPU(s)" if gpus else "CPU"
     if len(local) * workers != len(devices):  # each feeds batch_size x its devices: the shares must match
         raise ParamError(
             f"param train.strategy: multi_worker under JAX needs the same number of devices on every machine; "

@@ -107,13 +107,13 @@ def train_member(cfg: TrainParams, run: Setup, member: Member, score: Callable[[
     resumed = f"; resuming from backup after epoch {done}" if done else ""
     print(f"{member.tag}: {model.count_params():,} parameters{resumed}", flush=True)
     fitted = fit(model, cfg, run, train, val, callbacks, batch)
-    if not worker.chief:  # the chief evaluates and writes the results
+    result = None
+    if worker.chief:  # the chief evaluates and writes the results
+        result = finish(cfg, run, member, train, callbacks, fitted, score)
+    else:
         callbacks.live.end()
         print(f"{member.tag}: worker {worker.index} of {worker.count} done in {fitted.seconds:.0f}s", flush=True)
-        barrier(run.strategy, f"{member.tag} written")  # under JAX: wait while the chief does it
-        return None
-    result = finish(cfg, run, member, train, callbacks, fitted, score)
-    barrier(run.strategy, f"{member.tag} written")
+    barrier(run.strategy, f"{member.tag} written")  # under JAX the others wait while the chief does it
     return result
 
 
